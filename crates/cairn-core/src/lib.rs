@@ -1,0 +1,19 @@
+//! Cairn's domain rules as plain types and functions: no I/O, no async, no SQL.
+//!
+//! Everything that decides *what* may happen to a task lives here — the status
+//! transition table, the derived phase durations, progress rate limits, lease
+//! and retry rules, and the workflow spec — so that the store, the engine and
+//! the server all obey one definition.
+
+pub mod clock;
+pub mod durations;
+pub mod id;
+pub mod lease;
+pub mod progress;
+pub mod record;
+pub mod retry;
+pub mod status;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use id::{LeaseToken, RunId, TaskId};
+pub use status::{RunStatus, TaskStatus};
