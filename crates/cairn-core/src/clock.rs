@@ -12,9 +12,35 @@ use serde::{Deserialize, Serialize};
 ///
 /// Microseconds are what the store keeps; they order transitions of one task
 /// unambiguously even when several happen in the same millisecond.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// In JSON it is an RFC 3339 string (`2026-11-20T22:16:28.123456Z`); integer
+/// microseconds are accepted on input too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Micros(i64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Micros(m) => Ok(Timestamp(m)),
+            Repr::Text(s) => s
+                .parse::<jiff::Timestamp>()
+                .map(Timestamp::from_jiff)
+                .map_err(|e| serde::de::Error::custom(format!("bad timestamp {s:?}: {e}"))),
+        }
+    }
+}
 
 impl Timestamp {
     pub const fn from_micros(micros: i64) -> Self {
@@ -161,6 +187,9 @@ mod tests {
         assert_eq!(clock.now().since(t0), Duration::from_millis(1500));
         assert_eq!(seen.load(Ordering::SeqCst), clock.now().as_micros());
         assert_eq!(t0.to_rfc3339(), "2026-01-01T00:00:00.000000Z");
+        let json = serde_json::to_string(&t0).unwrap();
+        assert_eq!(json, "\"2026-01-01T00:00:00.000000Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t0);
     }
 
     #[test]

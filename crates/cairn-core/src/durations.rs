@@ -21,16 +21,16 @@ pub struct Durations {
     pub run_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     /// Time in BLOCKED (waiting for upstream).
-    #[serde(with = "micros")]
+    #[serde(with = "seconds")]
     pub blocked_duration: Duration,
     /// Time in PENDING (queue wait, including retry back-off).
-    #[serde(with = "micros")]
+    #[serde(with = "seconds")]
     pub pending_duration: Duration,
     /// Time in RUNNING, over all attempts.
-    #[serde(with = "micros")]
+    #[serde(with = "seconds")]
     pub execution_duration: Duration,
     /// Submission to finish, or to `now` while unfinished.
-    #[serde(with = "micros")]
+    #[serde(with = "seconds")]
     pub total_duration: Duration,
 }
 
@@ -72,19 +72,20 @@ impl Durations {
     }
 }
 
-/// Durations travel as whole microseconds in JSON (`*_duration_us` would be
-/// redundant with the field docs; the docs state the unit).
-mod micros {
+/// Durations travel in JSON as seconds with microsecond precision (a float),
+/// as Taipy reports them.
+mod seconds {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        s.serialize_f64((d.as_micros() as f64) / 1e6)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_micros(u64::deserialize(d)?))
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,1 +1,19 @@
-//! The Cairn engine.
+//! Runs Cairn workflows: the run [`driver`] (scheduling, leases, retries,
+//! timeouts, cancellation), the local shell [`process`] executor, and
+//! [`recover`]y of runs whose executor died.
+
+pub mod driver;
+pub mod error;
+pub mod owner;
+pub mod plan;
+pub mod process;
+pub mod recover;
+pub mod runner;
+pub mod time;
+
+pub use driver::{Driver, RunEvent, RunOptions, attempt_log_paths, human};
+pub use error::EngineError;
+pub use plan::{ContinueOn, Handler, PlannedTask, Role, RunPlan};
+pub use recover::{Recovery, recover};
+pub use runner::{AttemptContext, AttemptOutcome, NoopRunner, Precheck, ProgressSink, TaskRunner};
+pub use time::EngineClock;

@@ -1,0 +1,996 @@
+//! The run driver: owns one run from creation to its terminal status.
+//!
+//! It keeps every task's [`TaskState`] in memory, turns events (an attempt
+//! ended, progress arrived, a timer fired, cancel was asked) into status
+//! changes, and writes all changes of one turn of its loop in one batch —
+//! completing A, promoting its dependent B and starting B share one commit.
+//!
+//! Architecture invariant: work is started only after the commit that records
+//! its RUNNING status and lease, so a crash can cause at most a re-run, never
+//! a task running without a record. Conversely a change the store refuses
+//! (another process reaped our lease) stops the driver: it never overwrites.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::lease::{Lease, LeaseSettings};
+use cairn_core::progress::{Progress, ProgressLimiter};
+use cairn_core::record::{Actor, RunTransition, TaskState, Transition};
+use cairn_core::retry::FailureKind;
+use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
+use cairn_store::{AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, Store, TaskChange, TaskUpdate};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EngineError;
+use crate::plan::{Handler, PlannedTask, Role, RunPlan};
+use crate::runner::{AttemptContext, AttemptOutcome, Precheck, ProgressSink, TaskRunner};
+use crate::time::EngineClock;
+
+/// How to run one workflow.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub run_id: RunId,
+    /// Recorded as the run's owner and the attempts' worker, e.g. `local:HOST:PID:START`.
+    pub owner: String,
+    pub lease: LeaseSettings,
+    /// Per-attempt logs go under `<log_root>/<run id>/`.
+    pub log_root: PathBuf,
+    /// Whether the runner must be asked about preconditions before each start.
+    pub prechecks: bool,
+}
+
+/// What the driver tells a live view.
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    Task { index: usize, status: TaskStatus, attempt: u32, at: Timestamp, reason: String },
+    Progress { index: usize, progress: Progress },
+    Run { status: RunStatus, at: Timestamp },
+}
+
+/// Why a running attempt's token was canceled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KillReason {
+    StepTimeout(Duration),
+    RunCanceled,
+    RunTimeout(Duration),
+}
+
+struct Slot {
+    id: TaskId,
+    state: TaskState,
+    /// Upstream tasks not yet finished.
+    waiting_on: usize,
+    dependents: Vec<usize>,
+    lease: Option<Lease>,
+    cancel: Option<CancellationToken>,
+    kill: Option<KillReason>,
+    deadline: Option<Timestamp>,
+    retry_at: Option<Timestamp>,
+    prechecking: bool,
+    /// Counts against `max_active` (dispatched steps, until they end or wait to retry).
+    holds_slot: bool,
+    limiter: ProgressLimiter,
+    /// Set when terminal: whether dependents may go on.
+    lets_dependents_run: bool,
+    /// Failed but let pass by `continue_on` (makes the run partially succeeded).
+    failure_passed: bool,
+}
+
+/// Messages from attempt and precheck tasks back to the loop.
+enum Done {
+    Attempt { index: usize, token: LeaseToken, outcome: AttemptOutcome },
+    Precheck { index: usize, verdict: Precheck },
+}
+
+/// Phases of the run after its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Steps,
+    Handlers,
+    Exit,
+    Done,
+}
+
+pub struct Driver<S: Store, R: TaskRunner> {
+    store: Arc<S>,
+    runner: Arc<R>,
+    clock: EngineClock,
+    plan: Arc<RunPlan>,
+    opts: RunOptions,
+    slots: Vec<Slot>,
+    ready: VecDeque<usize>,
+    running: usize,
+    batch: Vec<Change>,
+    /// Tasks whose Start is in the current batch, to launch after the commit.
+    to_launch: Vec<usize>,
+    events: Option<mpsc::UnboundedSender<RunEvent>>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    progress_tx: mpsc::UnboundedSender<(usize, Progress)>,
+    progress_rx: mpsc::UnboundedReceiver<(usize, Progress)>,
+    run_status: RunStatus,
+    phase: Phase,
+    canceled_by: Option<Actor>,
+    timed_out: bool,
+    run_deadline: Option<Timestamp>,
+    next_heartbeat: Timestamp,
+    pending_events: Vec<RunEvent>,
+}
+
+impl<S: Store, R: TaskRunner> Driver<S, R> {
+    pub fn new(
+        store: Arc<S>,
+        runner: Arc<R>,
+        clock: EngineClock,
+        plan: RunPlan,
+        opts: RunOptions,
+    ) -> Result<Self, EngineError> {
+        validate(&plan)?;
+        let now = clock.now();
+        let mut slots: Vec<Slot> = plan
+            .tasks
+            .iter()
+            .map(|t| Slot {
+                id: TaskId::new(now),
+                state: TaskState::restore(TaskStatus::Submitted, 0, now),
+                waiting_on: t.depends.len(),
+                dependents: Vec::new(),
+                lease: None,
+                cancel: None,
+                kill: None,
+                deadline: None,
+                retry_at: None,
+                prechecking: false,
+                holds_slot: false,
+                limiter: ProgressLimiter::new(t.progress),
+                lets_dependents_run: false,
+                failure_passed: false,
+            })
+            .collect();
+        for (i, t) in plan.tasks.iter().enumerate() {
+            for &d in &t.depends {
+                slots[d].dependents.push(i);
+            }
+        }
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        Ok(Driver {
+            store,
+            runner,
+            next_heartbeat: now.saturating_add(opts.lease.heartbeat_interval),
+            clock,
+            plan: Arc::new(plan),
+            opts,
+            slots,
+            ready: VecDeque::new(),
+            running: 0,
+            batch: Vec::new(),
+            to_launch: Vec::new(),
+            events: None,
+            done_tx,
+            done_rx,
+            progress_tx,
+            progress_rx,
+            run_status: RunStatus::Queued,
+            phase: Phase::Steps,
+            canceled_by: None,
+            timed_out: false,
+            run_deadline: None,
+            pending_events: Vec::new(),
+        })
+    }
+
+    /// Live events go here as they are committed.
+    pub fn with_events(mut self, tx: mpsc::UnboundedSender<RunEvent>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+
+    pub fn run_id(&self) -> RunId {
+        self.opts.run_id
+    }
+
+    /// Drives the run to its end. `cancel` fires on Ctrl-C / SIGTERM; `actor`
+    /// of the cancellation is recorded in the reasons.
+    pub async fn drive(mut self, cancel: CancellationToken, cancel_actor: Actor) -> Result<RunStatus, EngineError> {
+        std::fs::create_dir_all(self.log_dir()).map_err(|e| EngineError::Logs {
+            path: self.log_dir().display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let now = self.clock.now();
+        self.create(now);
+        self.run_deadline = self.plan.timeout.map(|t| now.saturating_add(t));
+        let result = self.drive_loop(cancel, cancel_actor).await;
+        if result.is_err() {
+            // Whatever happens to the records, leave no process behind.
+            for s in &self.slots {
+                if let Some(c) = &s.cancel {
+                    c.cancel();
+                }
+            }
+        }
+        result
+    }
+
+    async fn drive_loop(&mut self, cancel: CancellationToken, cancel_actor: Actor) -> Result<RunStatus, EngineError> {
+        loop {
+            let now = self.clock.now();
+            self.dispatch(now);
+            self.advance_phase(now);
+            // Entering a phase may have made handlers ready.
+            self.dispatch(now);
+            self.flush().await?;
+            if self.phase == Phase::Done {
+                return Ok(self.run_status);
+            }
+            let wake = self.next_wake();
+            let clock = self.clock.clone();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if self.canceled_by.is_none() && !self.timed_out => {
+                    self.cancel_run(self.clock.now(), cancel_actor.clone());
+                }
+                Some(done) = self.done_rx.recv() => {
+                    let now = self.clock.now();
+                    self.on_done(done, now);
+                    while let Ok(more) = self.done_rx.try_recv() {
+                        self.on_done(more, now);
+                    }
+                    self.drain_progress(now);
+                }
+                Some((index, p)) = self.progress_rx.recv() => {
+                    let now = self.clock.now();
+                    self.on_progress(index, p, now);
+                    self.drain_progress(now);
+                }
+                _ = sleep_opt(&clock, wake) => {
+                    self.on_timers(self.clock.now());
+                }
+            }
+        }
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.opts.log_root.join(self.opts.run_id.to_string())
+    }
+
+    // ---- creation -------------------------------------------------------
+
+    fn create(&mut self, now: Timestamp) {
+        let plan = self.plan.clone();
+        let mut tasks = Vec::with_capacity(plan.tasks.len());
+        for (i, t) in plan.tasks.iter().enumerate() {
+            let (state, transition) = TaskState::submit(now, "submitted with the run", Actor::Scheduler);
+            self.slots[i].state = state;
+            tasks.push(NewTask {
+                id: self.slots[i].id,
+                index: i as u32,
+                name: t.name.clone(),
+                queue: t.queue.clone(),
+                max_attempts: t.retry.limit + 1,
+                transition,
+            });
+        }
+        self.batch.push(Change::CreateRun(NewRun {
+            id: self.opts.run_id,
+            workflow: plan.workflow.clone(),
+            trigger: plan.trigger.clone(),
+            spec_source: plan.spec_source.clone(),
+            spec_path: plan.spec_path.clone(),
+            params: plan.params.clone(),
+            owner: Some(self.opts.owner.clone()),
+            transition: RunTransition {
+                from: None,
+                to: RunStatus::Queued,
+                at: now,
+                reason: format!("{} run", plan.trigger),
+                actor: Actor::Scheduler,
+            },
+            tasks,
+        }));
+        self.set_run_status(RunStatus::Running, now, "started".into(), None);
+        for (i, t) in plan.tasks.iter().enumerate() {
+            match t.role {
+                Role::Handler(h) if h != Handler::Init => {
+                    self.task_change(i, TaskStatus::Blocked, now, "waiting for the steps to finish".into(), Actor::Scheduler);
+                }
+                _ if t.depends.is_empty() => {
+                    self.task_change(i, TaskStatus::Pending, now, "no dependencies".into(), Actor::Scheduler);
+                    self.ready.push_back(i);
+                }
+                _ => {
+                    let names: Vec<&str> = t.depends.iter().map(|&d| plan.tasks[d].name.as_str()).collect();
+                    let reason = format!("waiting for {}", names.join(", "));
+                    self.task_change(i, TaskStatus::Blocked, now, reason, Actor::Scheduler);
+                }
+            }
+        }
+    }
+
+    // ---- recording ------------------------------------------------------
+
+    fn task_change(&mut self, index: usize, to: TaskStatus, at: Timestamp, reason: String, actor: Actor) -> Transition {
+        self.task_change_with(index, to, at, reason, actor, TaskUpdate::Plain)
+    }
+
+    fn task_change_with(
+        &mut self,
+        index: usize,
+        to: TaskStatus,
+        at: Timestamp,
+        reason: String,
+        actor: Actor,
+        update: TaskUpdate,
+    ) -> Transition {
+        let slot = &mut self.slots[index];
+        // The driver is the only owner of these states; an illegal change here
+        // is a bug in this file, not a runtime condition.
+        let t = slot
+            .state
+            .transition(to, at, reason, actor)
+            .unwrap_or_else(|e| panic!("driver bug on task {}: {e}", self.plan.tasks[index].name));
+        self.pending_events.push(RunEvent::Task { index, status: to, attempt: t.attempt, at, reason: t.reason.clone() });
+        self.batch.push(Change::Task(TaskChange { task: slot.id, transition: t.clone(), update }));
+        t
+    }
+
+    fn set_run_status(&mut self, to: RunStatus, at: Timestamp, reason: String, error: Option<String>) {
+        let from = self.run_status;
+        self.run_status = to;
+        self.pending_events.push(RunEvent::Run { status: to, at });
+        let actor = match (&self.canceled_by, to) {
+            (Some(a), RunStatus::Canceled) => a.clone(),
+            _ => Actor::Scheduler,
+        };
+        self.batch.push(Change::Run(RunChange {
+            run: self.opts.run_id,
+            transition: RunTransition { from: Some(from), to, at, reason, actor },
+            error,
+        }));
+    }
+
+    async fn flush(&mut self) -> Result<(), EngineError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut self.batch);
+        let outcomes = self.store.apply(changes).await?;
+        if let Some(Outcome::Conflict(reason)) = outcomes.into_iter().find(|o| !o.is_applied()) {
+            return Err(EngineError::TakenOver { run: self.opts.run_id.to_string(), reason });
+        }
+        for e in self.pending_events.drain(..) {
+            if let Some(tx) = &self.events {
+                let _ = tx.send(e);
+            }
+        }
+        for index in std::mem::take(&mut self.to_launch) {
+            self.launch(index);
+        }
+        Ok(())
+    }
+
+    // ---- dispatch -------------------------------------------------------
+
+    fn capacity_left(&self) -> bool {
+        self.plan.max_active.is_none_or(|max| self.running < max)
+    }
+
+    fn dispatch(&mut self, now: Timestamp) {
+        let stopping = self.canceled_by.is_some() || self.timed_out;
+        while let Some(&index) = self.ready.front() {
+            let is_handler = matches!(self.plan.tasks[index].role, Role::Handler(_));
+            if !is_handler && !stopping && !self.capacity_left() {
+                break;
+            }
+            self.ready.pop_front();
+            // After a stop only handlers still run; the steps were ended by the stop.
+            if self.slots[index].state.status() != TaskStatus::Pending || (stopping && !is_handler) {
+                continue;
+            }
+            if !is_handler {
+                self.running += 1;
+                self.slots[index].holds_slot = true;
+            }
+            if self.opts.prechecks {
+                self.slots[index].prechecking = true;
+                let ctx = self.context(index, self.slots[index].state.attempt() + 1, CancellationToken::new());
+                let runner = self.runner.clone();
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let verdict = runner.precheck(&ctx).await;
+                    let _ = tx.send(Done::Precheck { index, verdict });
+                });
+            } else {
+                self.start(index, now);
+            }
+        }
+    }
+
+    fn start(&mut self, index: usize, now: Timestamp) {
+        let lease = Lease::grant(now, &self.opts.lease);
+        let attempt = self.slots[index].state.attempt() + 1;
+        let reason = format!("attempt {attempt} started");
+        let worker = self.opts.owner.clone();
+        self.task_change_with(
+            index,
+            TaskStatus::Running,
+            now,
+            reason,
+            Actor::Executor,
+            TaskUpdate::Start { lease, worker },
+        );
+        let slot = &mut self.slots[index];
+        slot.lease = Some(lease);
+        slot.deadline = self.plan.tasks[index].timeout.map(|t| now.saturating_add(t));
+        slot.kill = None;
+        self.to_launch.push(index);
+    }
+
+    fn context(&self, index: usize, attempt: u32, cancel: CancellationToken) -> AttemptContext {
+        let (stdout_path, stderr_path) =
+            attempt_log_paths(&self.opts.log_root, self.opts.run_id, index, &self.plan.tasks[index].name, attempt);
+        let mut env = vec![
+            ("DAG_RUN_ID".to_owned(), self.opts.run_id.to_string()),
+            ("DAG_NAME".to_owned(), self.plan.workflow.clone()),
+            ("DAG_RUN_STEP_NAME".to_owned(), self.plan.tasks[index].name.clone()),
+            ("CAIRN_RUN_ID".to_owned(), self.opts.run_id.to_string()),
+            ("CAIRN_TASK_ID".to_owned(), self.slots[index].id.to_string()),
+            ("CAIRN_ATTEMPT".to_owned(), attempt.to_string()),
+        ];
+        if let Role::Handler(_) = self.plan.tasks[index].role {
+            env.push(("DAG_RUN_STATUS".to_owned(), dagu_status_word(self.outcome_so_far()).to_owned()));
+        }
+        AttemptContext {
+            run: self.opts.run_id,
+            task: self.slots[index].id,
+            index,
+            name: self.plan.tasks[index].name.clone(),
+            attempt,
+            stdout_path,
+            stderr_path,
+            cancel,
+            progress: ProgressSink::new(index, self.progress_tx.clone()),
+            env,
+        }
+    }
+
+    fn launch(&mut self, index: usize) {
+        let cancel = CancellationToken::new();
+        let attempt = self.slots[index].state.attempt();
+        let ctx = self.context(index, attempt, cancel.clone());
+        let slot = &mut self.slots[index];
+        slot.cancel = Some(cancel);
+        let token = slot.lease.expect("a launched task holds a lease").token;
+        let runner = self.runner.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let outcome = runner.run(ctx).await;
+            let _ = tx.send(Done::Attempt { index, token, outcome });
+        });
+    }
+
+    // ---- events ---------------------------------------------------------
+
+    fn on_done(&mut self, done: Done, now: Timestamp) {
+        match done {
+            Done::Precheck { index, verdict } => {
+                self.slots[index].prechecking = false;
+                if self.slots[index].state.status() != TaskStatus::Pending {
+                    return;
+                }
+                match verdict {
+                    Precheck::Run => self.start(index, now),
+                    Precheck::Skip(reason) => {
+                        self.release(index);
+                        self.task_change(index, TaskStatus::Skipped, now, reason, Actor::Scheduler);
+                        self.finished(index, now);
+                    }
+                    Precheck::Fail(error) => {
+                        // No attempt began: record it as a start failure through a
+                        // zero-length attempt, so the reason and error are kept.
+                        self.start(index, now);
+                        self.to_launch.retain(|&i| i != index);
+                        let token = self.slots[index].lease.expect("just started").token;
+                        let outcome = AttemptOutcome::Failed {
+                            kind: FailureKind::StartFailed,
+                            exit_code: None,
+                            error,
+                            outputs: BTreeMap::new(),
+                            continue_matched: false,
+                        };
+                        self.on_attempt_end(index, token, outcome, now);
+                    }
+                }
+            }
+            Done::Attempt { index, token, outcome } => self.on_attempt_end(index, token, outcome, now),
+        }
+    }
+
+    fn release(&mut self, index: usize) {
+        if std::mem::take(&mut self.slots[index].holds_slot) {
+            self.running -= 1;
+        }
+    }
+
+    fn on_attempt_end(&mut self, index: usize, token: LeaseToken, outcome: AttemptOutcome, now: Timestamp) {
+        let slot = &mut self.slots[index];
+        if slot.state.status() != TaskStatus::Running || slot.lease.map(|l| l.token) != Some(token) {
+            return;
+        }
+        // The last progress held back by the rate limit is not lost.
+        if let Some(p) = slot.limiter.take_held() {
+            let lease = slot.lease.expect("running");
+            self.batch.push(Change::Heartbeat(Heartbeat {
+                task: slot.id,
+                token,
+                at: now,
+                lease_expires_at: lease.expires_at,
+                progress: Some(p),
+            }));
+        }
+        let slot = &mut self.slots[index];
+        slot.lease = None;
+        slot.cancel = None;
+        slot.deadline = None;
+        let kill = slot.kill.take();
+        let attempt = slot.state.attempt();
+        let task = &self.plan.tasks[index];
+        let (kind, exit_code, error, outputs, continue_matched) = match outcome {
+            AttemptOutcome::Succeeded { exit_code, outputs } => {
+                let result = AttemptResult { exit_code, error: None, outputs };
+                let reason = match exit_code {
+                    Some(c) => format!("exit code {c}"),
+                    None => "succeeded".to_owned(),
+                };
+                self.end(index, token, TaskStatus::Completed, now, reason, result, None);
+                self.finished(index, now);
+                return;
+            }
+            AttemptOutcome::Killed { exit_code, outputs } => match kill {
+                Some(KillReason::StepTimeout(t)) => {
+                    (FailureKind::Timeout, exit_code, format!("timed out after {}", human(t)), outputs, false)
+                }
+                Some(KillReason::RunCanceled) | Some(KillReason::RunTimeout(_)) | None => {
+                    let reason = match kill {
+                        Some(KillReason::RunTimeout(t)) => format!("killed: the workflow timed out after {}", human(t)),
+                        _ => match &self.canceled_by {
+                            Some(actor) => format!("canceled by {actor}"),
+                            None => "canceled".to_owned(),
+                        },
+                    };
+                    let result = AttemptResult { exit_code, error: Some(reason.clone()), outputs };
+                    self.end(index, token, TaskStatus::Canceled, now, reason, result, None);
+                    self.finished(index, now);
+                    return;
+                }
+            },
+            AttemptOutcome::Failed { kind, exit_code, error, outputs, continue_matched } => {
+                (kind, exit_code, error, outputs, continue_matched)
+            }
+        };
+        let stopping = self.canceled_by.is_some() || self.timed_out;
+        if !stopping && let Some(delay) = task.retry.next_retry(attempt, kind) {
+            let retry_at = now.saturating_add(delay);
+            let reason = format!(
+                "attempt {attempt} failed: {error}; retry {attempt} of {} in {}",
+                task.retry.limit,
+                human(delay)
+            );
+            let result = AttemptResult { exit_code, error: Some(error), outputs };
+            self.end(index, token, TaskStatus::Pending, now, reason, result, Some(retry_at));
+            self.release(index);
+            self.slots[index].retry_at = Some(retry_at);
+            return;
+        }
+        let passes = continue_matched || task.continue_on.lets_failure_pass(exit_code);
+        let result = AttemptResult { exit_code, error: Some(error.clone()), outputs };
+        if passes && task.continue_on.mark_success {
+            let reason = format!("{error}; marked successful by continue_on.mark_success");
+            self.end(index, token, TaskStatus::Completed, now, reason, result, None);
+        } else {
+            self.end(index, token, TaskStatus::Failed, now, error, result, None);
+            self.slots[index].failure_passed = passes;
+        }
+        self.finished(index, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn end(
+        &mut self,
+        index: usize,
+        token: LeaseToken,
+        to: TaskStatus,
+        now: Timestamp,
+        reason: String,
+        result: AttemptResult,
+        retry_at: Option<Timestamp>,
+    ) {
+        self.task_change_with(
+            index,
+            to,
+            now,
+            reason,
+            Actor::Executor,
+            TaskUpdate::EndAttempt { token, result, retry_at },
+        );
+    }
+
+    /// A task reached a terminal status: free its slot and settle its dependents.
+    fn finished(&mut self, index: usize, now: Timestamp) {
+        let status = self.slots[index].state.status();
+        debug_assert!(status.is_terminal());
+        self.release(index);
+        let task = &self.plan.tasks[index];
+        let (lets_run, cascade) = match status {
+            TaskStatus::Completed => (true, None),
+            TaskStatus::Failed if self.slots[index].failure_passed => (true, None),
+            TaskStatus::Failed => (false, Some((TaskStatus::Abandoned, "failed"))),
+            TaskStatus::Skipped if task.continue_on.skipped => (true, None),
+            TaskStatus::Skipped => (false, Some((TaskStatus::Skipped, "was skipped"))),
+            TaskStatus::Canceled => (false, Some((TaskStatus::Abandoned, "was canceled"))),
+            _ => (false, Some((TaskStatus::Abandoned, "was abandoned"))),
+        };
+        self.slots[index].lets_dependents_run = lets_run;
+        let name = task.name.clone();
+        for d in self.slots[index].dependents.clone() {
+            self.slots[d].waiting_on -= 1;
+            if self.slots[d].state.status() != TaskStatus::Blocked {
+                continue;
+            }
+            match cascade {
+                Some((to, verb)) => {
+                    self.task_change(d, to, now, format!("upstream {name:?} {verb}"), Actor::Scheduler);
+                    self.finished(d, now);
+                }
+                None if self.slots[d].waiting_on == 0 && !(self.canceled_by.is_some() || self.timed_out) => {
+                    self.task_change(d, TaskStatus::Pending, now, "dependencies finished".into(), Actor::Scheduler);
+                    self.ready.push_back(d);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn on_progress(&mut self, index: usize, p: Progress, now: Timestamp) {
+        let slot = &mut self.slots[index];
+        let Some(lease) = slot.lease else { return };
+        if slot.state.status() != TaskStatus::Running {
+            return;
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.send(RunEvent::Progress { index, progress: p.clone() });
+        }
+        if let Some(p) = slot.limiter.offer(p, now) {
+            let lease = lease.extended(now, &self.opts.lease);
+            slot.lease = Some(lease);
+            self.batch.push(Change::Heartbeat(Heartbeat {
+                task: slot.id,
+                token: lease.token,
+                at: now,
+                lease_expires_at: lease.expires_at,
+                progress: Some(p),
+            }));
+        }
+    }
+
+    fn drain_progress(&mut self, now: Timestamp) {
+        while let Ok((index, p)) = self.progress_rx.try_recv() {
+            self.on_progress(index, p, now);
+        }
+    }
+
+    // ---- timers ---------------------------------------------------------
+
+    fn next_wake(&self) -> Option<Timestamp> {
+        let mut wake: Option<Timestamp> = None;
+        let mut consider = |t: Option<Timestamp>| {
+            if let Some(t) = t {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+        };
+        if self.running > 0 || self.slots.iter().any(|s| s.lease.is_some()) {
+            consider(Some(self.next_heartbeat));
+        }
+        if self.canceled_by.is_none() && !self.timed_out {
+            consider(self.run_deadline);
+        }
+        for s in &self.slots {
+            if s.lease.is_some() && s.kill.is_none() {
+                consider(s.deadline);
+            }
+            if s.state.status() == TaskStatus::Pending {
+                consider(s.retry_at);
+            }
+        }
+        wake
+    }
+
+    fn on_timers(&mut self, now: Timestamp) {
+        if let Some(deadline) = self.run_deadline
+            && now >= deadline
+            && self.canceled_by.is_none()
+            && !self.timed_out
+        {
+            self.timeout_run(now);
+        }
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if slot.lease.is_some()
+                && slot.kill.is_none()
+                && let Some(d) = slot.deadline
+                && now >= d
+            {
+                let limit = self.plan.tasks[index].timeout.unwrap_or_default();
+                slot.kill = Some(KillReason::StepTimeout(limit));
+                if let Some(c) = &slot.cancel {
+                    c.cancel();
+                }
+            }
+            if slot.state.status() == TaskStatus::Pending
+                && let Some(at) = slot.retry_at
+                && now >= at
+            {
+                slot.retry_at = None;
+                self.ready.push_back(index);
+            }
+        }
+        if now >= self.next_heartbeat {
+            self.heartbeat_all(now);
+        }
+    }
+
+    /// Extends every held lease in one batch, carrying any progress the rate
+    /// limit was holding back.
+    fn heartbeat_all(&mut self, now: Timestamp) {
+        self.next_heartbeat = now.saturating_add(self.opts.lease.heartbeat_interval);
+        for slot in &mut self.slots {
+            let Some(lease) = slot.lease else { continue };
+            let lease = lease.extended(now, &self.opts.lease);
+            slot.lease = Some(lease);
+            let progress = slot.limiter.flush_due(now);
+            self.batch.push(Change::Heartbeat(Heartbeat {
+                task: slot.id,
+                token: lease.token,
+                at: now,
+                lease_expires_at: lease.expires_at,
+                progress,
+            }));
+        }
+    }
+
+    // ---- stopping -------------------------------------------------------
+
+    fn cancel_run(&mut self, now: Timestamp, actor: Actor) {
+        let reason = format!("canceled by {actor}");
+        self.canceled_by = Some(actor.clone());
+        self.stop_steps(now, KillReason::RunCanceled, &reason, actor);
+    }
+
+    fn timeout_run(&mut self, now: Timestamp) {
+        let limit = self.plan.timeout.unwrap_or_default();
+        self.timed_out = true;
+        let reason = format!("the workflow timed out after {}", human(limit));
+        self.stop_steps(now, KillReason::RunTimeout(limit), &reason, Actor::Scheduler);
+    }
+
+    /// Kills running steps (they end when their runner returns) and ends every
+    /// step that has not started.
+    fn stop_steps(&mut self, now: Timestamp, why: KillReason, reason: &str, actor: Actor) {
+        self.ready.clear();
+        for index in 0..self.slots.len() {
+            if matches!(self.plan.tasks[index].role, Role::Handler(_)) {
+                continue;
+            }
+            match self.slots[index].state.status() {
+                TaskStatus::Running => {
+                    let slot = &mut self.slots[index];
+                    slot.kill = Some(why);
+                    if let Some(c) = &slot.cancel {
+                        c.cancel();
+                    }
+                }
+                TaskStatus::Pending => {
+                    self.slots[index].prechecking = false;
+                    self.slots[index].retry_at = None;
+                    self.task_change(index, TaskStatus::Canceled, now, reason.to_owned(), actor.clone());
+                    self.release(index);
+                }
+                TaskStatus::Submitted | TaskStatus::Blocked => {
+                    self.task_change(index, TaskStatus::Abandoned, now, reason.to_owned(), actor.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ---- phases ---------------------------------------------------------
+
+    fn steps_done(&self) -> bool {
+        self.plan
+            .tasks
+            .iter()
+            .zip(&self.slots)
+            .filter(|(t, _)| matches!(t.role, Role::Step | Role::Handler(Handler::Init)))
+            .all(|(_, s)| s.state.status().is_terminal())
+    }
+
+    fn handler_index(&self, h: Handler) -> Option<usize> {
+        self.plan.tasks.iter().position(|t| t.role == Role::Handler(h))
+    }
+
+    /// The run's outcome judged from its steps (and handlers once they ran).
+    fn outcome_so_far(&self) -> RunStatus {
+        if self.canceled_by.is_some() {
+            return RunStatus::Canceled;
+        }
+        if self.timed_out {
+            return RunStatus::Failed;
+        }
+        let mut partial = false;
+        for (t, s) in self.plan.tasks.iter().zip(&self.slots) {
+            match (s.state.status(), t.role) {
+                (TaskStatus::Failed, Role::Handler(_)) => return RunStatus::Failed,
+                (TaskStatus::Failed, _) if s.failure_passed => partial = true,
+                (TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::Abandoned, _) => return RunStatus::Failed,
+                _ => {}
+            }
+        }
+        if partial { RunStatus::PartiallySucceeded } else { RunStatus::Completed }
+    }
+
+    fn advance_phase(&mut self, now: Timestamp) {
+        loop {
+            match self.phase {
+                Phase::Steps => {
+                    if !self.steps_done() {
+                        return;
+                    }
+                    let outcome = self.outcome_so_far();
+                    let run_this = match outcome {
+                        RunStatus::Canceled => Handler::Cancel,
+                        RunStatus::Failed => Handler::Failure,
+                        _ => Handler::Success,
+                    };
+                    for h in [Handler::Success, Handler::Failure, Handler::Cancel] {
+                        let Some(i) = self.handler_index(h) else { continue };
+                        if h == run_this {
+                            self.task_change(i, TaskStatus::Pending, now, "steps finished".into(), Actor::Scheduler);
+                            self.ready.push_back(i);
+                        } else {
+                            let reason = format!("not needed: the run is {}", outcome.as_str().to_lowercase());
+                            self.task_change(i, TaskStatus::Skipped, now, reason, Actor::Scheduler);
+                        }
+                    }
+                    self.phase = Phase::Handlers;
+                }
+                Phase::Handlers => {
+                    if !self.handlers_done(&[Handler::Success, Handler::Failure, Handler::Cancel]) {
+                        return;
+                    }
+                    if let Some(i) = self.handler_index(Handler::Exit) {
+                        self.task_change(i, TaskStatus::Pending, now, "run finishing".into(), Actor::Scheduler);
+                        self.ready.push_back(i);
+                    }
+                    self.phase = Phase::Exit;
+                }
+                Phase::Exit => {
+                    if !self.handlers_done(&[Handler::Exit]) {
+                        return;
+                    }
+                    let outcome = self.outcome_so_far();
+                    let (reason, error) = self.final_reason(outcome);
+                    self.set_run_status(outcome, now, reason, error);
+                    self.phase = Phase::Done;
+                }
+                Phase::Done => return,
+            }
+        }
+    }
+
+    fn handlers_done(&self, which: &[Handler]) -> bool {
+        which.iter().filter_map(|&h| self.handler_index(h)).all(|i| self.slots[i].state.status().is_terminal())
+    }
+
+    fn final_reason(&self, outcome: RunStatus) -> (String, Option<String>) {
+        if let Some(actor) = &self.canceled_by {
+            let r = format!("canceled by {actor}");
+            return (r.clone(), Some(r));
+        }
+        if self.timed_out {
+            let r = format!("the workflow timed out after {}", human(self.plan.timeout.unwrap_or_default()));
+            return (r.clone(), Some(r));
+        }
+        let failed: Vec<&str> = self
+            .plan
+            .tasks
+            .iter()
+            .zip(&self.slots)
+            .filter(|(_, s)| s.state.status() == TaskStatus::Failed)
+            .map(|(t, _)| t.name.as_str())
+            .collect();
+        match outcome {
+            RunStatus::Completed => ("all steps completed".into(), None),
+            RunStatus::PartiallySucceeded => {
+                (format!("finished; failed but continued: {}", failed.join(", ")), None)
+            }
+            _ => {
+                let r = if failed.is_empty() {
+                    "steps did not complete".to_owned()
+                } else {
+                    format!("failed: {}", failed.join(", "))
+                };
+                (r.clone(), Some(r))
+            }
+        }
+    }
+}
+
+async fn sleep_opt(clock: &EngineClock, wake: Option<Timestamp>) {
+    match wake {
+        Some(t) => clock.sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn validate(plan: &RunPlan) -> Result<(), EngineError> {
+    let n = plan.tasks.len();
+    for (i, t) in plan.tasks.iter().enumerate() {
+        if let Some(&d) = t.depends.iter().find(|&&d| d >= n || d == i) {
+            return Err(EngineError::InvalidPlan(format!("task {:?} depends on task #{d}, which does not exist", t.name)));
+        }
+        if matches!(t.role, Role::Handler(h) if h != Handler::Init) && !t.depends.is_empty() {
+            return Err(EngineError::InvalidPlan(format!("handler {:?} cannot have dependencies", t.name)));
+        }
+    }
+    let handlers: Vec<Role> = plan.tasks.iter().map(|t| t.role).filter(|r| *r != Role::Step).collect();
+    if (1..handlers.len()).any(|i| handlers[..i].contains(&handlers[i])) {
+        return Err(EngineError::InvalidPlan("a handler appears twice".into()));
+    }
+    if plan.tasks.iter().any(|t: &PlannedTask| t.name.is_empty()) {
+        return Err(EngineError::InvalidPlan("a task has an empty name".into()));
+    }
+    Ok(())
+}
+
+/// Dagu's words for a run's status, as a handler's shell sees them in `DAG_RUN_STATUS`.
+fn dagu_status_word(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Queued => "queued",
+        RunStatus::Running => "running",
+        RunStatus::Completed => "succeeded",
+        RunStatus::PartiallySucceeded => "partially_succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Canceled => "aborted",
+    }
+}
+
+/// Where one attempt's stdout and stderr are kept.
+pub fn attempt_log_paths(log_root: &Path, run: RunId, index: usize, name: &str, attempt: u32) -> (PathBuf, PathBuf) {
+    let dir = log_root.join(run.to_string());
+    let base = format!("{index:03}-{}.{attempt}", sanitize(name));
+    (dir.join(format!("{base}.out")), dir.join(format!("{base}.err")))
+}
+
+/// A file-name-safe form of a step name.
+fn sanitize(name: &str) -> String {
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    s.chars().take(64).collect()
+}
+
+/// `1.5s`, `250ms`, `3m20s`: durations as people read them in reasons.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = d.as_secs_f64();
+        if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{s:.1}s") }
+    } else {
+        let s = d.as_secs();
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}

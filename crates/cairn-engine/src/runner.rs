@@ -1,0 +1,105 @@
+//! The seam between scheduling and execution: a [`TaskRunner`] runs one
+//! attempt of one task and says how it ended. The shell executor is one; the
+//! in-process no-op runner of the benchmarks is another.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+
+use cairn_core::progress::Progress;
+use cairn_core::retry::FailureKind;
+use cairn_core::{RunId, TaskId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a runner gets for one attempt.
+#[derive(Clone, Debug)]
+pub struct AttemptContext {
+    pub run: RunId,
+    pub task: TaskId,
+    pub index: usize,
+    pub name: String,
+    /// 1-based.
+    pub attempt: u32,
+    /// Where this attempt's stdout and stderr go.
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+    /// Canceled when the attempt must stop (cancel, timeout); the runner kills
+    /// its work and returns [`AttemptOutcome::Killed`].
+    pub cancel: CancellationToken,
+    /// Progress reports; the engine rate-limits and stores them.
+    pub progress: ProgressSink,
+    /// Variables the engine adds to the step's environment (run id, status for handlers, …).
+    pub env: Vec<(String, String)>,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptOutcome {
+    Succeeded {
+        exit_code: Option<i32>,
+        outputs: BTreeMap<String, String>,
+    },
+    Failed {
+        kind: FailureKind,
+        exit_code: Option<i32>,
+        error: String,
+        outputs: BTreeMap<String, String>,
+        /// The step's own `continue_on` output rule matched, so the failure
+        /// does not stop its dependents.
+        continue_matched: bool,
+    },
+    /// Stopped because its cancellation token fired.
+    Killed { exit_code: Option<i32>, outputs: BTreeMap<String, String> },
+}
+
+/// Whether a task runs at all, decided when it is dispatched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precheck {
+    Run,
+    /// A precondition was false; the reason names it.
+    Skip(String),
+    /// Evaluating the preconditions failed (e.g. the check command could not start).
+    Fail(String),
+}
+
+/// Runs attempts. Implementations must be cheap to call concurrently.
+pub trait TaskRunner: Send + Sync + 'static {
+    /// Evaluate the task's preconditions.
+    fn precheck(&self, ctx: &AttemptContext) -> impl Future<Output = Precheck> + Send;
+
+    /// Run one attempt to its end.
+    fn run(&self, ctx: AttemptContext) -> impl Future<Output = AttemptOutcome> + Send;
+}
+
+/// Where a runner sends progress; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ProgressSink {
+    index: usize,
+    tx: mpsc::UnboundedSender<(usize, Progress)>,
+}
+
+impl ProgressSink {
+    pub(crate) fn new(index: usize, tx: mpsc::UnboundedSender<(usize, Progress)>) -> Self {
+        ProgressSink { index, tx }
+    }
+
+    pub fn report(&self, p: Progress) {
+        // The run may have ended already; a late report is simply dropped.
+        let _ = self.tx.send((self.index, p));
+    }
+}
+
+/// Does nothing and succeeds at once: the in-process task of the benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopRunner;
+
+impl TaskRunner for NoopRunner {
+    async fn precheck(&self, _ctx: &AttemptContext) -> Precheck {
+        Precheck::Run
+    }
+
+    async fn run(&self, _ctx: AttemptContext) -> AttemptOutcome {
+        AttemptOutcome::Succeeded { exit_code: None, outputs: BTreeMap::new() }
+    }
+}
