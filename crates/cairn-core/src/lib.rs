@@ -12,7 +12,9 @@ pub mod lease;
 pub mod progress;
 pub mod record;
 pub mod retry;
+pub mod spec;
 pub mod status;
+pub mod vars;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use id::{LeaseToken, RunId, TaskId};

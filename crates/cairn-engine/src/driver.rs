@@ -83,6 +83,7 @@ struct Slot {
 enum Done {
     Attempt { index: usize, token: LeaseToken, outcome: AttemptOutcome },
     Precheck { index: usize, verdict: Precheck },
+    RunPrecheck(Precheck),
 }
 
 /// Phases of the run after its steps.
@@ -115,6 +116,8 @@ pub struct Driver<S: Store, R: TaskRunner> {
     phase: Phase,
     canceled_by: Option<Actor>,
     timed_out: bool,
+    /// The workflow's own preconditions were not met (or could not be checked).
+    precondition_failed: Option<String>,
     run_deadline: Option<Timestamp>,
     next_heartbeat: Timestamp,
     pending_events: Vec<RunEvent>,
@@ -178,6 +181,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             phase: Phase::Steps,
             canceled_by: None,
             timed_out: false,
+            precondition_failed: None,
             run_deadline: None,
             pending_events: Vec::new(),
         })
@@ -292,10 +296,22 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             tasks,
         }));
         self.set_run_status(RunStatus::Running, now, "started".into(), None);
+        if plan.preconditions {
+            let runner = self.runner.clone();
+            let tx = self.done_tx.clone();
+            tokio::spawn(async move {
+                let verdict = runner.precheck_run().await;
+                let _ = tx.send(Done::RunPrecheck(verdict));
+            });
+        }
         for (i, t) in plan.tasks.iter().enumerate() {
             match t.role {
                 Role::Handler(h) if h != Handler::Init => {
                     self.task_change(i, TaskStatus::Blocked, now, "waiting for the steps to finish".into(), Actor::Scheduler);
+                }
+                _ if t.depends.is_empty() && plan.preconditions => {
+                    let reason = "waiting for the workflow's preconditions".to_owned();
+                    self.task_change(i, TaskStatus::Blocked, now, reason, Actor::Scheduler);
                 }
                 _ if t.depends.is_empty() => {
                     self.task_change(i, TaskStatus::Pending, now, "no dependencies".into(), Actor::Scheduler);
@@ -506,6 +522,35 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 }
             }
             Done::Attempt { index, token, outcome } => self.on_attempt_end(index, token, outcome, now),
+            Done::RunPrecheck(verdict) => self.on_run_precheck(verdict, now),
+        }
+    }
+
+    fn on_run_precheck(&mut self, verdict: Precheck, now: Timestamp) {
+        if self.canceled_by.is_some() || self.timed_out {
+            return;
+        }
+        let reason = match verdict {
+            Precheck::Run => {
+                for i in 0..self.slots.len() {
+                    let t = &self.plan.tasks[i];
+                    let root = t.depends.is_empty() && matches!(t.role, Role::Step | Role::Handler(Handler::Init));
+                    if root && self.slots[i].state.status() == TaskStatus::Blocked {
+                        self.task_change(i, TaskStatus::Pending, now, "preconditions met".into(), Actor::Scheduler);
+                        self.ready.push_back(i);
+                    }
+                }
+                return;
+            }
+            Precheck::Skip(reason) => format!("workflow {reason}"),
+            Precheck::Fail(error) => error,
+        };
+        self.precondition_failed = Some(reason.clone());
+        for i in 0..self.slots.len() {
+            let is_step = matches!(self.plan.tasks[i].role, Role::Step | Role::Handler(Handler::Init));
+            if is_step && self.slots[i].state.status() == TaskStatus::Blocked {
+                self.task_change(i, TaskStatus::Abandoned, now, reason.clone(), Actor::Scheduler);
+            }
         }
     }
 
@@ -829,16 +874,38 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         if self.timed_out {
             return RunStatus::Failed;
         }
+        if self.precondition_failed.is_some() || self.init_failed() {
+            return RunStatus::Canceled;
+        }
         let mut partial = false;
         for (t, s) in self.plan.tasks.iter().zip(&self.slots) {
             match (s.state.status(), t.role) {
                 (TaskStatus::Failed, Role::Handler(_)) => return RunStatus::Failed,
-                (TaskStatus::Failed, _) if s.failure_passed => partial = true,
-                (TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::Abandoned, _) => return RunStatus::Failed,
+                (TaskStatus::Failed, Role::Step) if s.failure_passed => partial = true,
+                (TaskStatus::Failed | TaskStatus::Canceled | TaskStatus::Abandoned, Role::Step) => {
+                    return RunStatus::Failed;
+                }
                 _ => {}
             }
         }
-        if partial { RunStatus::PartiallySucceeded } else { RunStatus::Completed }
+        // Dagu: partial success needs a step that succeeded; a run whose every
+        // step failed (even under continue_on) has failed.
+        let any_completed = self
+            .plan
+            .tasks
+            .iter()
+            .zip(&self.slots)
+            .any(|(t, s)| t.role == Role::Step && s.state.status() == TaskStatus::Completed);
+        match (partial, any_completed) {
+            (false, _) => RunStatus::Completed,
+            (true, true) => RunStatus::PartiallySucceeded,
+            (true, false) => RunStatus::Failed,
+        }
+    }
+
+    /// Dagu: a failed init handler stops the run before any step, as a cancel.
+    fn init_failed(&self) -> bool {
+        self.handler_index(Handler::Init).is_some_and(|i| self.slots[i].state.status() == TaskStatus::Failed)
     }
 
     fn advance_phase(&mut self, now: Timestamp) {
@@ -860,8 +927,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                             self.task_change(i, TaskStatus::Pending, now, "steps finished".into(), Actor::Scheduler);
                             self.ready.push_back(i);
                         } else {
+                            // Dagu reports a handler that did not fire as never started.
                             let reason = format!("not needed: the run is {}", outcome.as_str().to_lowercase());
-                            self.task_change(i, TaskStatus::Skipped, now, reason, Actor::Scheduler);
+                            self.task_change(i, TaskStatus::Abandoned, now, reason, Actor::Scheduler);
                         }
                     }
                     self.phase = Phase::Handlers;
@@ -901,6 +969,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
         if self.timed_out {
             let r = format!("the workflow timed out after {}", human(self.plan.timeout.unwrap_or_default()));
+            return (r.clone(), Some(r));
+        }
+        if let Some(r) = &self.precondition_failed {
+            return (r.clone(), Some(r.clone()));
+        }
+        if self.init_failed() {
+            let r = "the init handler failed; no step ran".to_owned();
             return (r.clone(), Some(r));
         }
         let failed: Vec<&str> = self

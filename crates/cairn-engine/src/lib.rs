@@ -9,6 +9,7 @@ pub mod plan;
 pub mod process;
 pub mod recover;
 pub mod runner;
+pub mod shell;
 pub mod time;
 
 pub use driver::{Driver, RunEvent, RunOptions, attempt_log_paths, human};
@@ -16,4 +17,5 @@ pub use error::EngineError;
 pub use plan::{ContinueOn, Handler, PlannedTask, Role, RunPlan};
 pub use recover::{Recovery, recover};
 pub use runner::{AttemptContext, AttemptOutcome, NoopRunner, Precheck, ProgressSink, TaskRunner};
+pub use shell::ShellRunner;
 pub use time::EngineClock;

@@ -20,6 +20,9 @@ pub struct RunPlan {
     pub spec_source: String,
     pub spec_path: Option<String>,
     pub trigger: String,
+    /// The workflow has its own preconditions: the runner's
+    /// [`precheck_run`](crate::TaskRunner::precheck_run) decides whether any step runs.
+    pub preconditions: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -68,6 +68,11 @@ pub trait TaskRunner: Send + Sync + 'static {
     /// Evaluate the task's preconditions.
     fn precheck(&self, ctx: &AttemptContext) -> impl Future<Output = Precheck> + Send;
 
+    /// Evaluate the workflow's own preconditions, once, before any step.
+    fn precheck_run(&self) -> impl Future<Output = Precheck> + Send {
+        std::future::ready(Precheck::Run)
+    }
+
     /// Run one attempt to its end.
     fn run(&self, ctx: AttemptContext) -> impl Future<Output = AttemptOutcome> + Send;
 }

@@ -159,6 +159,7 @@ fn plan(tasks: Vec<PlannedTask>) -> RunPlan {
         spec_source: "steps: []".into(),
         spec_path: None,
         trigger: "manual".into(),
+        preconditions: false,
     }
 }
 
@@ -342,7 +343,7 @@ async fn cancel_kills_running_cancels_pending_abandons_downstream_and_runs_the_a
     assert_eq!(status_of(&d, "d"), TaskStatus::Abandoned);
     assert_eq!(reasons(&d, "a").last().unwrap(), "canceled by user:alice");
     assert_eq!(status_of(&d, "onAbort"), TaskStatus::Completed);
-    assert_eq!(status_of(&d, "onSuccess"), TaskStatus::Skipped);
+    assert_eq!(status_of(&d, "onSuccess"), TaskStatus::Abandoned);
     assert_eq!(status_of(&d, "onExit"), TaskStatus::Completed);
     let last = d.run_transitions.last().unwrap();
     assert_eq!((last.to, last.actor.to_string()), (RunStatus::Canceled, "user:alice".to_owned()));
@@ -383,7 +384,7 @@ async fn continue_on_failure_gives_a_partial_success_and_mark_success_a_success(
     assert_eq!(status_of(&d, "marked"), TaskStatus::Completed);
     assert!(reasons(&d, "marked").last().unwrap().contains("mark_success"));
     assert_eq!(status_of(&d, "after2"), TaskStatus::Completed);
-    assert_eq!(status_of(&d, "onFailure"), TaskStatus::Skipped);
+    assert_eq!(status_of(&d, "onFailure"), TaskStatus::Abandoned);
 }
 
 #[tokio::test]
@@ -407,7 +408,7 @@ async fn the_failure_handler_runs_and_its_failure_fails_the_run() {
     assert_eq!(status, RunStatus::Failed);
     assert_invariants(&d);
     assert_eq!(status_of(&d, "onFailure"), TaskStatus::Completed);
-    assert_eq!(status_of(&d, "onSuccess"), TaskStatus::Skipped);
+    assert_eq!(status_of(&d, "onSuccess"), TaskStatus::Abandoned);
 }
 
 #[tokio::test]

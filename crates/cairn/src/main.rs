@@ -1,1 +1,119 @@
-fn main() {}
+//! The `cairn` command line.
+
+// A binary has no public API: `pub` here only means "visible to sibling modules".
+#![allow(unreachable_pub)]
+
+mod bench;
+mod history;
+mod home;
+mod logs;
+mod report;
+mod run;
+mod status;
+mod validate;
+mod view;
+mod workflow;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Cairn: a workflow orchestrator that records every status change of every task.
+#[derive(Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+struct Cli {
+    /// Where Cairn keeps its database and logs [default: $CAIRN_HOME, else ~/.local/share/cairn]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow once, here and now, with a live view of its steps
+    Run(run::Args),
+    /// Check workflow files without running them
+    Validate(validate::Args),
+    /// Show a run: every task with its transitions, reasons, actors and durations
+    Status(status::Args),
+    /// List recent runs, newest first
+    History(history::Args),
+    /// Print the logs of a run's steps
+    Logs(logs::Args),
+    /// Measure Cairn's throughput and latency (prints JSON lines)
+    Bench(bench::Args),
+}
+
+/// Exit codes: 0 success, 1 the run failed, 2 invalid input, 130 canceled.
+pub enum Exit {
+    Success,
+    RunFailed,
+    Invalid,
+    Canceled,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(match e {
+            Exit::Success => 0,
+            Exit::RunFailed => 1,
+            Exit::Invalid => 2,
+            Exit::Canceled => 130,
+        })
+    }
+}
+
+/// An error in what the user gave us (exit code 2), as opposed to a failure of Cairn.
+#[derive(Debug)]
+pub struct InvalidInput(pub String);
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let data_dir = cli.data_dir;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args, data_dir).await,
+            Command::Validate(args) => validate::validate(args),
+            Command::Status(args) => status::status(args, data_dir).await,
+            Command::History(args) => history::history(args, data_dir).await,
+            Command::Logs(args) => logs::logs(args, data_dir).await,
+            Command::Bench(args) => bench::bench(args).await,
+        }
+    });
+    match result {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            if let Some(invalid) = e.downcast_ref::<InvalidInput>() {
+                eprintln!("{invalid}");
+                return Exit::Invalid.into();
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The store's one error type.
+
+/// A storage failure. Every variant says whether the batch that hit it was
+/// certainly not applied, which tells a caller whether retrying is safe.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error(
+        "the store at {path} was written by a newer Cairn (schema version {found}, this build knows up to {known}); upgrade cairn"
+    )]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("store migration failed: {0}")]
+    Migration(String),
+    #[error("invalid change: {0}")]
+    InvalidChange(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl StoreError {
+    /// True when the failed call certainly changed nothing, so repeating it
+    /// cannot apply it twice.
+    pub fn is_certainly_not_applied(&self) -> bool {
+        !matches!(self, StoreError::Closed)
+    }
+}

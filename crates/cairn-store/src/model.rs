@@ -1,0 +1,106 @@
+//! The read side of the contract: records as stored.
+
+use std::collections::BTreeMap;
+
+use cairn_core::progress::Progress;
+use cairn_core::record::{RunTransition, Transition};
+use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub workflow: String,
+    pub status: RunStatus,
+    pub trigger: String,
+    pub params: BTreeMap<String, String>,
+    pub owner: Option<String>,
+    pub spec_path: Option<String>,
+    pub submitted_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub run: RunId,
+    pub index: u32,
+    pub name: String,
+    pub status: TaskStatus,
+    /// The current (or last) attempt, 0 before the first start.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub queue: Option<String>,
+    pub submitted_at: Timestamp,
+    /// The current attempt's start (set in the same transaction as RUNNING).
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// For a retry waiting in PENDING.
+    pub not_before: Option<Timestamp>,
+    /// Present exactly while RUNNING.
+    pub lease: Option<StoredLease>,
+    pub progress: Option<Progress>,
+    pub progress_at: Option<Timestamp>,
+    /// The result of the current (or last) attempt: empty while it runs and
+    /// before the first; after a retry, the failed attempt's until the next start.
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLease {
+    pub token: LeaseToken,
+    pub worker: String,
+    pub last_heartbeat_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// One attempt of a task: who ran it, when, and how it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRecord {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// The status the attempt ended in (PENDING when it failed and was retried).
+    pub outcome: Option<TaskStatus>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunDetail {
+    pub run: RunRecord,
+    pub run_transitions: Vec<RunTransition>,
+    /// Ordered by index.
+    pub tasks: Vec<TaskRecord>,
+    /// Each task's transitions in order, keyed by task id.
+    pub transitions: BTreeMap<TaskId, Vec<Transition>>,
+    pub attempts: BTreeMap<TaskId, Vec<AttemptRecord>>,
+}
+
+/// A filter over runs, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct RunQuery {
+    /// Any of these statuses; empty = all.
+    pub statuses: Vec<RunStatus>,
+    pub workflow: Option<String>,
+    /// At most this many runs; 0 means a default page of 100.
+    pub limit: usize,
+    /// Keyset cursor: only runs strictly older than this id.
+    pub before: Option<RunId>,
+}
+
+/// A RUNNING task whose lease ran out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpiredLease {
+    pub task: TaskId,
+    pub run: RunId,
+    pub name: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease: StoredLease,
+}

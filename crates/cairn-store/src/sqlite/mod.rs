@@ -1,0 +1,290 @@
+//! The embedded SQLite backend: [`SqliteStore`] and its [`SqliteOptions`].
+//!
+//! One file in WAL mode. All writes go through one OS thread that owns the
+//! only write connection ([`writer`]); it commits whatever batches are queued
+//! together in one transaction (group commit), so the cost of an fsync is
+//! shared by every caller waiting at that moment. Reads run on a small pool of
+//! query-only connections on tokio's blocking threads ([`read`]), in parallel
+//! with the writer. The schema is versioned by refinery ([`schema`]).
+//!
+//! Architecture invariant: no connection but the writer's ever writes, so a
+//! change's compare-and-set (read state, check, update) inside the writer's
+//! `BEGIN IMMEDIATE` transaction cannot race with another write.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::{RunId, Timestamp};
+
+use crate::Store;
+use crate::change::{Change, Outcome};
+use crate::error::StoreError;
+use crate::model::{ExpiredLease, RunDetail, RunQuery, RunRecord};
+use crate::validate::validate_batch;
+
+pub use writer::WriteStats;
+
+/// SQLite's `synchronous` setting for the store's file. Either keeps every
+/// committed change through a crash of the process; they differ on power loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync at every commit: a commit that returned survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: faster; after a power loss the last commits
+    /// may be missing, but the database stays consistent.
+    Normal,
+}
+
+impl Synchronous {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+impl fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How [`SqliteStore::open`] sets up the file and its connections.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// How long a write waits for another process holding the file's write lock.
+    pub busy_timeout: Duration,
+    /// Query-only connections for reads (at least 1).
+    pub readers: usize,
+    /// Page cache of the write connection, in KiB. The writer updates tasks all
+    /// over the hot table; it should fit here.
+    pub writer_cache_kib: u32,
+    /// Page cache of each read connection, in KiB.
+    pub reader_cache_kib: u32,
+    /// Group commit stops taking queued batches into a transaction once it
+    /// holds this many changes (a single larger batch still goes in whole).
+    pub max_group_changes: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
+            writer_cache_kib: 32 * 1024,
+            reader_cache_kib: 8 * 1024,
+            max_group_changes: 20_000,
+        }
+    }
+}
+
+/// Cairn's embedded store: one SQLite file, one writer thread, a few readers.
+///
+/// Dropping it stops the writer after the queued batches; [`SqliteStore::close`]
+/// does the same and also waits for the writer to finish and checkpoint.
+pub struct SqliteStore {
+    path: PathBuf,
+    synchronous: Synchronous,
+    schema_version: i64,
+    writer: writer::WriterHandle,
+    readers: Arc<read::ReadPool>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("synchronous", &self.synchronous)
+            .field("schema_version", &self.schema_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its parent directories if needed) the store at
+    /// `path` and brings its schema up to date.
+    ///
+    /// Fails with [`StoreError::Open`] when the file cannot be opened or is not
+    /// a SQLite database, [`StoreError::TooNew`] when a newer Cairn wrote it,
+    /// and [`StoreError::Migration`] when upgrading it failed.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: format!("cannot create its directory {}: {e}", parent.display()),
+            })?;
+        }
+        let schema::Writer { conn, schema_version, synchronous } = schema::open_writer(path, &options)?;
+        let mut readers = Vec::with_capacity(options.readers.max(1));
+        for _ in 0..options.readers.max(1) {
+            readers.push(schema::open_reader(path, &options)?);
+        }
+        let writer = writer::spawn(conn, options.max_group_changes).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!("cannot start the writer thread: {e}"),
+        })?;
+        tracing::debug!(path = %path.display(), %synchronous, schema_version, "sqlite store open");
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            synchronous,
+            schema_version,
+            writer,
+            readers: Arc::new(read::ReadPool::new(readers)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The `synchronous` setting in effect on the write connection, as SQLite
+    /// reports it, for benchmark output.
+    pub fn synchronous(&self) -> Synchronous {
+        self.synchronous
+    }
+
+    /// The schema version of the open file (equal to
+    /// [`SqliteStore::latest_schema_version`] once open succeeded).
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// The newest schema version this build knows.
+    pub fn latest_schema_version() -> i64 {
+        schema::latest_version()
+    }
+
+    /// Counters of the writer: transactions, batches and changes committed.
+    pub fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
+    }
+
+    /// Stops the store: the writer commits what is queued, checkpoints the WAL
+    /// into the main file and closes. Later calls fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.readers.close();
+        match self.writer.stop() {
+            None => Ok(()),
+            Some(thread) => tokio::task::spawn_blocking(move || writer::join(thread))
+                .await
+                .map_err(|e| StoreError::Database(format!("waiting for the writer thread failed: {e}")))?,
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
+        let queued = if changes.is_empty() {
+            Ok(None)
+        } else {
+            validate_batch(&changes).and_then(|()| self.writer.submit(changes).map(Some))
+        };
+        async move {
+            match queued? {
+                None => Ok(Vec::new()),
+                // A dropped reply means the writer died holding the batch:
+                // whether it committed is unknown, which `Closed` says.
+                Some(reply) => reply.await.map_err(|_| StoreError::Closed)?,
+            }
+        }
+    }
+
+    fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::run(c, id)).await }
+    }
+
+    fn run_detail(&self, id: RunId) -> impl Future<Output = Result<Option<RunDetail>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::run_detail(c, id)).await }
+    }
+
+    fn runs_by_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        let prefix = prefix.to_owned();
+        async move { read::with_reader(pool, move |c| read::runs_by_prefix(c, &prefix, limit)).await }
+    }
+
+    fn list_runs(&self, query: RunQuery) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::list_runs(c, &query)).await }
+    }
+
+    fn active_runs(&self) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, read::active_runs).await }
+    }
+
+    fn expired_leases(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ExpiredLease>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::expired_leases(c, now, limit)).await }
+    }
+
+    fn next_lease_expiry(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, read::next_lease_expiry).await }
+    }
+
+    fn spec_source(&self, run: RunId) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::spec_source(c, run)).await }
+    }
+}
+
+/// What the backend's internals fail with: SQLite's own errors, converted to
+/// [`StoreError`] at the boundary, or an already classified store error.
+#[derive(Debug)]
+enum Error {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Sql(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Store(e) => e,
+            Error::Sql(e) => match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    StoreError::Database(format!(
+                        "{e}: another process holds the database's write lock; stop it or raise busy_timeout"
+                    ))
+                }
+                Some(rusqlite::ErrorCode::DiskFull) => {
+                    StoreError::Database(format!("{e}: free disk space where the store lives"))
+                }
+                _ => StoreError::Database(e.to_string()),
+            },
+        }
+    }
+}

@@ -1,0 +1,6 @@
+-- A change outside RUNNING, applied only if the task is still in the
+-- expected status (?2) and the change is not older than its last one.
+UPDATE tasks
+SET status = ?3, last_at = ?4, finished_at = ?5
+WHERE id = ?1 AND status = ?2 AND last_at <= ?4
+RETURNING task_no

@@ -1,0 +1,9 @@
+-- PENDING (?2) -> RUNNING: the lease is written with the status, so a
+-- RUNNING task always has its start, heartbeat and expiry. The attempt
+-- number must move forward, which keeps attempt records unique.
+UPDATE tasks
+SET status = 3, attempt = ?3, last_at = ?4, started_at = ?5, not_before = NULL,
+    lease_token = ?6, worker = ?7, last_heartbeat_at = ?8, lease_expires_at = ?9,
+    progress_percent = NULL, progress_message = NULL, progress_at = NULL
+WHERE id = ?1 AND status = ?2 AND last_at <= ?4 AND attempt < ?3
+RETURNING task_no

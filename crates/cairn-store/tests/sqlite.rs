@@ -1,0 +1,247 @@
+//! The SQLite store on real files: the conformance suite, then what only
+//! SQLite has — durability across reopen, versioned migrations, refusing
+//! files it must not touch, and the connection settings in effect.
+
+use std::path::Path;
+
+use cairn_core::TaskStatus;
+use cairn_store::conformance::{new_run, plain, start, t};
+use cairn_store::{Change, SqliteOptions, SqliteStore, Store, StoreError, Synchronous};
+use tempfile::TempDir;
+
+async fn sqlite() -> (SqliteStore, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).unwrap();
+    (store, dir)
+}
+
+cairn_store::store_conformance_suite!(sqlite);
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(path, SqliteOptions::default()).unwrap()
+}
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dirs/cairn.db");
+    let run = new_run("etl", 3, t(0));
+    let (id, task) = (run.id, run.tasks[0].id);
+    let store = open(&path);
+    store.apply(vec![Change::CreateRun(run)]).await.unwrap();
+    let (s, _) = start(task, 1, t(2));
+    let outcomes =
+        store.apply(vec![plain(task, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1)), s]).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.is_applied()));
+    let before = store.run_detail(id).await.unwrap().unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(
+        store.apply(vec![plain(task, 0, TaskStatus::Submitted, TaskStatus::Pending, t(3))]).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(store.run(id).await, Err(StoreError::Closed)));
+    store.close().await.unwrap(); // twice is fine
+    drop(store);
+
+    let store = open(&path);
+    assert_eq!(store.run_detail(id).await.unwrap().unwrap(), before);
+    assert_eq!(
+        store.next_lease_expiry().await.unwrap(),
+        before.tasks.iter().find_map(|t| t.lease.as_ref().map(|l| l.expires_at))
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_without_close_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.db");
+    let run = new_run("etl", 2, t(0));
+    let id = run.id;
+    {
+        let store = open(&path);
+        store.apply(vec![Change::CreateRun(run)]).await.unwrap();
+    }
+    let store = open(&path);
+    assert_eq!(store.run_detail(id).await.unwrap().unwrap().tasks.len(), 2);
+}
+
+#[tokio::test]
+async fn migrations_are_versioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.db");
+    let store = open(&path);
+    let latest = SqliteStore::latest_schema_version();
+    assert!(latest >= 1);
+    assert_eq!(store.schema_version(), latest);
+    store.close().await.unwrap();
+
+    let conn = raw(&path);
+    let user_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(user_version, latest, "the version any SQLite tool sees");
+    let applied: Vec<(i64, String)> = conn
+        .prepare("SELECT version, name FROM refinery_schema_history ORDER BY version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(applied.first(), Some(&(1, "initial".to_owned())));
+    assert_eq!(applied.len() as i64, latest);
+    drop(conn);
+
+    // Opening an up-to-date file again applies nothing and keeps the version.
+    let store = open(&path);
+    assert_eq!(store.schema_version(), latest);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_cairn_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.db");
+    open(&path).close().await.unwrap();
+    let newer = SqliteStore::latest_schema_version() + 1;
+    raw(&path).execute_batch(&format!("PRAGMA user_version = {newer}")).unwrap();
+    match SqliteStore::open(&path, SqliteOptions::default()) {
+        Err(StoreError::TooNew { found, known, path: p }) => {
+            assert_eq!((found, known), (newer, newer - 1));
+            assert!(p.ends_with("cairn.db"));
+        }
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+
+    // The same when only refinery's history knows of the newer migration.
+    let path = dir.path().join("other.db");
+    open(&path).close().await.unwrap();
+    raw(&path)
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) VALUES (?1, 'future', '2030-01-01T00:00:00Z', '0')",
+            [newer],
+        )
+        .unwrap();
+    let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err:?}");
+    assert!(err.to_string().contains("upgrade cairn"), "{err}");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(msg.contains(&path.display().to_string()), "names the path: {msg}");
+    assert!(msg.contains("not a SQLite database"), "{msg}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 35 * 200, "the file is untouched");
+
+    let err = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "a directory: {err:?}");
+}
+
+#[tokio::test]
+async fn wal_and_the_synchronous_setting_are_in_effect() {
+    for (sync, code) in [(Synchronous::Full, 2), (Synchronous::Normal, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.db");
+        let store =
+            SqliteStore::open(&path, SqliteOptions { synchronous: sync, ..Default::default() }).unwrap();
+        // Read back from the write connection at open, not echoed from the options.
+        assert_eq!(store.synchronous(), sync);
+        assert_eq!(store.synchronous().to_string(), if code == 2 { "FULL" } else { "NORMAL" });
+        // journal_mode=WAL is a property of the file, so any connection sees it.
+        let mode: String = raw(&path).query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        store.close().await.unwrap();
+    }
+    assert_eq!(SqliteOptions::default().synchronous, Synchronous::Full, "durable by default");
+}
+
+#[tokio::test]
+async fn next_lease_expiry_and_expired_leases_use_the_partial_index() {
+    let (store, dir) = sqlite().await;
+    drop(store);
+    let conn = raw(&dir.path().join("cairn.db"));
+    let expired = include_str!("../src/sqlite/sql/expired_leases.sql").replace("?1", "0").replace("?2", "10");
+    for sql in [include_str!("../src/sqlite/sql/next_lease_expiry.sql"), expired.as_str()] {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("tasks_lease_expiry")), "{sql}\n{plan:#?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:#?}");
+    }
+}
+
+/// Holds the file's write lock from another connection, so the store's writer
+/// stalls on its next transaction while batches queue up behind it.
+fn hold_write_lock(path: &Path) -> rusqlite::Connection {
+    let conn = raw(path);
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn queued_batches_share_one_transaction() {
+    let (store, dir) = sqlite().await;
+    let blocker = hold_write_lock(&dir.path().join("cairn.db"));
+    let before = store.write_stats();
+    // `apply` queues its batch when called, so all of these are queued
+    // before the lock is released; the writer takes the first alone at most.
+    let runs: Vec<_> = (0..20).map(|_| new_run("group", 5, t(0))).collect();
+    let pending: Vec<_> = runs.iter().map(|r| store.apply(vec![Change::CreateRun(r.clone())])).collect();
+    blocker.execute_batch("COMMIT").unwrap();
+    for reply in pending {
+        assert_eq!(reply.await.unwrap(), vec![cairn_store::Outcome::Applied]);
+    }
+    let after = store.write_stats();
+    assert_eq!(after.batches - before.batches, 20);
+    assert_eq!(after.changes - before.changes, 20);
+    assert!(after.transactions - before.transactions <= 2, "{before:?} -> {after:?}");
+    for run in &runs {
+        assert_eq!(store.run_detail(run.id).await.unwrap().unwrap().tasks.len(), 5);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_batch_fails_only_its_own_caller() {
+    let (store, dir) = sqlite().await;
+    let existing = new_run("group", 1, t(0));
+    let taken = existing.tasks[0].id;
+    store.apply(vec![Change::CreateRun(existing)]).await.unwrap();
+
+    let blocker = hold_write_lock(&dir.path().join("cairn.db"));
+    let before = store.write_stats();
+    let good: Vec<_> = (0..10).map(|_| new_run("group", 3, t(1))).collect();
+    let mut bad = new_run("bad", 2, t(1));
+    bad.tasks[1].id = taken;
+    let bad_id = bad.id;
+    let (first, rest) = good.split_at(5);
+    let mut replies: Vec<_> = first.iter().map(|r| store.apply(vec![Change::CreateRun(r.clone())])).collect();
+    let bad_reply = store.apply(vec![Change::CreateRun(bad)]);
+    replies.extend(rest.iter().map(|r| store.apply(vec![Change::CreateRun(r.clone())])));
+    blocker.execute_batch("COMMIT").unwrap();
+
+    match bad_reply.await {
+        Err(StoreError::Database(msg)) => assert!(msg.contains("UNIQUE"), "{msg}"),
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    for reply in replies {
+        assert_eq!(reply.await.unwrap(), vec![cairn_store::Outcome::Applied]);
+    }
+    assert_eq!(store.run(bad_id).await.unwrap(), None);
+    for run in &good {
+        assert!(store.run(run.id).await.unwrap().is_some());
+    }
+    let after = store.write_stats();
+    assert_eq!(after.batches - before.batches, 10);
+    assert!(after.transactions - before.transactions <= 2, "{before:?} -> {after:?}");
+}

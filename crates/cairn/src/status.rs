@@ -1,0 +1,94 @@
+//! `cairn status RUN_ID`: a run with every task's transition log, reasons,
+//! actors and derived durations.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn_engine::{EngineClock, human};
+use cairn_store::{SqliteStore, Store};
+
+use crate::report::RunReport;
+use crate::{Exit, InvalidInput};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The run id, or a unique prefix of it
+    run_id: String,
+    /// Print the whole record as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
+    let clock = EngineClock::system();
+    let home = crate::home::Home::resolve(data_dir)?;
+    let store = home.open(&clock).await?;
+    let id = resolve_run(&store, &args.run_id).await?;
+    let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
+    let report = RunReport::new(&detail, &home.log_root(), clock.now());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(Exit::Success);
+    }
+    print_report(&report);
+    Ok(Exit::Success)
+}
+
+/// A full run id, or the one run whose id starts with `prefix`.
+pub async fn resolve_run(store: &SqliteStore, prefix: &str) -> Result<cairn_core::RunId> {
+    if let Ok(id) = prefix.parse() {
+        return Ok(id);
+    }
+    let found = store.runs_by_prefix(prefix, 2).await?;
+    match found.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(InvalidInput(format!("no run id starts with {prefix:?}; `cairn history` lists runs")).into()),
+        _ => Err(InvalidInput(format!("several runs start with {prefix:?}; give more characters")).into()),
+    }
+}
+
+pub fn print_report(r: &RunReport) {
+    let took = r.finished_at.map(|f| format!(" in {}", human(f.since(r.submitted_at)))).unwrap_or_default();
+    println!("run {}  {}  {}{}  ({})", r.run_id, r.workflow, r.status.as_str(), took, r.trigger);
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    println!();
+    println!(
+        "  {:<24} {:<10} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "TASK", "STATUS", "TRY", "EXIT", "BLOCKED", "PENDING", "RUNNING", "TOTAL"
+    );
+    for t in &r.tasks {
+        let d = &t.durations;
+        println!(
+            "  {:<24} {:<10} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9}",
+            t.name,
+            t.status.as_str(),
+            t.attempts,
+            t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            human(d.blocked_duration),
+            human(d.pending_duration),
+            human(d.execution_duration),
+            human(d.total_duration),
+        );
+    }
+    println!();
+    for t in &r.tasks {
+        println!("  {}", t.name);
+        for tr in &t.transitions {
+            let from = tr.from.map(|s| s.as_str()).unwrap_or("(new)");
+            println!(
+                "    {}  #{} {:>9} -> {:<9}  {}  [{}]",
+                tr.at.to_rfc3339(),
+                tr.attempt,
+                from,
+                tr.to.as_str(),
+                tr.reason,
+                tr.actor
+            );
+        }
+        if let Some(p) = &t.progress {
+            println!("    progress {:.0}% {}", p.percent, p.message.as_deref().unwrap_or(""));
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `cairn validate FILE...`: parse and check workflow files without running them.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn_core::spec;
+
+use crate::Exit;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Workflow files to check
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+pub fn validate(args: Args) -> Result<Exit> {
+    let mut bad = 0;
+    for file in &args.files {
+        match spec::load(file) {
+            Ok(w) => {
+                let handlers = w.handlers.iter().count();
+                println!(
+                    "ok  {}: workflow {:?}, {} steps{}",
+                    file.display(),
+                    w.name,
+                    w.steps.len(),
+                    if handlers > 0 { format!(", {handlers} handlers") } else { String::new() }
+                );
+                for warning in &w.warnings {
+                    println!("    warning: {warning}");
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { Exit::Success } else { Exit::Invalid })
+}
