@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Timestamp;
 use crate::record::Transition;
 use crate::status::TaskStatus;
-use crate::Timestamp;
 
 /// Taipy's names where it has them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -76,7 +76,9 @@ ulid_id!(
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a valid {what}: expected 26 characters of Crockford base32, like 01JD8X3Q6V0000000000000000")]
+#[error(
+    "{input:?} is not a valid {what}: expected 26 characters of Crockford base32, like 01JD8X3Q6V0000000000000000"
+)]
 pub struct BadId {
     pub what: &'static str,
     pub input: String,

@@ -45,7 +45,12 @@ pub struct Lease {
 
 impl Lease {
     pub fn grant(now: Timestamp, settings: &LeaseSettings) -> Lease {
-        Lease { token: LeaseToken::random(), started_at: now, last_heartbeat_at: now, expires_at: settings.expiry(now) }
+        Lease {
+            token: LeaseToken::random(),
+            started_at: now,
+            last_heartbeat_at: now,
+            expires_at: settings.expiry(now),
+        }
     }
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
@@ -54,7 +59,11 @@ impl Lease {
 
     /// The lease after a heartbeat at `now`; it never shortens.
     pub fn extended(&self, now: Timestamp, settings: &LeaseSettings) -> Lease {
-        Lease { last_heartbeat_at: now.max(self.last_heartbeat_at), expires_at: self.expires_at.max(settings.expiry(now)), ..*self }
+        Lease {
+            last_heartbeat_at: now.max(self.last_heartbeat_at),
+            expires_at: self.expires_at.max(settings.expiry(now)),
+            ..*self
+        }
     }
 }
 

@@ -29,7 +29,8 @@ impl Progress {
         if !(0.0..=100.0).contains(&percent) {
             return Err(ProgressError::BadPercent(percent.to_string()));
         }
-        let message = message.map(|m| truncate(m.trim(), MAX_MESSAGE_BYTES).to_owned()).filter(|m| !m.is_empty());
+        let message =
+            message.map(|m| truncate(m.trim(), MAX_MESSAGE_BYTES).to_owned()).filter(|m| !m.is_empty());
         Ok(Progress { percent, message })
     }
 
@@ -175,7 +176,8 @@ mod tests {
 
     #[test]
     fn limiter_coalesces_and_keeps_the_latest() {
-        let mut l = ProgressLimiter::new(ProgressLimits { min_interval: Duration::from_secs(1), min_change: 10.0 });
+        let mut l =
+            ProgressLimiter::new(ProgressLimits { min_interval: Duration::from_secs(1), min_change: 10.0 });
         let at = |ms: i64| Timestamp::from_micros(ms * 1000);
         let p = |pct: f32| Progress::new(pct, None).unwrap();
         assert!(l.offer(p(1.0), at(0)).is_some());

@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::status::{IllegalTransition, RunStatus, TaskStatus};
 use crate::Timestamp;
+use crate::status::{IllegalTransition, RunStatus, TaskStatus};
 
 /// Who made a change.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +46,11 @@ impl FromStr for Actor {
             _ => match s.split_once(':') {
                 Some(("worker", id)) => Actor::Worker(id.to_owned()),
                 Some(("user", name)) => Actor::User(name.to_owned()),
-                _ => return Err(format!("unknown actor {s:?}: expected scheduler, executor, reaper, worker:ID or user:NAME")),
+                _ => {
+                    return Err(format!(
+                        "unknown actor {s:?}: expected scheduler, executor, reaper, worker:ID or user:NAME"
+                    ));
+                }
             },
         })
     }
@@ -110,7 +114,14 @@ pub struct TaskState {
 impl TaskState {
     /// A new task and its creation record.
     pub fn submit(at: Timestamp, reason: impl Into<String>, actor: Actor) -> (TaskState, Transition) {
-        let t = Transition { attempt: 0, from: None, to: TaskStatus::Submitted, at, reason: reason.into(), actor };
+        let t = Transition {
+            attempt: 0,
+            from: None,
+            to: TaskStatus::Submitted,
+            at,
+            reason: reason.into(),
+            actor,
+        };
         (TaskState { status: TaskStatus::Submitted, attempt: 0, last_at: at }, t)
     }
 
@@ -146,7 +157,14 @@ impl TaskState {
         if to == TaskStatus::Running {
             self.attempt += 1;
         }
-        let t = Transition { attempt: self.attempt, from: Some(self.status), to, at, reason: reason.into(), actor };
+        let t = Transition {
+            attempt: self.attempt,
+            from: Some(self.status),
+            to,
+            at,
+            reason: reason.into(),
+            actor,
+        };
         self.status = to;
         self.last_at = at;
         Ok(t)

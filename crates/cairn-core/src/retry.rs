@@ -21,7 +21,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { limit: 0, interval: Duration::ZERO, backoff: 1.0, max_interval: None, exit_codes: Vec::new() }
+        RetryPolicy {
+            limit: 0,
+            interval: Duration::ZERO,
+            backoff: 1.0,
+            max_interval: None,
+            exit_codes: Vec::new(),
+        }
     }
 }
 
@@ -90,7 +96,8 @@ mod tests {
     #[test]
     fn exponential_backoff_is_capped() {
         let p = policy(5, 1, 2.0, Some(5));
-        let delays: Vec<u64> = (1..=5).map(|a| p.next_retry(a, FailureKind::Exit(1)).unwrap().as_secs()).collect();
+        let delays: Vec<u64> =
+            (1..=5).map(|a| p.next_retry(a, FailureKind::Exit(1)).unwrap().as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 5, 5]);
     }
 

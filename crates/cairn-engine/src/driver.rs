@@ -20,7 +20,9 @@ use cairn_core::progress::{Progress, ProgressLimiter};
 use cairn_core::record::{Actor, RunTransition, TaskState, Transition};
 use cairn_core::retry::FailureKind;
 use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
-use cairn_store::{AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, Store, TaskChange, TaskUpdate};
+use cairn_store::{
+    AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, Store, TaskChange, TaskUpdate,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -199,7 +201,11 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     /// Drives the run to its end. `cancel` fires on Ctrl-C / SIGTERM; `actor`
     /// of the cancellation is recorded in the reasons.
-    pub async fn drive(mut self, cancel: CancellationToken, cancel_actor: Actor) -> Result<RunStatus, EngineError> {
+    pub async fn drive(
+        mut self,
+        cancel: CancellationToken,
+        cancel_actor: Actor,
+    ) -> Result<RunStatus, EngineError> {
         std::fs::create_dir_all(self.log_dir()).map_err(|e| EngineError::Logs {
             path: self.log_dir().display().to_string(),
             reason: e.to_string(),
@@ -219,7 +225,11 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         result
     }
 
-    async fn drive_loop(&mut self, cancel: CancellationToken, cancel_actor: Actor) -> Result<RunStatus, EngineError> {
+    async fn drive_loop(
+        &mut self,
+        cancel: CancellationToken,
+        cancel_actor: Actor,
+    ) -> Result<RunStatus, EngineError> {
         loop {
             let now = self.clock.now();
             self.dispatch(now);
@@ -307,7 +317,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         for (i, t) in plan.tasks.iter().enumerate() {
             match t.role {
                 Role::Handler(h) if h != Handler::Init => {
-                    self.task_change(i, TaskStatus::Blocked, now, "waiting for the steps to finish".into(), Actor::Scheduler);
+                    self.task_change(
+                        i,
+                        TaskStatus::Blocked,
+                        now,
+                        "waiting for the steps to finish".into(),
+                        Actor::Scheduler,
+                    );
                 }
                 _ if t.depends.is_empty() && plan.preconditions => {
                     let reason = "waiting for the workflow's preconditions".to_owned();
@@ -328,7 +344,14 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     // ---- recording ------------------------------------------------------
 
-    fn task_change(&mut self, index: usize, to: TaskStatus, at: Timestamp, reason: String, actor: Actor) -> Transition {
+    fn task_change(
+        &mut self,
+        index: usize,
+        to: TaskStatus,
+        at: Timestamp,
+        reason: String,
+        actor: Actor,
+    ) -> Transition {
         self.task_change_with(index, to, at, reason, actor, TaskUpdate::Plain)
     }
 
@@ -348,7 +371,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             .state
             .transition(to, at, reason, actor)
             .unwrap_or_else(|e| panic!("driver bug on task {}: {e}", self.plan.tasks[index].name));
-        self.pending_events.push(RunEvent::Task { index, status: to, attempt: t.attempt, at, reason: t.reason.clone() });
+        self.pending_events.push(RunEvent::Task {
+            index,
+            status: to,
+            attempt: t.attempt,
+            at,
+            reason: t.reason.clone(),
+        });
         self.batch.push(Change::Task(TaskChange { task: slot.id, transition: t.clone(), update }));
         t
     }
@@ -412,7 +441,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             }
             if self.opts.prechecks {
                 self.slots[index].prechecking = true;
-                let ctx = self.context(index, self.slots[index].state.attempt() + 1, CancellationToken::new());
+                let ctx =
+                    self.context(index, self.slots[index].state.attempt() + 1, CancellationToken::new());
                 let runner = self.runner.clone();
                 let tx = self.done_tx.clone();
                 tokio::spawn(async move {
@@ -446,8 +476,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     }
 
     fn context(&self, index: usize, attempt: u32, cancel: CancellationToken) -> AttemptContext {
-        let (stdout_path, stderr_path) =
-            attempt_log_paths(&self.opts.log_root, self.opts.run_id, index, &self.plan.tasks[index].name, attempt);
+        let (stdout_path, stderr_path) = attempt_log_paths(
+            &self.opts.log_root,
+            self.opts.run_id,
+            index,
+            &self.plan.tasks[index].name,
+            attempt,
+        );
         let mut env = vec![
             ("DAG_RUN_ID".to_owned(), self.opts.run_id.to_string()),
             ("DAG_NAME".to_owned(), self.plan.workflow.clone()),
@@ -534,9 +569,16 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             Precheck::Run => {
                 for i in 0..self.slots.len() {
                     let t = &self.plan.tasks[i];
-                    let root = t.depends.is_empty() && matches!(t.role, Role::Step | Role::Handler(Handler::Init));
+                    let root =
+                        t.depends.is_empty() && matches!(t.role, Role::Step | Role::Handler(Handler::Init));
                     if root && self.slots[i].state.status() == TaskStatus::Blocked {
-                        self.task_change(i, TaskStatus::Pending, now, "preconditions met".into(), Actor::Scheduler);
+                        self.task_change(
+                            i,
+                            TaskStatus::Pending,
+                            now,
+                            "preconditions met".into(),
+                            Actor::Scheduler,
+                        );
                         self.ready.push_back(i);
                     }
                 }
@@ -600,7 +642,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 }
                 Some(KillReason::RunCanceled) | Some(KillReason::RunTimeout(_)) | None => {
                     let reason = match kill {
-                        Some(KillReason::RunTimeout(t)) => format!("killed: the workflow timed out after {}", human(t)),
+                        Some(KillReason::RunTimeout(t)) => {
+                            format!("killed: the workflow timed out after {}", human(t))
+                        }
                         _ => match &self.canceled_by {
                             Some(actor) => format!("canceled by {actor}"),
                             None => "canceled".to_owned(),
@@ -691,7 +735,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     self.finished(d, now);
                 }
                 None if self.slots[d].waiting_on == 0 && !(self.canceled_by.is_some() || self.timed_out) => {
-                    self.task_change(d, TaskStatus::Pending, now, "dependencies finished".into(), Actor::Scheduler);
+                    self.task_change(
+                        d,
+                        TaskStatus::Pending,
+                        now,
+                        "dependencies finished".into(),
+                        Actor::Scheduler,
+                    );
                     self.ready.push_back(d);
                 }
                 None => {}
@@ -924,11 +974,18 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     for h in [Handler::Success, Handler::Failure, Handler::Cancel] {
                         let Some(i) = self.handler_index(h) else { continue };
                         if h == run_this {
-                            self.task_change(i, TaskStatus::Pending, now, "steps finished".into(), Actor::Scheduler);
+                            self.task_change(
+                                i,
+                                TaskStatus::Pending,
+                                now,
+                                "steps finished".into(),
+                                Actor::Scheduler,
+                            );
                             self.ready.push_back(i);
                         } else {
                             // Dagu reports a handler that did not fire as never started.
-                            let reason = format!("not needed: the run is {}", outcome.as_str().to_lowercase());
+                            let reason =
+                                format!("not needed: the run is {}", outcome.as_str().to_lowercase());
                             self.task_change(i, TaskStatus::Abandoned, now, reason, Actor::Scheduler);
                         }
                     }
@@ -939,7 +996,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                         return;
                     }
                     if let Some(i) = self.handler_index(Handler::Exit) {
-                        self.task_change(i, TaskStatus::Pending, now, "run finishing".into(), Actor::Scheduler);
+                        self.task_change(
+                            i,
+                            TaskStatus::Pending,
+                            now,
+                            "run finishing".into(),
+                            Actor::Scheduler,
+                        );
                         self.ready.push_back(i);
                     }
                     self.phase = Phase::Exit;
@@ -959,7 +1022,10 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     }
 
     fn handlers_done(&self, which: &[Handler]) -> bool {
-        which.iter().filter_map(|&h| self.handler_index(h)).all(|i| self.slots[i].state.status().is_terminal())
+        which
+            .iter()
+            .filter_map(|&h| self.handler_index(h))
+            .all(|i| self.slots[i].state.status().is_terminal())
     }
 
     fn final_reason(&self, outcome: RunStatus) -> (String, Option<String>) {
@@ -1014,7 +1080,10 @@ fn validate(plan: &RunPlan) -> Result<(), EngineError> {
     let n = plan.tasks.len();
     for (i, t) in plan.tasks.iter().enumerate() {
         if let Some(&d) = t.depends.iter().find(|&&d| d >= n || d == i) {
-            return Err(EngineError::InvalidPlan(format!("task {:?} depends on task #{d}, which does not exist", t.name)));
+            return Err(EngineError::InvalidPlan(format!(
+                "task {:?} depends on task #{d}, which does not exist",
+                t.name
+            )));
         }
         if matches!(t.role, Role::Handler(h) if h != Handler::Init) && !t.depends.is_empty() {
             return Err(EngineError::InvalidPlan(format!("handler {:?} cannot have dependencies", t.name)));
@@ -1043,7 +1112,13 @@ fn dagu_status_word(s: RunStatus) -> &'static str {
 }
 
 /// Where one attempt's stdout and stderr are kept.
-pub fn attempt_log_paths(log_root: &Path, run: RunId, index: usize, name: &str, attempt: u32) -> (PathBuf, PathBuf) {
+pub fn attempt_log_paths(
+    log_root: &Path,
+    run: RunId,
+    index: usize,
+    name: &str,
+    attempt: u32,
+) -> (PathBuf, PathBuf) {
     let dir = log_root.join(run.to_string());
     let base = format!("{index:03}-{}.{attempt}", sanitize(name));
     (dir.join(format!("{base}.out")), dir.join(format!("{base}.err")))
@@ -1051,8 +1126,10 @@ pub fn attempt_log_paths(log_root: &Path, run: RunId, index: usize, name: &str, 
 
 /// A file-name-safe form of a step name.
 fn sanitize(name: &str) -> String {
-    let s: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
     s.chars().take(64).collect()
 }
 
@@ -1063,7 +1140,7 @@ pub fn human(d: Duration) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         let s = d.as_secs_f64();
-        if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{s:.1}s") }
+        if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{s:.1}s") }
     } else {
         let s = d.as_secs();
         format!("{}m{}s", s / 60, s % 60)

@@ -119,7 +119,11 @@ fn signal_of(status: &ExitStatus) -> Option<i32> {
 fn spawn_error(spec: &ProcessSpec, e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound if !spec.dir.is_dir() => {
-            format!("could not start {:?}: working directory {} does not exist", spec.program, spec.dir.display())
+            format!(
+                "could not start {:?}: working directory {} does not exist",
+                spec.program,
+                spec.dir.display()
+            )
         }
         io::ErrorKind::NotFound => format!("could not start {:?}: command not found", spec.program),
         io::ErrorKind::PermissionDenied => format!("could not start {:?}: permission denied", spec.program),

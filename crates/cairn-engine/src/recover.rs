@@ -79,7 +79,11 @@ fn reap(e: &ExpiredLease, now: Timestamp) -> Change {
     })
 }
 
-async fn fail_orphaned_run<S: Store>(store: &S, run: &RunRecord, now: Timestamp) -> Result<usize, EngineError> {
+async fn fail_orphaned_run<S: Store>(
+    store: &S,
+    run: &RunRecord,
+    now: Timestamp,
+) -> Result<usize, EngineError> {
     let Some(detail) = store.run_detail(run.id).await? else { return Ok(0) };
     let owner = run.owner.clone().unwrap_or_default();
     let mut changes = Vec::new();
@@ -94,12 +98,18 @@ async fn fail_orphaned_run<S: Store>(store: &S, run: &RunRecord, now: Timestamp)
                 reaped += 1;
                 let update = TaskUpdate::EndAttempt {
                     token: lease.token,
-                    result: AttemptResult { exit_code: None, error: Some(reason.clone()), outputs: Default::default() },
+                    result: AttemptResult {
+                        exit_code: None,
+                        error: Some(reason.clone()),
+                        outputs: Default::default(),
+                    },
                     retry_at: None,
                 };
                 (TaskStatus::Failed, reason, update)
             }
-            TaskStatus::Submitted => (TaskStatus::Canceled, format!("the run's executor {owner} died"), TaskUpdate::Plain),
+            TaskStatus::Submitted => {
+                (TaskStatus::Canceled, format!("the run's executor {owner} died"), TaskUpdate::Plain)
+            }
             TaskStatus::Blocked | TaskStatus::Pending => {
                 (TaskStatus::Abandoned, format!("the run's executor {owner} died"), TaskUpdate::Plain)
             }
@@ -107,7 +117,14 @@ async fn fail_orphaned_run<S: Store>(store: &S, run: &RunRecord, now: Timestamp)
         };
         changes.push(Change::Task(TaskChange {
             task: task.id,
-            transition: Transition { attempt: task.attempt, from: Some(task.status), to, at, reason, actor: Actor::Reaper },
+            transition: Transition {
+                attempt: task.attempt,
+                from: Some(task.status),
+                to,
+                at,
+                reason,
+                actor: Actor::Reaper,
+            },
             update,
         }));
     }

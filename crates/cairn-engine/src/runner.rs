@@ -50,7 +50,10 @@ pub enum AttemptOutcome {
         continue_matched: bool,
     },
     /// Stopped because its cancellation token fired.
-    Killed { exit_code: Option<i32>, outputs: BTreeMap<String, String> },
+    Killed {
+        exit_code: Option<i32>,
+        outputs: BTreeMap<String, String>,
+    },
 }
 
 /// Whether a task runs at all, decided when it is dispatched.

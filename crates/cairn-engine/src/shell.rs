@@ -91,7 +91,11 @@ pub struct ShellRunner {
 impl ShellRunner {
     /// `params` as resolved by [`Workflow::resolve_params`]; the workflow's
     /// env is expanded here, once per run, as Dagu does.
-    pub fn new(workflow: Arc<Workflow>, params: &[(String, String)], params_json: Option<String>) -> Result<Self, String> {
+    pub fn new(
+        workflow: Arc<Workflow>,
+        params: &[(String, String)],
+        params_json: Option<String>,
+    ) -> Result<Self, String> {
         let mut scope = Scope::with_os_env(std::env::vars());
         for (k, v) in params {
             scope.set(k.clone(), v.clone());
@@ -141,7 +145,9 @@ impl ShellRunner {
         for check in checks {
             match check {
                 ConditionCheck::Met => {}
-                ConditionCheck::NotMet { reason } => return Precheck::Skip(format!("precondition not met: {reason}")),
+                ConditionCheck::NotMet { reason } => {
+                    return Precheck::Skip(format!("precondition not met: {reason}"));
+                }
                 ConditionCheck::Run(cmd) => {
                     let Some((program, args)) = cmd.argv.split_first() else { continue };
                     let status = std::process::Command::new(program)
@@ -158,7 +164,12 @@ impl ShellRunner {
                                 return Precheck::Skip(format!("precondition not met: {reason}"));
                             }
                         }
-                        Err(e) => return Precheck::Fail(format!("precondition {:?} could not run: {e}", cmd.command)),
+                        Err(e) => {
+                            return Precheck::Fail(format!(
+                                "precondition {:?} could not run: {e}",
+                                cmd.command
+                            ));
+                        }
                     }
                 }
             }
@@ -206,10 +217,14 @@ impl ShellRunner {
         if !inv.working_dir.exists()
             && let Err(e) = tokio::fs::create_dir_all(&inv.working_dir).await
         {
-            return start_failed(format!("cannot create the working directory {}: {e}", inv.working_dir.display()));
+            return start_failed(format!(
+                "cannot create the working directory {}: {e}",
+                inv.working_dir.display()
+            ));
         }
         let capture = step.output.is_some() || !step.continue_on.output.is_empty();
-        let stop_signal = step.signal_on_stop.and_then(|s| Signal::try_from(s.number).ok()).unwrap_or(Signal::SIGTERM);
+        let stop_signal =
+            step.signal_on_stop.and_then(|s| Signal::try_from(s.number).ok()).unwrap_or(Signal::SIGTERM);
         let mut stdout_all = String::new();
         let mut last_code = Some(0);
         let mut failure: Option<(FailureKind, Option<i32>, String)> = None;
@@ -235,7 +250,9 @@ impl ShellRunner {
                 env: inv.env.clone(),
                 stop_signal,
             };
-            let end = run_process(&spec, &ctx.stdout_path, &ctx.stderr_path, capture, &ctx.progress, &ctx.cancel).await;
+            let end =
+                run_process(&spec, &ctx.stdout_path, &ctx.stderr_path, capture, &ctx.progress, &ctx.cancel)
+                    .await;
             if let Some(path) = script {
                 let _ = tokio::fs::remove_file(path).await;
             }

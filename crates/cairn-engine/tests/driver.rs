@@ -11,8 +11,8 @@ use cairn_core::record::Actor;
 use cairn_core::retry::{FailureKind, RetryPolicy};
 use cairn_core::{ManualClock, RunId, RunStatus, TaskStatus};
 use cairn_engine::{
-    AttemptContext, AttemptOutcome, ContinueOn, Driver, EngineClock, Handler, PlannedTask, Precheck, Role, RunEvent,
-    RunOptions, RunPlan, TaskRunner, recover,
+    AttemptContext, AttemptOutcome, ContinueOn, Driver, EngineClock, Handler, PlannedTask, Precheck, Role,
+    RunEvent, RunOptions, RunPlan, TaskRunner, recover,
 };
 use cairn_store::model::RunDetail;
 use cairn_store::sqlite::SqliteOptions;
@@ -108,7 +108,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).unwrap());
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).unwrap());
         let manual = ManualClock::at_test_epoch();
         let clock = EngineClock::manual(manual.clone());
         let log_root = dir.path().join("logs");
@@ -200,7 +201,12 @@ fn assert_invariants(d: &RunDetail) {
         }
         let starts = log.iter().filter(|x| x.to == TaskStatus::Running).count();
         assert_eq!(starts as u32, t.attempt, "{}: one attempt per start", t.name);
-        assert_eq!(d.attempts.get(&t.id).map_or(0, Vec::len), starts, "{}: an attempt record per start", t.name);
+        assert_eq!(
+            d.attempts.get(&t.id).map_or(0, Vec::len),
+            starts,
+            "{}: an attempt record per start",
+            t.name
+        );
     }
     assert!(d.run.status.is_terminal());
 }
@@ -209,8 +215,9 @@ fn assert_invariants(d: &RunDetail) {
 async fn diamond_runs_in_dependency_order_and_records_everything() {
     let f = Fixture::new();
     let runner = Scripted::default();
-    let (status, d) =
-        f.run(plan(vec![step("a", &[]), step("b", &[0]), step("c", &[0]), step("d", &[1, 2])]), runner.clone()).await;
+    let (status, d) = f
+        .run(plan(vec![step("a", &[]), step("b", &[0]), step("c", &[0]), step("d", &[1, 2])]), runner.clone())
+        .await;
     assert_eq!(status, RunStatus::Completed);
     assert_invariants(&d);
     assert_eq!(path(&d, "a"), ["SUBMITTED", "PENDING", "RUNNING", "COMPLETED"]);
@@ -246,7 +253,8 @@ async fn retries_wait_their_backoff_on_the_clock_and_keep_each_attempt() {
     let f = Fixture::new();
     let runner = Scripted::default().play("flaky", vec![Play::Exit(1), Play::Exit(1), Play::Ok]);
     let mut flaky = step("flaky", &[]);
-    flaky.retry = RetryPolicy { limit: 2, interval: Duration::from_secs(10), backoff: 2.0, ..Default::default() };
+    flaky.retry =
+        RetryPolicy { limit: 2, interval: Duration::from_secs(10), backoff: 2.0, ..Default::default() };
     let (id, handle, mut watch) = f.start(plan(vec![flaky]), runner.clone(), CancellationToken::new());
     // The first retry waits 10 s, the second 20 s: nothing runs until the clock says so.
     watch.until("flaky", TaskStatus::Running).await;
@@ -269,11 +277,10 @@ async fn retries_wait_their_backoff_on_the_clock_and_keep_each_attempt() {
     assert_eq!(reasons(&d, "flaky")[3], "attempt 1 failed: exit code 1; retry 1 of 2 in 10s");
     assert_eq!(reasons(&d, "flaky")[5], "attempt 2 failed: exit code 1; retry 2 of 2 in 20s");
     let attempts = &d.attempts[&d.tasks[0].id];
-    assert_eq!(attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(), [
-        Some(TaskStatus::Pending),
-        Some(TaskStatus::Pending),
-        Some(TaskStatus::Completed)
-    ]);
+    assert_eq!(
+        attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        [Some(TaskStatus::Pending), Some(TaskStatus::Pending), Some(TaskStatus::Completed)]
+    );
     assert_eq!(attempts[0].exit_code, Some(1));
 }
 
@@ -283,7 +290,8 @@ async fn a_step_timeout_kills_the_attempt_and_fails_it() {
     let runner = Scripted::default().play("slow", vec![Play::Hang]);
     let mut slow = step("slow", &[]);
     slow.timeout = Some(Duration::from_secs(5));
-    let (id, handle, mut watch) = f.start(plan(vec![slow, step("after", &[0])]), runner, CancellationToken::new());
+    let (id, handle, mut watch) =
+        f.start(plan(vec![slow, step("after", &[0])]), runner, CancellationToken::new());
     watch.until("slow", TaskStatus::Running).await;
     f.manual.advance(Duration::from_secs(4));
     settle().await;
@@ -374,9 +382,12 @@ async fn continue_on_failure_gives_a_partial_success_and_mark_success_a_success(
     soft.continue_on = ContinueOn { failure: true, ..Default::default() };
     let mut marked = step("marked", &[]);
     marked.continue_on = ContinueOn { exit_codes: vec![7], mark_success: true, ..Default::default() };
-    let (status, d) =
-        f.run(plan(vec![soft, step("after", &[0]), marked, step("after2", &[2]), handler(Handler::Failure)]), runner)
-            .await;
+    let (status, d) = f
+        .run(
+            plan(vec![soft, step("after", &[0]), marked, step("after2", &[2]), handler(Handler::Failure)]),
+            runner,
+        )
+        .await;
     assert_invariants(&d);
     assert_eq!(status, RunStatus::PartiallySucceeded);
     assert_eq!(status_of(&d, "soft"), TaskStatus::Failed);

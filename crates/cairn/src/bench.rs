@@ -77,7 +77,7 @@ pub async fn bench(args: Args) -> Result<Exit> {
         print_line(json!({
             "workload": "W2", "store": "sqlite", "synchronous": sync.as_str(), "n": 40, "runs": runs.max(5),
             "seconds": round(s), "per_unit_ms": round(s * 1000.0 / 40.0),
-            "p50_ms": round(percentile(&handoffs, 0.50)), "p99_ms": round(percentile(&handoffs, 0.99)),
+            "record_handoff_p50_ms": round(percentile(&handoffs, 0.50)), "record_handoff_p99_ms": round(percentile(&handoffs, 0.99)),
             "rss_mb": rss_mb(),
         }));
     }
@@ -128,7 +128,12 @@ fn plan(name: &str, tasks: Vec<PlannedTask>) -> RunPlan {
     }
 }
 
-async fn drive<R: TaskRunner>(store: Arc<SqliteStore>, runner: R, plan: RunPlan, opts: RunOptions) -> Result<RunStatus> {
+async fn drive<R: TaskRunner>(
+    store: Arc<SqliteStore>,
+    runner: R,
+    plan: RunPlan,
+    opts: RunOptions,
+) -> Result<RunStatus> {
     let driver = Driver::new(store, Arc::new(runner), EngineClock::system(), plan, opts)?;
     Ok(driver.drive(CancellationToken::new(), Actor::User("bench".into())).await?)
 }
@@ -150,7 +155,9 @@ async fn w1(dir: &Path, n: usize, sync: Synchronous) -> Result<f64> {
 /// from one step's COMPLETED to the next one's RUNNING, from the records).
 async fn w2(dir: &Path, n: usize, sync: Synchronous) -> Result<(f64, Vec<f64>)> {
     let store = open(dir, sync)?;
-    let tasks = (0..n).map(|i| PlannedTask::step(format!("s{i}"), if i == 0 { vec![] } else { vec![i - 1] })).collect();
+    let tasks = (0..n)
+        .map(|i| PlannedTask::step(format!("s{i}"), if i == 0 { vec![] } else { vec![i - 1] }))
+        .collect();
     let opts = options(dir);
     let run = opts.run_id;
     let started = Instant::now();
@@ -164,7 +171,9 @@ async fn w2(dir: &Path, n: usize, sync: Synchronous) -> Result<(f64, Vec<f64>)> 
         detail.transitions[&detail.tasks[i].id].iter().find(|t| t.to == to).map(|t| t.at)
     };
     let handoffs = (1..n)
-        .filter_map(|i| Some(at(i, TaskStatus::Running)?.since(at(i - 1, TaskStatus::Completed)?).as_secs_f64() * 1e3))
+        .filter_map(|i| {
+            Some(at(i, TaskStatus::Running)?.since(at(i - 1, TaskStatus::Completed)?).as_secs_f64() * 1e3)
+        })
         .collect();
     Ok((secs, handoffs))
 }
@@ -232,7 +241,8 @@ fn round(x: f64) -> f64 {
 /// Peak resident set size of this process, in MB.
 fn rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 =
+        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 

@@ -62,7 +62,14 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         let line = RunLine::new(r, now);
         let submitted = r.submitted_at.to_jiff().strftime("%Y-%m-%d %H:%M:%S").to_string();
         let took = human(std::time::Duration::from_secs_f64(line.duration));
-        println!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", r.id, r.workflow, r.status.as_str(), submitted, took);
+        println!(
+            "{:<26}  {:<20}  {:<19}  {:<20}  {:>9}",
+            r.id,
+            r.workflow,
+            r.status.as_str(),
+            submitted,
+            took
+        );
     }
     if runs.len() == args.limit.max(1)
         && let Some(last) = runs.last()

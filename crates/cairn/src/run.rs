@@ -66,7 +66,10 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     view.finish();
     let status = driving.await??;
 
-    let detail = store.run_detail(run_id).await?.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
+    let detail = store
+        .run_detail(run_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
     let report = RunReport::new(&detail, &home.log_root(), clock.now());
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -84,7 +87,8 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
 /// a second one exits at once, leaving recovery to the next command.
 async fn cancel_on_signals(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
         return;
     };
     for round in 0..2 {

@@ -42,7 +42,9 @@ pub async fn resolve_run(store: &SqliteStore, prefix: &str) -> Result<cairn_core
     let found = store.runs_by_prefix(prefix, 2).await?;
     match found.as_slice() {
         [one] => Ok(one.id),
-        [] => Err(InvalidInput(format!("no run id starts with {prefix:?}; `cairn history` lists runs")).into()),
+        [] => {
+            Err(InvalidInput(format!("no run id starts with {prefix:?}; `cairn history` lists runs")).into())
+        }
         _ => Err(InvalidInput(format!("several runs start with {prefix:?}; give more characters")).into()),
     }
 }

@@ -60,9 +60,10 @@ impl Bars {
     fn new(names: &[String]) -> Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(4).min(32);
-        let style = ProgressStyle::with_template("{prefix} {elapsed:>4} {bar:24.cyan/blue} {pos:>3}% {wide_msg}")
-            .expect("static template")
-            .progress_chars("█▉▊▋▌▍▎▏ ");
+        let style =
+            ProgressStyle::with_template("{prefix} {elapsed:>4} {bar:24.cyan/blue} {pos:>3}% {wide_msg}")
+                .expect("static template")
+                .progress_chars("█▉▊▋▌▍▎▏ ");
         let bars = names
             .iter()
             .map(|name| {
@@ -71,7 +72,13 @@ impl Bars {
                 bar
             })
             .collect();
-        Bars { _multi: multi, bars, names: names.to_vec(), width, statuses: vec![TaskStatus::Submitted; names.len()] }
+        Bars {
+            _multi: multi,
+            bars,
+            names: names.to_vec(),
+            width,
+            statuses: vec![TaskStatus::Submitted; names.len()],
+        }
     }
 
     fn handle(&mut self, e: &RunEvent) {

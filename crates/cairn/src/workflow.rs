@@ -21,7 +21,8 @@ pub struct Loaded {
 /// naming the file, line and field.
 pub fn load(path: &Path, cli_params: &[String]) -> Result<Loaded> {
     let workflow = spec::load(path).map_err(|e| InvalidInput(e.to_string()))?;
-    let source = std::fs::read_to_string(path).map_err(|e| InvalidInput(format!("{}: {e}", path.display())))?;
+    let source =
+        std::fs::read_to_string(path).map_err(|e| InvalidInput(format!("{}: {e}", path.display())))?;
     if let Some(step) = workflow.steps.iter().find(|s| s.queue.is_some()) {
         return Err(InvalidInput(format!(
             "{}: step {:?} has `queue: {}`: steps for remote workers need `cairn serve`; `cairn run` runs every step here",

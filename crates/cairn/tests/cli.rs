@@ -1,0 +1,319 @@
+//! End to end: the real `cairn` binary, real shell steps, a real SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn write(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.arg("--data-dir").arg(self.data()).current_dir(self.dir.path()).env("USER", "tester");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn run_json(&self, file: &Path, extra: &[&str]) -> (i32, Value) {
+        let out = self.cmd().arg("run").arg(file).arg("--json").args(extra).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), json)
+    }
+}
+
+fn task<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no task {name}"))
+}
+
+fn statuses(task: &Value) -> Vec<String> {
+    task["transitions"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap().to_owned()).collect()
+}
+
+fn last_reason(task: &Value) -> String {
+    task["transitions"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap().to_owned()
+}
+
+/// Waits for a file a step writes when it is running (a state, not a timeout).
+fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_run_records_every_transition_and_prints_stable_json() {
+    let env = Env::new();
+    let file = env.write(
+        "flow.yaml",
+        r#"
+name: tour
+type: graph
+params:
+  - WHO: world
+steps:
+  - name: greet
+    command: echo "hello ${WHO}"
+    output: GREETING
+  - name: shout
+    command: echo "${GREETING}!"
+    output: SHOUT
+    depends: [greet]
+  - name: report
+    script: |
+      echo "::progress 50 halfway"
+      echo done
+    depends: [greet]
+"#,
+    );
+    let (code, run) = env.run_json(&file, &["-p", "WHO=cairn"]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["status"], "COMPLETED");
+    assert_eq!(run["workflow"], "tour");
+    assert_eq!(run["params"]["WHO"], "cairn");
+    assert_eq!(run["outputs"]["SHOUT"], "hello cairn!");
+    let shout = task(&run, "shout");
+    assert_eq!(statuses(shout), ["SUBMITTED", "BLOCKED", "PENDING", "RUNNING", "COMPLETED"]);
+    assert_eq!(shout["attempts"], 1);
+    assert_eq!(shout["exit_code"], 0);
+    assert_eq!(shout["outputs"]["SHOUT"], "hello cairn!");
+    let t = &shout["transitions"][3];
+    assert_eq!((t["from"].as_str(), t["actor"].as_str()), (Some("PENDING"), Some("executor")));
+    let d = &shout["durations"];
+    for key in ["submitted_at", "run_at", "finished_at"] {
+        assert!(d[key].as_str().unwrap().ends_with('Z'), "{key}: {d}");
+    }
+    for key in ["blocked_duration", "pending_duration", "execution_duration", "total_duration"] {
+        assert!(d[key].as_f64().unwrap() >= 0.0, "{key}: {d}");
+    }
+    assert_eq!(task(&run, "report")["progress"]["percent"], 50.0);
+    assert_eq!(task(&run, "report")["progress"]["message"], "halfway");
+
+    // The same record is there for `status`, `history` and `logs`.
+    let id = run["run_id"].as_str().unwrap();
+    let out = env.run(&["status", &id[..12], "--json"]);
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["tasks"], run["tasks"]);
+    let out = env.run(&["history", "--json"]);
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((line["run_id"].as_str(), line["status"].as_str()), (Some(id), Some("COMPLETED")));
+    let out = env.run(&["logs", id, "shout"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello cairn!\n");
+}
+
+#[test]
+fn invalid_workflows_are_refused_with_positions_before_anything_runs() {
+    let env = Env::new();
+    let marker = env.dir.path().join("ran");
+    let file = env.write(
+        "bad.yaml",
+        &format!(
+            "type: graph\nsteps:\n  - name: a\n    command: touch {}\n    depends: [b]\n  - name: b\n    command: \"true\"\n    depends: [a]\n    retry_polcy:\n      limit: 2\n",
+            marker.display()
+        ),
+    );
+    let out = env.run(&["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:9:5"), "{err}");
+    assert!(err.contains("retry_polcy") && err.contains("retry_policy"), "{err}");
+    assert!(err.contains("cycle"), "{err}");
+    assert!(!marker.exists());
+    let out = env.run(&["history", "--json"]);
+    assert!(out.stdout.is_empty(), "nothing was stored");
+
+    let out = env.run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let cron = env.write("cron.yaml", "schedule: \"61 * * * *\"\nsteps:\n  - echo hi\n");
+    let out = env.run(&["validate", cron.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cron.yaml:1:"), "{out:?}");
+}
+
+#[test]
+fn retries_keep_every_failed_attempt_and_abandon_downstream_when_final() {
+    let env = Env::new();
+    let file = env.write(
+        "retry.yaml",
+        r#"
+type: graph
+steps:
+  - name: flaky
+    command: sh -c 'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 3 ]'
+    retry_policy:
+      limit: 3
+      interval_sec: 0
+  - name: never
+    command: exit 4
+    retry_policy:
+      limit: 1
+  - name: after-never
+    command: "true"
+    depends: [never]
+"#,
+    );
+    let (code, run) = env.run_json(&file, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(run["status"], "FAILED");
+    let flaky = task(&run, "flaky");
+    assert_eq!(flaky["status"], "COMPLETED");
+    assert_eq!(flaky["retry_count"], 2);
+    assert_eq!(flaky["attempt_records"].as_array().unwrap().len(), 3);
+    assert_eq!(flaky["attempt_records"][0]["exit_code"], 1);
+    assert_eq!(flaky["attempt_records"][0]["outcome"], "PENDING");
+    let never = task(&run, "never");
+    assert_eq!(statuses(never), ["SUBMITTED", "PENDING", "RUNNING", "PENDING", "RUNNING", "FAILED"]);
+    assert_eq!(never["exit_code"], 4);
+    assert_eq!(task(&run, "after-never")["status"], "ABANDONED");
+    assert_eq!(last_reason(task(&run, "after-never")), "upstream \"never\" failed");
+}
+
+#[test]
+fn preconditions_skip_and_continue_on_lets_the_run_partially_succeed() {
+    let env = Env::new();
+    let file = env.write(
+        "pre.yaml",
+        r#"
+type: graph
+env:
+  - STAGE: dev
+steps:
+  - name: deploy
+    command: echo deploying
+    preconditions:
+      - condition: "${STAGE}"
+        expected: prod
+  - name: after-deploy
+    command: echo after
+    depends: [deploy]
+  - name: lint
+    command: exit 1
+    continue_on:
+      failure: true
+  - name: package
+    command: echo packaged
+    depends: [lint]
+"#,
+    );
+    let (code, run) = env.run_json(&file, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(run["status"], "PARTIALLY_SUCCEEDED");
+    let deploy = task(&run, "deploy");
+    assert_eq!(statuses(deploy), ["SUBMITTED", "PENDING", "SKIPPED"]);
+    assert!(last_reason(deploy).contains("precondition not met"), "{deploy}");
+    assert_eq!(deploy["durations"]["execution_duration"], 0.0);
+    assert!(deploy["durations"]["run_at"].is_null());
+    assert_eq!(task(&run, "after-deploy")["status"], "SKIPPED");
+    assert_eq!(task(&run, "lint")["status"], "FAILED");
+    assert_eq!(task(&run, "package")["status"], "COMPLETED");
+}
+
+#[test]
+fn sigint_cancels_kills_running_steps_and_records_it() {
+    let env = Env::new();
+    let started = env.dir.path().join("started");
+    let file = env.write(
+        "long.yaml",
+        &format!(
+            "type: graph\nsteps:\n  - name: long\n    command: sh -c 'touch {}; sleep 300'\n  - name: next\n    command: \"true\"\n    depends: [long]\nhandler_on:\n  abort:\n    command: echo cleaning up\n",
+            started.display()
+        ),
+    );
+    let child =
+        env.cmd().args(["run", file.to_str().unwrap(), "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    wait_for_file(&started);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"], "CANCELED");
+    let long = task(&run, "long");
+    assert_eq!(long["status"], "CANCELED");
+    assert_eq!(last_reason(long), "canceled by user:tester");
+    assert_eq!(task(&run, "next")["status"], "ABANDONED");
+    assert_eq!(task(&run, "onAbort")["status"], "COMPLETED");
+    let last = run["transitions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["to"].as_str(), last["actor"].as_str()), (Some("CANCELED"), Some("user:tester")));
+}
+
+#[test]
+fn a_run_killed_with_sigkill_is_recovered_by_the_next_command() {
+    let env = Env::new();
+    let started = env.dir.path().join("started");
+    let pid_file = env.dir.path().join("step.pid");
+    let file = env.write(
+        "doomed.yaml",
+        &format!(
+            "type: graph\nsteps:\n  - name: doomed\n    command: sh -c 'echo $$ > {}; touch {}; exec sleep 300'\n  - name: downstream\n    command: \"true\"\n    depends: [doomed]\n",
+            pid_file.display(),
+            started.display()
+        ),
+    );
+    let mut child = env.cmd().args(["run", file.to_str().unwrap(), "--quiet"]).spawn().unwrap();
+    wait_for_file(&started);
+    child.kill().unwrap(); // SIGKILL: no chance to record anything.
+    child.wait().unwrap();
+    // The step's own process group outlives its executor; end it as a machine loss would.
+    let step_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(step_pid), nix::sys::signal::Signal::SIGKILL);
+
+    let out = env.run(&["history", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["status"], "FAILED", "{line}");
+    assert!(line["error"].as_str().unwrap().contains("heartbeat lost"), "{line}");
+    let id = line["run_id"].as_str().unwrap();
+    let out = env.run(&["status", id, "--json"]);
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doomed = task(&run, "doomed");
+    assert_eq!(doomed["status"], "FAILED");
+    let reason = last_reason(doomed);
+    assert!(reason.starts_with("heartbeat lost (worker local:"), "{reason}");
+    assert_eq!(doomed["transitions"].as_array().unwrap().last().unwrap()["actor"], "reaper");
+    assert_eq!(doomed["attempt_records"][0]["outcome"], "FAILED");
+    assert_eq!(task(&run, "downstream")["status"], "ABANDONED");
+    for t in run["tasks"].as_array().unwrap() {
+        assert_ne!(t["status"], "RUNNING");
+    }
+}
+
+#[test]
+fn a_missing_run_or_step_is_a_clear_error() {
+    let env = Env::new();
+    let out = env.run(&["status", "01ZZZZ"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run id starts with"), "{out:?}");
+    let out = env.run(&["history", "--status", "DONE"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("COMPLETED"), "{out:?}");
+}
