@@ -84,8 +84,20 @@ pub struct ShellRunner {
     workflow: Arc<Workflow>,
     /// In plan order: steps, then handlers.
     steps: Vec<Step>,
-    /// Params, env and the outputs of finished steps, shared by all attempts.
-    scope: Mutex<Scope>,
+    /// Params, the workflow's env and special variables: what every step sees.
+    base: Scope,
+    /// For each task, the steps whose outputs it sees, in topological order:
+    /// its transitive upstream (Dagu's rule), so what a step reads never
+    /// depends on which parallel branch happened to finish first.
+    visible: Vec<Vec<usize>>,
+    /// What each finished step published.
+    published: Mutex<Vec<Option<Published>>>,
+}
+
+#[derive(Clone)]
+struct Published {
+    output: Option<(String, String)>,
+    info: StepInfo,
 }
 
 impl ShellRunner {
@@ -108,11 +120,26 @@ impl ShellRunner {
         workflow.resolve_env(&mut scope, &mut ShellCommands).map_err(|e| format!("env: {e}"))?;
         let mut steps = workflow.steps.clone();
         steps.extend(HandlerKind::ALL.into_iter().filter_map(|k| workflow.handlers.get(k).cloned()));
-        Ok(ShellRunner { workflow, steps, scope: Mutex::new(scope) })
+        let visible = steps.iter().map(|s| visible_steps(&workflow, s)).collect();
+        let published = Mutex::new(vec![None; steps.len()]);
+        Ok(ShellRunner { workflow, steps, base: scope, visible, published })
     }
 
     fn scope_for(&self, ctx: &AttemptContext) -> Scope {
-        let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut scope = self.base.clone();
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        for &i in &self.visible[ctx.index] {
+            let Some(p) = &published[i] else { continue };
+            if let Some((name, value)) = &p.output {
+                scope.set(name.clone(), value.clone());
+            }
+            let step = &self.steps[i];
+            if let Some(id) = &step.id {
+                scope.set_step(id.clone(), p.info.clone());
+            }
+            scope.set_step(step.name.clone(), p.info.clone());
+        }
+        drop(published);
         for (k, v) in &ctx.env {
             scope.set(k.clone(), v.clone());
         }
@@ -124,20 +151,15 @@ impl ShellRunner {
 
     /// Publishes a finished attempt's output and references for later steps.
     fn publish(&self, step: &Step, ctx: &AttemptContext, exit_code: Option<i32>, output: Option<&str>) {
-        let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(name), Some(value)) = (&step.output, output) {
-            scope.set(name.clone(), value.to_owned());
-        }
         let info = StepInfo {
             stdout: Some(ctx.stdout_path.display().to_string()),
             stderr: Some(ctx.stderr_path.display().to_string()),
             exit_code,
             output: output.map(str::to_owned),
         };
-        if let Some(id) = &step.id {
-            scope.set_step(id.clone(), info.clone());
-        }
-        scope.set_step(step.name.clone(), info);
+        let output = step.output.clone().zip(output.map(str::to_owned));
+        self.published.lock().unwrap_or_else(|e| e.into_inner())[ctx.index] =
+            Some(Published { output, info });
     }
 
     /// Evaluates conditions; command conditions run in the step's shell.
@@ -179,9 +201,9 @@ impl ShellRunner {
 
     /// The workflow's own preconditions, checked once before any step.
     pub fn check_workflow_preconditions(&self) -> Precheck {
-        let scope = self.scope.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match self.workflow.check_preconditions(None, &scope, &mut ShellCommands) {
-            Ok(checks) => Self::judge(checks, &self.workflow.working_dir(&scope), &scope.exports()),
+        let scope = &self.base;
+        match self.workflow.check_preconditions(None, scope, &mut ShellCommands) {
+            Ok(checks) => Self::judge(checks, &self.workflow.working_dir(scope), &scope.exports()),
             Err(e) => Precheck::Fail(format!("workflow precondition: {e}")),
         }
     }
@@ -317,6 +339,25 @@ impl TaskRunner for ShellRunner {
 
     async fn run(&self, ctx: AttemptContext) -> AttemptOutcome {
         self.run_attempt(ctx).await
+    }
+}
+
+/// The steps whose outputs `step` sees: its transitive upstream for a step,
+/// every step for a handler after the steps, none for the init handler.
+fn visible_steps(workflow: &Workflow, step: &Step) -> Vec<usize> {
+    match step.handler {
+        Some(HandlerKind::Init) => Vec::new(),
+        Some(_) => workflow.order.iter().map(|i| i.0).collect(),
+        None => {
+            let mut seen = vec![false; workflow.steps.len()];
+            let mut stack: Vec<usize> = step.depends.iter().map(|d| d.0).collect();
+            while let Some(i) = stack.pop() {
+                if !std::mem::replace(&mut seen[i], true) {
+                    stack.extend(workflow.steps[i].depends.iter().map(|d| d.0));
+                }
+            }
+            workflow.order.iter().map(|i| i.0).filter(|&i| seen[i]).collect()
+        }
     }
 }
 

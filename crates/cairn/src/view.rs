@@ -98,8 +98,9 @@ impl Bars {
                         bar.set_position(100);
                         bar.finish_with_message("");
                     }
+                    // `abandon` keeps the bar where the step stopped; `finish` would fill it.
                     s if s.is_terminal() => {
-                        bar.finish_with_message(reason.clone());
+                        bar.abandon_with_message(reason.clone());
                     }
                     TaskStatus::Pending if reason.contains("retry") => {
                         bar.disable_steady_tick();

@@ -317,3 +317,35 @@ fn a_missing_run_or_step_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("COMPLETED"), "{out:?}");
 }
+
+#[test]
+fn a_step_sees_the_outputs_of_its_upstream_only() {
+    let env = Env::new();
+    let file = env.write(
+        "vis.yaml",
+        r#"
+type: graph
+steps:
+  - name: a
+    command: echo from-a
+    output: A
+  - name: b
+    command: echo "b saw [${A}]"
+    output: B
+    depends: [a]
+  - name: lone
+    command: sh -c 'sleep 0.2; echo "lone saw [${A}]"'
+    output: LONE
+  - name: join
+    command: echo "${B} ${LONE}"
+    output: JOIN
+    depends: [b, lone]
+"#,
+    );
+    let (code, run) = env.run_json(&file, &[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(task(&run, "b")["outputs"]["B"], "b saw [from-a]");
+    // `lone` does not depend on `a`: `${A}` is not defined for it, however the race goes.
+    assert_eq!(task(&run, "lone")["outputs"]["LONE"], "lone saw []");
+    assert_eq!(task(&run, "join")["outputs"]["JOIN"], "b saw [from-a] lone saw []");
+}
