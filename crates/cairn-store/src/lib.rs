@@ -28,8 +28,8 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use cairn_core::{RunId, Timestamp};
 
 /// What the engine needs from storage. Implemented by [`SqliteStore`] (the
-/// embedded default) and, later, PostgreSQL; [`conformance`] holds the one
-/// test suite every implementation must pass.
+/// embedded default) and, later, PostgreSQL; `conformance` (feature
+/// `conformance`) holds the one test suite every implementation must pass.
 ///
 /// Writes go through [`Store::apply`] in batches, so a backend can commit many
 /// changes arriving together in one transaction (group commit).

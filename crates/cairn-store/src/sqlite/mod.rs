@@ -1,15 +1,16 @@
 //! The embedded SQLite backend: [`SqliteStore`] and its [`SqliteOptions`].
 //!
 //! One file in WAL mode. All writes go through one OS thread that owns the
-//! only write connection ([`writer`]); it commits whatever batches are queued
+//! only write connection (`writer`); it commits whatever batches are queued
 //! together in one transaction (group commit), so the cost of an fsync is
 //! shared by every caller waiting at that moment. Reads run on a small pool of
-//! query-only connections on tokio's blocking threads ([`read`]), in parallel
-//! with the writer. The schema is versioned by refinery ([`schema`]).
+//! query-only connections on tokio's blocking threads (`read`), in parallel
+//! with the writer. The schema is versioned by refinery (`schema`).
 //!
 //! Architecture invariant: no connection but the writer's ever writes, so a
-//! change's compare-and-set (read state, check, update) inside the writer's
-//! `BEGIN IMMEDIATE` transaction cannot race with another write.
+//! change's compare-and-set (an `UPDATE` whose `WHERE` names the expected
+//! status and lease token) inside the writer's `BEGIN IMMEDIATE` transaction
+//! cannot race with another write.
 
 mod read;
 mod schema;
