@@ -279,7 +279,7 @@ async fn retries_wait_their_backoff_on_the_clock_and_keep_each_attempt() {
     let attempts = &d.attempts[&d.tasks[0].id];
     assert_eq!(
         attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
-        [Some(TaskStatus::Pending), Some(TaskStatus::Pending), Some(TaskStatus::Completed)]
+        [Some(TaskStatus::Failed), Some(TaskStatus::Failed), Some(TaskStatus::Completed)]
     );
     assert_eq!(attempts[0].exit_code, Some(1));
 }

@@ -425,7 +425,8 @@ pub async fn every_legal_task_transition_applies_with_its_row<S: Store>(store: A
         if from == TaskStatus::Running {
             let last = attempts(&after, id).last().expect("the attempt record");
             assert_eq!(last.ended_at, Some(t(20)), "{from} -> {to} closes the attempt");
-            assert_eq!(last.outcome, Some(to));
+            let outcome = if to == TaskStatus::Pending { TaskStatus::Failed } else { to };
+            assert_eq!(last.outcome, Some(outcome), "a retried attempt failed");
             assert_eq!((last.exit_code, last.error.as_deref()), (Some(3), Some("boom")));
             assert_eq!((rec.exit_code, rec.error.as_deref()), (Some(3), Some("boom")));
             assert_eq!(
@@ -769,7 +770,7 @@ pub async fn retry_keeps_the_failed_attempt_record<S: Store>(store: Arc<S>) {
             worker: "w1".into(),
             started_at: t(1),
             ended_at: Some(t(2)),
-            outcome: Some(Pending),
+            outcome: Some(Failed),
             exit_code: Some(1),
             error: Some("exit code 1".into()),
         }

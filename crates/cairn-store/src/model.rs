@@ -65,7 +65,8 @@ pub struct AttemptRecord {
     pub worker: String,
     pub started_at: Timestamp,
     pub ended_at: Option<Timestamp>,
-    /// The status the attempt ended in (PENDING when it failed and was retried).
+    /// How the attempt ended: COMPLETED, FAILED (also when the task was then
+    /// retried) or CANCELED.
     pub outcome: Option<TaskStatus>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,

@@ -17,7 +17,10 @@ use cairn_store::{SqliteStore, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::Exit;
+use crate::{Exit, InvalidInput};
+
+const KNOWN: [&str; 4] = ["W1", "W2", "W3", "all"];
+use crate::out::outln;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,8 +45,13 @@ pub async fn bench(args: Args) -> Result<Exit> {
     let sync = match args.synchronous.to_ascii_lowercase().as_str() {
         "full" => Synchronous::Full,
         "normal" => Synchronous::Normal,
-        other => bail!("--synchronous {other:?}: expected full or normal"),
+        other => return Err(InvalidInput(format!("--synchronous {other:?}: expected full or normal")).into()),
     };
+    if let Some(unknown) = args.workloads.iter().find(|w| !KNOWN.iter().any(|k| w.eq_ignore_ascii_case(k))) {
+        return Err(
+            InvalidInput(format!("unknown workload {unknown:?}: expected {}", KNOWN.join(", "))).into()
+        );
+    }
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
@@ -247,5 +255,5 @@ fn rss_mb() -> Option<f64> {
 }
 
 fn print_line(v: serde_json::Value) {
-    println!("{v}");
+    outln!("{v}");
 }

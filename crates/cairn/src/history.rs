@@ -7,6 +7,7 @@ use cairn_core::{RunId, RunStatus};
 use cairn_engine::{EngineClock, human};
 use cairn_store::{RunQuery, Store};
 
+use crate::out::outln;
 use crate::report::RunLine;
 use crate::{Exit, InvalidInput};
 
@@ -49,32 +50,25 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let now = clock.now();
     if args.json {
         for r in &runs {
-            println!("{}", serde_json::to_string(&RunLine::new(r, now))?);
+            outln!("{}", serde_json::to_string(&RunLine::new(r, now))?);
         }
         return Ok(Exit::Success);
     }
     if runs.is_empty() {
-        println!("no runs match");
+        outln!("no runs match");
         return Ok(Exit::Success);
     }
-    println!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION");
+    outln!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION");
     for r in &runs {
         let line = RunLine::new(r, now);
         let submitted = r.submitted_at.to_jiff().strftime("%Y-%m-%d %H:%M:%S").to_string();
         let took = human(std::time::Duration::from_secs_f64(line.duration));
-        println!(
-            "{:<26}  {:<20}  {:<19}  {:<20}  {:>9}",
-            r.id,
-            r.workflow,
-            r.status.as_str(),
-            submitted,
-            took
-        );
+        outln!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", r.id, r.workflow, r.status.as_str(), submitted, took);
     }
     if runs.len() == args.limit.max(1)
         && let Some(last) = runs.last()
     {
-        println!("more: cairn history --before {}", last.id);
+        outln!("more: cairn history --before {}", last.id);
     }
     Ok(Exit::Success)
 }

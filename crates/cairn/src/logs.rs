@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use cairn_engine::{EngineClock, attempt_log_paths};
 use cairn_store::Store;
 
+use crate::out::{out, outln};
 use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
@@ -53,11 +54,11 @@ pub async fn logs(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
                     continue;
                 }
                 if several || t.attempt > 1 || stream == "stderr" {
-                    println!("==> {} attempt {attempt} {stream} <==", t.name);
+                    outln!("==> {} attempt {attempt} {stream} <==", t.name);
                 }
-                print!("{text}");
+                out!("{text}");
                 if !text.ends_with('\n') {
-                    println!();
+                    outln!();
                 }
             }
         }

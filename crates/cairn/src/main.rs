@@ -7,6 +7,7 @@ mod bench;
 mod history;
 mod home;
 mod logs;
+mod out;
 mod report;
 mod run;
 mod status;
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -13,6 +13,7 @@ use cairn_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::home::Home;
+use crate::out::outln;
 use crate::report::RunReport;
 use crate::view::View;
 use crate::{Exit, workflow};
@@ -72,7 +73,7 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
     let report = RunReport::new(&detail, &home.log_root(), clock.now());
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else if !args.quiet {
         summarize(&report);
     }
@@ -115,8 +116,9 @@ fn summarize(r: &RunReport) {
             eprintln!("    cairn logs {short} {:?}", t.name);
         }
     }
+    let explained = r.tasks.iter().any(|t| t.status == TaskStatus::Failed);
     if let Some(e) = &r.error
-        && r.status != RunStatus::Failed
+        && !explained
     {
         eprintln!("  {e}");
     }

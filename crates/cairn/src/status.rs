@@ -7,6 +7,7 @@ use anyhow::Result;
 use cairn_engine::{EngineClock, human};
 use cairn_store::{SqliteStore, Store};
 
+use crate::out::outln;
 use crate::report::RunReport;
 use crate::{Exit, InvalidInput};
 
@@ -27,7 +28,7 @@ pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
     let report = RunReport::new(&detail, &home.log_root(), clock.now());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Exit::Success);
     }
     print_report(&report);
@@ -51,18 +52,25 @@ pub async fn resolve_run(store: &SqliteStore, prefix: &str) -> Result<cairn_core
 
 pub fn print_report(r: &RunReport) {
     let took = r.finished_at.map(|f| format!(" in {}", human(f.since(r.submitted_at)))).unwrap_or_default();
-    println!("run {}  {}  {}{}  ({})", r.run_id, r.workflow, r.status.as_str(), took, r.trigger);
+    outln!("run {}  {}  {}{}  ({})", r.run_id, r.workflow, r.status.as_str(), took, r.trigger);
     if let Some(e) = &r.error {
-        println!("  error: {e}");
+        outln!("  error: {e}");
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "  {:<24} {:<10} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "TASK", "STATUS", "TRY", "EXIT", "BLOCKED", "PENDING", "RUNNING", "TOTAL"
+        "TASK",
+        "STATUS",
+        "TRY",
+        "EXIT",
+        "BLOCKED",
+        "PENDING",
+        "RUNNING",
+        "TOTAL"
     );
     for t in &r.tasks {
         let d = &t.durations;
-        println!(
+        outln!(
             "  {:<24} {:<10} {:>4} {:>5} {:>9} {:>9} {:>9} {:>9}",
             t.name,
             t.status.as_str(),
@@ -74,12 +82,12 @@ pub fn print_report(r: &RunReport) {
             human(d.total_duration),
         );
     }
-    println!();
+    outln!();
     for t in &r.tasks {
-        println!("  {}", t.name);
+        outln!("  {}", t.name);
         for tr in &t.transitions {
             let from = tr.from.map(|s| s.as_str()).unwrap_or("(new)");
-            println!(
+            outln!(
                 "    {}  #{} {:>9} -> {:<9}  {}  [{}]",
                 tr.at.to_rfc3339(),
                 tr.attempt,
@@ -90,7 +98,7 @@ pub fn print_report(r: &RunReport) {
             );
         }
         if let Some(p) = &t.progress {
-            println!("    progress {:.0}% {}", p.percent, p.message.as_deref().unwrap_or(""));
+            outln!("    progress {:.0}% {}", p.percent, p.message.as_deref().unwrap_or(""));
         }
     }
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use cairn_core::spec;
 
 use crate::Exit;
+use crate::out::outln;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,7 +21,7 @@ pub fn validate(args: Args) -> Result<Exit> {
         match spec::load(file) {
             Ok(w) => {
                 let handlers = w.handlers.iter().count();
-                println!(
+                outln!(
                     "ok  {}: workflow {:?}, {} steps{}",
                     file.display(),
                     w.name,
@@ -28,7 +29,7 @@ pub fn validate(args: Args) -> Result<Exit> {
                     if handlers > 0 { format!(", {handlers} handlers") } else { String::new() }
                 );
                 for warning in &w.warnings {
-                    println!("    warning: {warning}");
+                    outln!("    warning: {warning}");
                 }
             }
             Err(e) => {

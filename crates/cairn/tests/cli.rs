@@ -189,7 +189,7 @@ steps:
     assert_eq!(flaky["retry_count"], 2);
     assert_eq!(flaky["attempt_records"].as_array().unwrap().len(), 3);
     assert_eq!(flaky["attempt_records"][0]["exit_code"], 1);
-    assert_eq!(flaky["attempt_records"][0]["outcome"], "PENDING");
+    assert_eq!(flaky["attempt_records"][0]["outcome"], "FAILED");
     let never = task(&run, "never");
     assert_eq!(statuses(never), ["SUBMITTED", "PENDING", "RUNNING", "PENDING", "RUNNING", "FAILED"]);
     assert_eq!(never["exit_code"], 4);

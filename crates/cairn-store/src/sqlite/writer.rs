@@ -413,7 +413,7 @@ impl Statements<'_> {
                         task_no,
                         attempt,
                         at,
-                        t.to.code(),
+                        attempt_outcome(t.to).code(),
                         result.exit_code,
                         result.error,
                         json_map(&result.outputs)?,
@@ -560,4 +560,9 @@ fn json_map(map: &std::collections::BTreeMap<String, String>) -> Result<Option<S
     serde_json::to_string(map)
         .map(Some)
         .map_err(|e| Error::Store(StoreError::InvalidChange(format!("cannot encode a map as JSON: {e}"))))
+}
+
+/// How an attempt ended: one that is retried (`RUNNING -> PENDING`) failed.
+fn attempt_outcome(to: TaskStatus) -> TaskStatus {
+    if to == TaskStatus::Pending { TaskStatus::Failed } else { to }
 }
