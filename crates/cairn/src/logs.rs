@@ -11,7 +11,7 @@ use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The run id, or a unique prefix of it
+    /// The run id, a unique prefix of it, or `last` for the newest run
     run_id: String,
     /// Only this step
     step: Option<String>,

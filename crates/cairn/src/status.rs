@@ -13,7 +13,8 @@ use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The run id, or a unique prefix of it
+    /// The run id, a unique prefix of it, or `last` for the newest run
+    #[arg(default_value = "last")]
     run_id: String,
     /// Print the whole record as JSON
     #[arg(long)]
@@ -35,10 +36,18 @@ pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// A full run id, or the one run whose id starts with `prefix`.
+/// A full run id, the one run whose id starts with `prefix`, or for `last`
+/// the newest run.
 pub async fn resolve_run(store: &SqliteStore, prefix: &str) -> Result<cairn_core::RunId> {
     if let Ok(id) = prefix.parse() {
         return Ok(id);
+    }
+    if prefix == "last" {
+        let newest = store.list_runs(cairn_store::RunQuery { limit: 1, ..Default::default() }).await?;
+        return newest
+            .first()
+            .map(|r| r.id)
+            .ok_or_else(|| InvalidInput("there are no runs yet".into()).into());
     }
     let found = store.runs_by_prefix(prefix, 2).await?;
     match found.as_slice() {

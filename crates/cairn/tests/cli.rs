@@ -123,6 +123,9 @@ steps:
     let out = env.run(&["status", &id[..12], "--json"]);
     let again: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["tasks"], run["tasks"]);
+    let out = env.run(&["status", "--json"]);
+    let newest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(newest["run_id"], run["run_id"], "`status` alone shows the newest run");
     let out = env.run(&["history", "--json"]);
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((line["run_id"].as_str(), line["status"].as_str()), (Some(id), Some("COMPLETED")));
