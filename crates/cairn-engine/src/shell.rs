@@ -117,6 +117,7 @@ impl ShellRunner {
             scope.set("DAG_PARAMS_JSON", json);
         }
         scope.set("DAG_NAME", workflow.name.clone());
+        load_dotenv(&workflow, &mut scope)?;
         workflow.resolve_env(&mut scope, &mut ShellCommands).map_err(|e| format!("env: {e}"))?;
         let mut steps = workflow.steps.clone();
         steps.extend(HandlerKind::ALL.into_iter().filter_map(|k| workflow.handlers.get(k).cloned()));
@@ -142,6 +143,9 @@ impl ShellRunner {
         drop(published);
         for (k, v) in &ctx.env {
             scope.set(k.clone(), v.clone());
+        }
+        if let Some(run_dir) = ctx.stdout_path.parent() {
+            scope.set("DAG_RUN_WORK_DIR", run_dir.join("work").display().to_string());
         }
         scope.set("DAG_RUN_LOG_FILE", ctx.stdout_path.display().to_string());
         scope.set("DAG_RUN_STEP_STDOUT_FILE", ctx.stdout_path.display().to_string());
@@ -235,6 +239,11 @@ impl ShellRunner {
             && let Err(e) = tokio::fs::create_dir_all(parent).await
         {
             return start_failed(format!("cannot create the log directory {}: {e}", parent.display()));
+        }
+        if let Some(work) = scope.var("DAG_RUN_WORK_DIR")
+            && let Err(e) = tokio::fs::create_dir_all(work).await
+        {
+            return start_failed(format!("cannot create the run's work directory {work}: {e}"));
         }
         if !inv.working_dir.exists()
             && let Err(e) = tokio::fs::create_dir_all(&inv.working_dir).await
@@ -340,6 +349,24 @@ impl TaskRunner for ShellRunner {
     async fn run(&self, ctx: AttemptContext) -> AttemptOutcome {
         self.run_attempt(ctx).await
     }
+}
+
+/// Dagu's `dotenv`: each file (relative to the workflow's working directory)
+/// that exists adds its variables, before the workflow's own `env`.
+fn load_dotenv(workflow: &Workflow, scope: &mut Scope) -> Result<(), String> {
+    let base = workflow.working_dir(scope);
+    for file in &workflow.dotenv {
+        let path = base.join(cairn_core::vars::expand(file, scope));
+        if !path.is_file() {
+            continue;
+        }
+        let vars = dotenvy::from_path_iter(&path).map_err(|e| format!("dotenv {}: {e}", path.display()))?;
+        for item in vars {
+            let (k, v) = item.map_err(|e| format!("dotenv {}: {e}", path.display()))?;
+            scope.set(k, v);
+        }
+    }
+    Ok(())
 }
 
 /// The steps whose outputs `step` sees: its transitive upstream for a step,

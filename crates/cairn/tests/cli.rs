@@ -352,3 +352,24 @@ steps:
     assert_eq!(task(&run, "lone")["outputs"]["LONE"], "lone saw []");
     assert_eq!(task(&run, "join")["outputs"]["JOIN"], "b saw [from-a] lone saw []");
 }
+
+#[test]
+fn dotenv_files_and_the_run_work_dir_reach_steps() {
+    let env = Env::new();
+    std::fs::write(env.dir.path().join(".env"), "# settings\nREGION=eu-west\nexport TIER=\"gold\"\n")
+        .unwrap();
+    let file = env.write(
+        "dot.yaml",
+        r#"
+env:
+  - WHERE: ${REGION}/${TIER}
+steps:
+  - name: show
+    command: sh -c 'echo "$WHERE"; test -d "$DAG_RUN_WORK_DIR"'
+    output: WHERE_OUT
+"#,
+    );
+    let (code, run) = env.run_json(&file, &[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["outputs"]["WHERE_OUT"], "eu-west/gold");
+}
