@@ -71,12 +71,9 @@ struct Slot {
     kill: Option<KillReason>,
     deadline: Option<Timestamp>,
     retry_at: Option<Timestamp>,
-    prechecking: bool,
     /// Counts against `max_active` (dispatched steps, until they end or wait to retry).
     holds_slot: bool,
     limiter: ProgressLimiter,
-    /// Set when terminal: whether dependents may go on.
-    lets_dependents_run: bool,
     /// Failed but let pass by `continue_on` (makes the run partially succeeded).
     failure_passed: bool,
 }
@@ -148,10 +145,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 kill: None,
                 deadline: None,
                 retry_at: None,
-                prechecking: false,
                 holds_slot: false,
                 limiter: ProgressLimiter::new(t.progress),
-                lets_dependents_run: false,
                 failure_passed: false,
             })
             .collect();
@@ -440,7 +435,6 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 self.slots[index].holds_slot = true;
             }
             if self.opts.prechecks {
-                self.slots[index].prechecking = true;
                 let ctx =
                     self.context(index, self.slots[index].state.attempt() + 1, CancellationToken::new());
                 let runner = self.runner.clone();
@@ -528,7 +522,6 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     fn on_done(&mut self, done: Done, now: Timestamp) {
         match done {
             Done::Precheck { index, verdict } => {
-                self.slots[index].prechecking = false;
                 if self.slots[index].state.status() != TaskStatus::Pending {
                     return;
                 }
@@ -713,16 +706,16 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         debug_assert!(status.is_terminal());
         self.release(index);
         let task = &self.plan.tasks[index];
-        let (lets_run, cascade) = match status {
-            TaskStatus::Completed => (true, None),
-            TaskStatus::Failed if self.slots[index].failure_passed => (true, None),
-            TaskStatus::Failed => (false, Some((TaskStatus::Abandoned, "failed"))),
-            TaskStatus::Skipped if task.continue_on.skipped => (true, None),
-            TaskStatus::Skipped => (false, Some((TaskStatus::Skipped, "was skipped"))),
-            TaskStatus::Canceled => (false, Some((TaskStatus::Abandoned, "was canceled"))),
-            _ => (false, Some((TaskStatus::Abandoned, "was abandoned"))),
+        // `None`: dependents may run; else what they become, and why.
+        let cascade = match status {
+            TaskStatus::Completed => None,
+            TaskStatus::Failed if self.slots[index].failure_passed => None,
+            TaskStatus::Failed => Some((TaskStatus::Abandoned, "failed")),
+            TaskStatus::Skipped if task.continue_on.skipped => None,
+            TaskStatus::Skipped => Some((TaskStatus::Skipped, "was skipped")),
+            TaskStatus::Canceled => Some((TaskStatus::Abandoned, "was canceled")),
+            _ => Some((TaskStatus::Abandoned, "was abandoned")),
         };
-        self.slots[index].lets_dependents_run = lets_run;
         let name = task.name.clone();
         for d in self.slots[index].dependents.clone() {
             self.slots[d].waiting_on -= 1;
@@ -888,7 +881,6 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     }
                 }
                 TaskStatus::Pending => {
-                    self.slots[index].prechecking = false;
                     self.slots[index].retry_at = None;
                     self.task_change(index, TaskStatus::Canceled, now, reason.to_owned(), actor.clone());
                     self.release(index);

@@ -278,7 +278,11 @@ mod tests {
         let sink = ProgressSink::new(0, tx);
         let marker = dir.path().join("child.pid");
         // The child sleeps in the background; killing only the shell would leave it.
-        let spec = sh(&format!("sleep 300 & echo $! > {}; wait", marker.display()), dir.path());
+        // Written then renamed, so the marker never exists without the pid in it.
+        let spec = sh(
+            &format!("sleep 300 & echo $! > {m}.tmp; mv {m}.tmp {m}; wait", m = marker.display()),
+            dir.path(),
+        );
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let m = marker.clone();

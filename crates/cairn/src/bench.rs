@@ -214,13 +214,16 @@ async fn w3(dir: &Path, sync: Synchronous) -> Result<f64> {
     Ok(secs)
 }
 
-/// The W3 baseline: the same processes spawned by a plain loop, `width` at a time.
+/// The W3 baseline: the same processes spawned by a plain loop, `width` at a
+/// time — through the same shell Cairn runs a `command:` with (Dagu's rule:
+/// `$SHELL`, else `sh`).
 async fn w3_plain_loop(width: usize, layers: usize) -> Result<f64> {
+    let shell = std::env::var("SHELL").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "sh".into());
     let started = Instant::now();
     for _ in 0..layers {
         let mut children = Vec::with_capacity(width);
         for _ in 0..width {
-            children.push(tokio::process::Command::new("/bin/sh").args(["-c", "true"]).spawn()?);
+            children.push(tokio::process::Command::new(&shell).args(["-c", "true"]).spawn()?);
         }
         for mut c in children {
             c.wait().await?;
