@@ -71,6 +71,8 @@ struct Slot {
     kill: Option<KillReason>,
     deadline: Option<Timestamp>,
     retry_at: Option<Timestamp>,
+    /// The task's own heartbeat timeout, else the run's.
+    lease_settings: LeaseSettings,
     /// Counts against `max_active` (dispatched steps, until they end or wait to retry).
     holds_slot: bool,
     limiter: ProgressLimiter,
@@ -137,6 +139,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             .iter()
             .map(|t| Slot {
                 id: TaskId::new(now),
+                lease_settings: t.heartbeat_timeout.map_or(opts.lease, LeaseSettings::with_timeout),
                 state: TaskState::restore(TaskStatus::Submitted, 0, now),
                 waiting_on: t.depends.len(),
                 dependents: Vec::new(),
@@ -450,7 +453,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     }
 
     fn start(&mut self, index: usize, now: Timestamp) {
-        let lease = Lease::grant(now, &self.opts.lease);
+        let lease = Lease::grant(now, &self.slots[index].lease_settings);
         let attempt = self.slots[index].state.attempt() + 1;
         let reason = format!("attempt {attempt} started");
         let worker = self.opts.owner.clone();
@@ -465,6 +468,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let slot = &mut self.slots[index];
         slot.lease = Some(lease);
         slot.deadline = self.plan.tasks[index].timeout.map(|t| now.saturating_add(t));
+        self.next_heartbeat =
+            self.next_heartbeat.min(now.saturating_add(slot.lease_settings.heartbeat_interval));
         slot.kill = None;
         self.to_launch.push(index);
     }
@@ -752,7 +757,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             let _ = tx.send(RunEvent::Progress { index, progress: p.clone() });
         }
         if let Some(p) = slot.limiter.offer(p, now) {
-            let lease = lease.extended(now, &self.opts.lease);
+            let lease = lease.extended(now, &slot.lease_settings);
             slot.lease = Some(lease);
             self.batch.push(Change::Heartbeat(Heartbeat {
                 task: slot.id,
@@ -833,10 +838,17 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     /// Extends every held lease in one batch, carrying any progress the rate
     /// limit was holding back.
     fn heartbeat_all(&mut self, now: Timestamp) {
-        self.next_heartbeat = now.saturating_add(self.opts.lease.heartbeat_interval);
+        // The shortest interval among held leases keeps every one of them alive.
+        let interval = self
+            .slots
+            .iter()
+            .filter(|s| s.lease.is_some())
+            .map(|s| s.lease_settings.heartbeat_interval)
+            .fold(self.opts.lease.heartbeat_interval, Duration::min);
+        self.next_heartbeat = now.saturating_add(interval);
         for slot in &mut self.slots {
             let Some(lease) = slot.lease else { continue };
-            let lease = lease.extended(now, &self.opts.lease);
+            let lease = lease.extended(now, &slot.lease_settings);
             slot.lease = Some(lease);
             let progress = slot.limiter.flush_due(now);
             self.batch.push(Change::Heartbeat(Heartbeat {

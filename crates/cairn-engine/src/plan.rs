@@ -36,6 +36,8 @@ pub struct PlannedTask {
     pub continue_on: ContinueOn,
     pub progress: ProgressLimits,
     pub queue: Option<String>,
+    /// Overrides the run's heartbeat timeout for this task's leases.
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 impl PlannedTask {
@@ -49,6 +51,7 @@ impl PlannedTask {
             continue_on: ContinueOn::default(),
             progress: ProgressLimits::default(),
             queue: None,
+            heartbeat_timeout: None,
         }
     }
 }

@@ -76,6 +76,7 @@ fn planned(step: &Step, depends: Vec<usize>, role: Role) -> PlannedTask {
         },
         progress: step.progress.unwrap_or_default(),
         queue: step.queue.clone(),
+        heartbeat_timeout: step.heartbeat_timeout,
     }
 }
 

@@ -483,3 +483,34 @@ async fn wait_until(cond: impl Fn() -> bool) {
     }
     panic!("condition never held");
 }
+
+#[tokio::test]
+async fn a_task_heartbeats_often_enough_for_its_own_timeout() {
+    let f = Fixture::new();
+    let runner = Scripted::default().play("hb", vec![Play::Hang]);
+    let mut hb = step("hb", &[]);
+    hb.heartbeat_timeout = Some(Duration::from_secs(3));
+    let cancel = CancellationToken::new();
+    let (id, handle, mut watch) = f.start(plan(vec![hb]), runner, cancel.clone());
+    watch.until("hb", TaskStatus::Running).await;
+    let t0 = f.clock.now();
+    let expiry = |d: &RunDetail| d.tasks[0].lease.as_ref().unwrap().expires_at;
+    let d = f.store.run_detail(id).await.unwrap().unwrap();
+    assert_eq!(expiry(&d), t0.saturating_add(Duration::from_secs(3)));
+    // The run's default interval is 10 s; this task's 3 s timeout needs a beat every second.
+    f.manual.advance(Duration::from_secs(1));
+    let want = t0.saturating_add(Duration::from_secs(4));
+    let mut extended = false;
+    for _ in 0..10_000 {
+        let d = f.store.run_detail(id).await.unwrap().unwrap();
+        if expiry(&d) == want {
+            extended = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(extended, "the lease was not extended after one heartbeat interval");
+    assert_eq!(recover(f.store.as_ref(), &f.clock).await.unwrap().attempts_reaped, 0);
+    cancel.cancel();
+    assert_eq!(handle.await.unwrap().unwrap(), RunStatus::Canceled);
+}
