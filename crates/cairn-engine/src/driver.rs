@@ -120,6 +120,8 @@ pub struct Driver<S: Store, R: TaskRunner> {
     /// The workflow's own preconditions were not met (or could not be checked).
     precondition_failed: Option<String>,
     run_deadline: Option<Timestamp>,
+    /// Nothing is dispatched before this time (the workflow's `delay_sec`).
+    start_at: Option<Timestamp>,
     next_heartbeat: Timestamp,
     pending_events: Vec<RunEvent>,
 }
@@ -183,6 +185,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             timed_out: false,
             precondition_failed: None,
             run_deadline: None,
+            start_at: None,
             pending_events: Vec::new(),
         })
     }
@@ -211,6 +214,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let now = self.clock.now();
         self.create(now);
         self.run_deadline = self.plan.timeout.map(|t| now.saturating_add(t));
+        self.start_at = self.plan.delay.map(|d| now.saturating_add(d));
         let result = self.drive_loop(cancel, cancel_actor).await;
         if result.is_err() {
             // Whatever happens to the records, leave no process behind.
@@ -423,6 +427,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     fn dispatch(&mut self, now: Timestamp) {
         let stopping = self.canceled_by.is_some() || self.timed_out;
+        if !stopping && self.start_at.is_some_and(|at| now < at) {
+            return;
+        }
         while let Some(&index) = self.ready.front() {
             let is_handler = matches!(self.plan.tasks[index].role, Role::Handler(_));
             if !is_handler && !stopping && !self.capacity_left() {
@@ -789,6 +796,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
         if self.canceled_by.is_none() && !self.timed_out {
             consider(self.run_deadline);
+            consider(self.start_at.filter(|_| !self.ready.is_empty()));
         }
         for s in &self.slots {
             if s.lease.is_some() && s.kill.is_none() {

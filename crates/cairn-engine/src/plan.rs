@@ -16,6 +16,8 @@ pub struct RunPlan {
     pub max_active: Option<usize>,
     /// The whole run's time limit.
     pub timeout: Option<Duration>,
+    /// Wait this long after the run starts before starting any task (Dagu's `delay_sec`).
+    pub delay: Option<Duration>,
     pub params: BTreeMap<String, String>,
     pub spec_source: String,
     pub spec_path: Option<String>,

@@ -17,10 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runner::ProgressSink;
 
-/// Captured stdout is cut at this size; the log file keeps everything.
+/// Captured stdout is cut at this size unless the workflow says otherwise
+/// (`max_output_size`); the log file keeps everything.
 pub const MAX_CAPTURE_BYTES: usize = 1024 * 1024;
 
-/// How long a group gets between SIGTERM and SIGKILL.
+/// How long a group gets between the stop signal and SIGKILL, unless the
+/// workflow says otherwise (`max_clean_up_time_sec`).
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// One process to start.
@@ -31,8 +33,11 @@ pub struct ProcessSpec {
     pub dir: PathBuf,
     /// Added to (and overriding) the inherited environment.
     pub env: Vec<(String, String)>,
-    /// The signal sent first on stop (Dagu's `signal_on_stop`); SIGKILL follows after a grace period.
+    /// The signal sent first on stop (Dagu's `signal_on_stop`); SIGKILL follows after `kill_grace`.
     pub stop_signal: Signal,
+    pub kill_grace: Duration,
+    /// Most bytes of stdout kept for `output:`.
+    pub max_capture: usize,
 }
 
 /// How a process ended.
@@ -78,10 +83,11 @@ pub async fn run_process(
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let out_task = tokio::spawn(copy_stdout(stdout, stdout_path.to_owned(), capture, progress.clone()));
+    let limit = capture.then_some(spec.max_capture);
+    let out_task = tokio::spawn(copy_stdout(stdout, stdout_path.to_owned(), limit, progress.clone()));
     let err_task = tokio::spawn(copy_stderr(stderr, stderr_path.to_owned()));
 
-    let (status, killed) = wait_or_kill(&mut child, pgid, spec.stop_signal, cancel).await;
+    let (status, killed) = wait_or_kill(&mut child, pgid, spec, cancel).await;
 
     // A step that left children holding its stdout must not hang the run:
     // give the pipes a moment to drain, then end the group.
@@ -134,16 +140,16 @@ fn spawn_error(spec: &ProcessSpec, e: &io::Error) -> String {
 async fn wait_or_kill(
     child: &mut Child,
     pgid: Option<Pid>,
-    stop_signal: Signal,
+    spec: &ProcessSpec,
     cancel: &CancellationToken,
 ) -> (io::Result<ExitStatus>, bool) {
     tokio::select! {
         status = child.wait() => (status, false),
         _ = cancel.cancelled() => {
             if let Some(pgid) = pgid {
-                let _ = killpg(pgid, stop_signal);
+                let _ = killpg(pgid, spec.stop_signal);
             }
-            match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+            match tokio::time::timeout(spec.kill_grace, child.wait()).await {
                 Ok(status) => {
                     // The leader is gone; make sure the rest of its group is too.
                     if let Some(pgid) = pgid {
@@ -166,15 +172,18 @@ async fn open_log(path: &Path) -> Option<tokio::fs::File> {
     tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.ok()
 }
 
+/// Copies stdout to its file, reports progress lines, and keeps up to
+/// `capture` bytes of the rest when asked to.
 async fn copy_stdout(
     stream: impl AsyncRead + Unpin,
     path: PathBuf,
-    capture: bool,
+    capture: Option<usize>,
     progress: ProgressSink,
 ) -> Option<String> {
     let mut file = open_log(&path).await;
     let mut reader = BufReader::new(stream);
-    let mut captured = capture.then(Vec::new);
+    let max = capture.unwrap_or(0);
+    let mut captured = capture.map(|_| Vec::new());
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -191,9 +200,9 @@ async fn copy_stdout(
             // A malformed progress line stays ordinary output.
             Some(Err(_)) | None => {
                 if let Some(buf) = captured.as_mut()
-                    && buf.len() < MAX_CAPTURE_BYTES
+                    && buf.len() < max
                 {
-                    let room = MAX_CAPTURE_BYTES - buf.len();
+                    let room = max - buf.len();
                     buf.extend_from_slice(&line[..line.len().min(room)]);
                 }
             }
@@ -245,6 +254,8 @@ mod tests {
             dir: dir.to_owned(),
             env: vec![("GREETING".into(), "hello".into())],
             stop_signal: Signal::SIGTERM,
+            kill_grace: KILL_GRACE,
+            max_capture: MAX_CAPTURE_BYTES,
         }
     }
 

@@ -12,7 +12,7 @@ use cairn_core::vars::{CommandRunner, Scope, StepInfo};
 use nix::sys::signal::Signal;
 
 use crate::plan::{ContinueOn, Handler, PlannedTask, Role, RunPlan};
-use crate::process::{ProcessEnd, ProcessSpec, run_process};
+use crate::process::{KILL_GRACE, MAX_CAPTURE_BYTES, ProcessEnd, ProcessSpec, run_process};
 use crate::runner::{AttemptContext, AttemptOutcome, Precheck, TaskRunner};
 
 /// The plan of one run of `workflow`. Tasks are the steps in file order, then
@@ -42,6 +42,7 @@ pub fn plan(workflow: &Workflow, params: &[(String, String)], source: String, tr
         tasks,
         max_active: workflow.max_active_steps.map(|n| n.max(1) as usize),
         timeout: workflow.timeout,
+        delay: workflow.delay,
         params: params.iter().cloned().collect(),
         spec_source: source,
         spec_path: workflow.file.as_ref().map(|p| p.display().to_string()),
@@ -281,6 +282,11 @@ impl ShellRunner {
                 dir: inv.working_dir.clone(),
                 env: inv.env.clone(),
                 stop_signal,
+                kill_grace: self.workflow.max_clean_up_time.unwrap_or(KILL_GRACE),
+                max_capture: self
+                    .workflow
+                    .max_output_size
+                    .map_or(MAX_CAPTURE_BYTES, |n| usize::try_from(n).unwrap_or(usize::MAX)),
             };
             let end =
                 run_process(&spec, &ctx.stdout_path, &ctx.stderr_path, capture, &ctx.progress, &ctx.cancel)

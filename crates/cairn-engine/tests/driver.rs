@@ -156,6 +156,7 @@ fn plan(tasks: Vec<PlannedTask>) -> RunPlan {
         tasks,
         max_active: None,
         timeout: None,
+        delay: None,
         params: BTreeMap::new(),
         spec_source: "steps: []".into(),
         spec_path: None,
@@ -513,4 +514,20 @@ async fn a_task_heartbeats_often_enough_for_its_own_timeout() {
     assert_eq!(recover(f.store.as_ref(), &f.clock).await.unwrap().attempts_reaped, 0);
     cancel.cancel();
     assert_eq!(handle.await.unwrap().unwrap(), RunStatus::Canceled);
+}
+
+#[tokio::test]
+async fn a_workflow_delay_holds_every_step_until_it_passes() {
+    let f = Fixture::new();
+    let runner = Scripted::default();
+    let mut p = plan(vec![step("first", &[])]);
+    p.delay = Some(Duration::from_secs(30));
+    let (_, handle, mut watch) = f.start(p, runner.clone(), CancellationToken::new());
+    watch.until("first", TaskStatus::Pending).await;
+    f.manual.advance(Duration::from_secs(29));
+    settle().await;
+    assert!(runner.started().is_empty(), "started before the delay passed");
+    f.manual.advance(Duration::from_secs(1));
+    assert_eq!(handle.await.unwrap().unwrap(), RunStatus::Completed);
+    assert_eq!(runner.started(), ["first"]);
 }

@@ -128,6 +128,7 @@ fn plan(name: &str, tasks: Vec<PlannedTask>) -> RunPlan {
         tasks,
         max_active: None,
         timeout: None,
+        delay: None,
         params: BTreeMap::new(),
         spec_source: String::new(),
         spec_path: None,
