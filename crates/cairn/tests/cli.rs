@@ -373,3 +373,20 @@ steps:
     assert_eq!(code, 0, "{run}");
     assert_eq!(run["outputs"]["WHERE_OUT"], "eu-west/gold");
 }
+
+#[test]
+fn the_examples_validate_and_hello_runs() {
+    let env = Env::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let out = env.cmd().arg("validate").args(&files).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, run) = env.run_json(&examples.join("hello.yaml"), &["-p", "NAME=Ada"]);
+    assert_eq!((code, run["status"].as_str()), (0, Some("COMPLETED")), "{run}");
+}
