@@ -58,8 +58,9 @@ pub struct StoredLease {
 }
 
 /// One attempt of a task: who ran it, when, and how it ended.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AttemptRecord {
+    #[serde(skip)]
     pub task: TaskId,
     pub attempt: u32,
     pub worker: String,

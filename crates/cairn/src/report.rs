@@ -46,32 +46,7 @@ pub struct TaskReport {
     pub stderr_file: Option<String>,
     pub durations: Durations,
     pub transitions: Vec<Transition>,
-    pub attempt_records: Vec<AttemptReport>,
-}
-
-#[derive(Serialize)]
-pub struct AttemptReport {
-    pub attempt: u32,
-    pub worker: String,
-    pub started_at: Timestamp,
-    pub ended_at: Option<Timestamp>,
-    pub outcome: Option<TaskStatus>,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
-}
-
-impl From<&AttemptRecord> for AttemptReport {
-    fn from(a: &AttemptRecord) -> Self {
-        AttemptReport {
-            attempt: a.attempt,
-            worker: a.worker.clone(),
-            started_at: a.started_at,
-            ended_at: a.ended_at,
-            outcome: a.outcome,
-            exit_code: a.exit_code,
-            error: a.error.clone(),
-        }
-    }
+    pub attempt_records: Vec<AttemptRecord>,
 }
 
 impl RunReport {
@@ -104,11 +79,7 @@ impl RunReport {
                     stderr_file: err,
                     durations: Durations::from_log(&log, now),
                     transitions: log,
-                    attempt_records: detail
-                        .attempts
-                        .get(&t.id)
-                        .map(|a| a.iter().map(AttemptReport::from).collect())
-                        .unwrap_or_default(),
+                    attempt_records: detail.attempts.get(&t.id).cloned().unwrap_or_default(),
                 }
             })
             .collect();
