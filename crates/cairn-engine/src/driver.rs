@@ -251,11 +251,14 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 }
                 Some(done) = self.done_rx.recv() => {
                     let now = self.clock.now();
+                    // A runner reports progress before it returns, so draining
+                    // progress first lands every report on its attempt.
+                    self.drain_progress(now);
                     self.on_done(done, now);
                     while let Ok(more) = self.done_rx.try_recv() {
+                        self.drain_progress(now);
                         self.on_done(more, now);
                     }
-                    self.drain_progress(now);
                 }
                 Some((index, p)) = self.progress_rx.recv() => {
                     let now = self.clock.now();

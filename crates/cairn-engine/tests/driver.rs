@@ -26,6 +26,8 @@ enum Play {
     Exit(i32),
     /// Runs until canceled.
     Hang,
+    /// Reports this progress, then succeeds at once.
+    Report(f32),
 }
 
 #[derive(Default)]
@@ -80,6 +82,11 @@ impl TaskRunner for Scripted {
         tokio::task::yield_now().await;
         let outcome = match play {
             Play::Ok => AttemptOutcome::Succeeded { exit_code: Some(0), outputs: BTreeMap::new() },
+            Play::Report(pct) => {
+                ctx.progress
+                    .report(cairn_core::progress::Progress::new(pct, Some("last words".into())).unwrap());
+                AttemptOutcome::Succeeded { exit_code: Some(0), outputs: BTreeMap::new() }
+            }
             Play::Exit(code) => AttemptOutcome::Failed {
                 kind: FailureKind::Exit(code),
                 exit_code: Some(code),
@@ -530,4 +537,20 @@ async fn a_workflow_delay_holds_every_step_until_it_passes() {
     f.manual.advance(Duration::from_secs(1));
     assert_eq!(handle.await.unwrap().unwrap(), RunStatus::Completed);
     assert_eq!(runner.started(), ["first"]);
+}
+
+#[tokio::test]
+async fn progress_reported_just_before_the_end_is_kept() {
+    let f = Fixture::new();
+    let tasks: Vec<PlannedTask> = (0..20).map(|i| step(&format!("t{i}"), &[])).collect();
+    let mut runner = Scripted::default();
+    for i in 0..20 {
+        runner = runner.play(&format!("t{i}"), vec![Play::Report(42.0)]);
+    }
+    let (status, d) = f.run(plan(tasks), runner).await;
+    assert_eq!(status, RunStatus::Completed);
+    for t in &d.tasks {
+        let p = t.progress.as_ref().unwrap_or_else(|| panic!("{} lost its progress", t.name));
+        assert_eq!((p.percent, p.message.as_deref()), (42.0, Some("last words")));
+    }
 }
