@@ -10,6 +10,7 @@ use cairn_core::{RunId, RunStatus, TaskStatus};
 use cairn_engine::owner::LocalOwner;
 use cairn_engine::{Driver, EngineClock, RunOptions, human};
 use cairn_store::Store;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::home::Home;
@@ -57,7 +58,9 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     }
 
     let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_signals(cancel.clone()));
+    // Registered before any step starts, so an early Ctrl-C is never missed.
+    let signals = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    tokio::spawn(cancel_on_signals(signals, cancel.clone()));
     let mut view = View::new(&names, args.json, args.quiet);
     let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into());
     let driving = tokio::spawn(driver.drive(cancel, Actor::User(user)));
@@ -86,12 +89,7 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
 
 /// Ctrl-C or SIGTERM cancels the run (steps are killed, everything recorded);
 /// a second one exits at once, leaving recovery to the next command.
-async fn cancel_on_signals(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        return;
-    };
+async fn cancel_on_signals((mut int, mut term): (Signal, Signal), cancel: CancellationToken) {
     for round in 0..2 {
         tokio::select! {
             _ = int.recv() => {}
