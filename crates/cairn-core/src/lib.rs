@@ -10,6 +10,7 @@ pub mod durations;
 pub mod id;
 pub mod lease;
 pub mod progress;
+pub mod protocol;
 pub mod record;
 pub mod retry;
 pub mod spec;

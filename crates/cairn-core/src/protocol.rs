@@ -1,0 +1,165 @@
+//! The worker protocol's messages, shared by the server and every client:
+//! lease tasks from a queue, heartbeat them (carrying progress), complete or
+//! fail them. Plain data; the HTTP routes are documented in docs/workers.md.
+//!
+//! Every call after the lease names the attempt's lease token: a call with a
+//! stale token is refused (HTTP 409, code `lease_stale`) and changes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LeaseToken, RunId, TaskId, Timestamp};
+
+/// Largest `details` object a heartbeat may carry, serialized.
+pub const MAX_DETAILS_BYTES: usize = 16 * 1024;
+
+/// `POST /api/v1/workers/lease`: up to `max_tasks` tasks from `queue`,
+/// waiting up to `wait_ms` for the first one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    pub worker_id: String,
+    pub queue: String,
+    #[serde(default = "one")]
+    pub max_tasks: u32,
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub tasks: Vec<LeasedTask>,
+}
+
+/// A task a worker now holds. RUNNING, `started_at`, the first heartbeat and
+/// the lease expiry were written in one transaction before this was sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeasedTask {
+    pub task_id: TaskId,
+    pub run_id: RunId,
+    pub workflow: String,
+    /// The step's name.
+    pub step: String,
+    /// What an SDK worker dispatches on: the step's `task_type`, else its name.
+    pub task_type: String,
+    /// 1-based.
+    pub attempt: u32,
+    pub lease_token: LeaseToken,
+    pub lease_expires_at: Timestamp,
+    /// Heartbeat at least this often to keep the lease.
+    pub heartbeat_interval_ms: u64,
+    /// The step's own time limit, if any; the worker should stop by then.
+    pub timeout_ms: Option<u64>,
+    /// For shell steps: what to run.
+    pub command: Option<RemoteCommand>,
+    /// The step's params and env, for SDK handlers.
+    #[serde(default)]
+    pub input: BTreeMap<String, String>,
+    /// The last `details` a previous attempt reported, to resume from a checkpoint.
+    pub details: Option<serde_json::Value>,
+}
+
+/// A shell step to run on the worker's machine: processes run one after
+/// another, stopping at the first that fails.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteCommand {
+    pub processes: Vec<RemoteProcess>,
+    /// Relative to the worker's own working directory when not absolute.
+    pub working_dir: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// Capture stdout as this output variable.
+    pub output: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RemoteProcess {
+    /// Run `argv[0]` with the rest as arguments.
+    Exec { argv: Vec<String> },
+    /// Write `body` to a file and run `argv` followed by its path.
+    Script { argv: Vec<String>, body: String },
+}
+
+/// `POST /api/v1/workers/heartbeat`: extends many leases in one call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub worker_id: String,
+    pub items: Vec<HeartbeatItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatItem {
+    pub task_id: TaskId,
+    pub lease_token: LeaseToken,
+    pub progress_percent: Option<f32>,
+    pub progress_message: Option<String>,
+    /// A small checkpoint (at most [`MAX_DETAILS_BYTES`]), kept only where
+    /// the workflow asks, and handed to the next attempt on retry.
+    pub details: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub items: Vec<HeartbeatAck>,
+}
+
+/// One heartbeat's answer, in request order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    pub task_id: TaskId,
+    /// `ok`, or `lease_stale` when the lease is no longer this worker's.
+    pub status: AckStatus,
+    pub lease_expires_at: Option<Timestamp>,
+    /// Stop the task: someone canceled it or its run.
+    pub cancel_requested: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    Ok,
+    LeaseStale,
+}
+
+/// `POST /api/v1/tasks/{task_id}/complete`: the attempt's end. Repeating it
+/// with the same token is harmless; a stale token gets 409.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    pub lease_token: LeaseToken,
+    pub outcome: AttemptEnd,
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptEnd {
+    Succeeded,
+    Failed,
+    /// The worker stopped the task because cancellation was requested.
+    Canceled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_as_documented() {
+        let r: LeaseRequest = serde_json::from_str(r#"{"worker_id":"w1","queue":"gpu"}"#).unwrap();
+        assert_eq!((r.max_tasks, r.wait_ms), (1, 0));
+        let c: CompleteRequest = serde_json::from_str(
+            r#"{"lease_token":"0123456789abcdef0123456789abcdef","outcome":"failed","exit_code":3,"error":"boom"}"#,
+        )
+        .unwrap();
+        assert_eq!((c.outcome, c.exit_code), (AttemptEnd::Failed, Some(3)));
+        let p = RemoteProcess::Exec { argv: vec!["true".into()] };
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"kind":"exec","argv":["true"]}"#);
+    }
+}
