@@ -4,17 +4,21 @@
 
 pub mod driver;
 pub mod error;
+pub mod manager;
 pub mod owner;
 pub mod plan;
 pub mod process;
+pub mod queues;
 pub mod recover;
 pub mod runner;
 pub mod shell;
 pub mod time;
 
-pub use driver::{Driver, RunEvent, RunOptions, attempt_log_paths, human};
+pub use driver::{Command, Driver, RunEvent, RunOptions, StaleLease, attempt_log_paths, human};
 pub use error::EngineError;
+pub use manager::{Manager, ManagerOptions, RunUpdate};
 pub use plan::{ContinueOn, Handler, PlannedTask, Role, RunPlan};
+pub use queues::QueueHub;
 pub use recover::{Recovery, recover};
 pub use runner::{AttemptContext, AttemptOutcome, NoopRunner, Precheck, ProgressSink, TaskRunner};
 pub use shell::ShellRunner;

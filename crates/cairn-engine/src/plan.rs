@@ -40,6 +40,8 @@ pub struct PlannedTask {
     pub queue: Option<String>,
     /// Overrides the run's heartbeat timeout for this task's leases.
     pub heartbeat_timeout: Option<Duration>,
+    /// What SDK workers dispatch on; `None` = the task's name.
+    pub task_type: Option<String>,
 }
 
 impl PlannedTask {
@@ -54,6 +56,7 @@ impl PlannedTask {
             progress: ProgressLimits::default(),
             queue: None,
             heartbeat_timeout: None,
+            task_type: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use cairn_core::progress::Progress;
+use cairn_core::protocol::RemoteCommand;
 use cairn_core::retry::FailureKind;
 use cairn_core::{RunId, TaskId};
 use tokio::sync::mpsc;
@@ -74,6 +75,12 @@ pub trait TaskRunner: Send + Sync + 'static {
     /// Evaluate the workflow's own preconditions, once, before any step.
     fn precheck_run(&self) -> impl Future<Output = Precheck> + Send {
         std::future::ready(Precheck::Run)
+    }
+
+    /// What a remote worker should run for this attempt; `None` for tasks
+    /// that are not shell steps (SDK handlers work from the task's type and input).
+    fn remote_command(&self, _ctx: &AttemptContext) -> Option<RemoteCommand> {
+        None
     }
 
     /// Run one attempt to its end.

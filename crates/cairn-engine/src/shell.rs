@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use cairn_core::protocol::{RemoteCommand, RemoteProcess};
 use cairn_core::retry::FailureKind;
 use cairn_core::spec::{ConditionCheck, HandlerKind, Process, Step, Workflow};
 use cairn_core::vars::{CommandRunner, Scope, StepInfo};
@@ -51,6 +52,12 @@ pub fn plan(workflow: &Workflow, params: &[(String, String)], source: String, tr
     }
 }
 
+/// Whether any step or handler has preconditions, which the runner then
+/// checks before each start.
+pub fn needs_prechecks(workflow: &Workflow) -> bool {
+    workflow.steps.iter().chain(workflow.handlers.iter()).any(|s| !s.preconditions.is_empty())
+}
+
 fn handler(kind: HandlerKind) -> Handler {
     match kind {
         HandlerKind::Init => Handler::Init,
@@ -78,6 +85,7 @@ fn planned(step: &Step, depends: Vec<usize>, role: Role) -> PlannedTask {
         progress: step.progress.unwrap_or_default(),
         queue: step.queue.clone(),
         heartbeat_timeout: step.heartbeat_timeout,
+        task_type: None,
     }
 }
 
@@ -355,6 +363,32 @@ impl TaskRunner for ShellRunner {
 
     async fn run(&self, ctx: AttemptContext) -> AttemptOutcome {
         self.run_attempt(ctx).await
+    }
+
+    /// The step as a worker on another machine runs it: the same processes
+    /// and variables; the working directory only when the step names one,
+    /// since the server's paths mean nothing there.
+    fn remote_command(&self, ctx: &AttemptContext) -> Option<RemoteCommand> {
+        let step = &self.steps[ctx.index];
+        let mut scope = self.scope_for(ctx);
+        if let Err(e) = step.resolve_env(&mut scope, &mut ShellCommands) {
+            tracing::warn!(step = %step.name, error = %e, "remote step env could not be expanded");
+        }
+        let inv = step.invocation(&self.workflow, &scope);
+        let processes = inv
+            .processes
+            .into_iter()
+            .map(|p| match p {
+                Process::Exec { argv } => RemoteProcess::Exec { argv },
+                Process::Script { argv, body } => RemoteProcess::Script { argv, body },
+            })
+            .collect();
+        Some(RemoteCommand {
+            processes,
+            working_dir: step.working_dir.as_ref().map(|_| inv.working_dir.display().to_string()),
+            env: inv.env.into_iter().filter(|(k, _)| k != "PWD").collect(),
+            output: step.output.clone(),
+        })
     }
 }
 

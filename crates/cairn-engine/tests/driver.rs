@@ -130,6 +130,7 @@ impl Fixture {
             lease: LeaseSettings::with_timeout(Duration::from_secs(30)),
             log_root: self.log_root.clone(),
             prechecks: true,
+            queues: None,
         };
         Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts).unwrap()
     }

@@ -119,6 +119,7 @@ fn options(dir: &Path) -> RunOptions {
         lease: Default::default(),
         log_root: dir.join("logs"),
         prechecks: false,
+        queues: None,
     }
 }
 

@@ -49,6 +49,6 @@ impl Loaded {
 
     /// Whether any step has preconditions the runner must check before it starts.
     pub fn needs_prechecks(&self) -> bool {
-        self.workflow.steps.iter().chain(self.workflow.handlers.iter()).any(|s| !s.preconditions.is_empty())
+        shell::needs_prechecks(&self.workflow)
     }
 }

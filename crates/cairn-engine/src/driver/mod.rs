@@ -10,6 +10,8 @@
 //! a task running without a record. Conversely a change the store refuses
 //! (another process reaped our lease) stops the driver: it never overwrites.
 
+mod remote;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,17 +19,19 @@ use std::time::Duration;
 
 use cairn_core::lease::{Lease, LeaseSettings};
 use cairn_core::progress::{Progress, ProgressLimiter};
+use cairn_core::protocol::{CompleteRequest, HeartbeatAck, HeartbeatItem, LeasedTask};
 use cairn_core::record::{Actor, RunTransition, TaskState, Transition};
 use cairn_core::retry::FailureKind;
 use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 use cairn_store::{
     AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, Store, TaskChange, TaskUpdate,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::EngineError;
 use crate::plan::{Handler, PlannedTask, Role, RunPlan};
+use crate::queues::{Offer, QueueHub};
 use crate::runner::{AttemptContext, AttemptOutcome, Precheck, ProgressSink, TaskRunner};
 use crate::time::EngineClock;
 
@@ -42,6 +46,9 @@ pub struct RunOptions {
     pub log_root: PathBuf,
     /// Whether the runner must be asked about preconditions before each start.
     pub prechecks: bool,
+    /// Where steps with a `queue` are offered to workers; a plan with such
+    /// steps needs one.
+    pub queues: Option<Arc<QueueHub>>,
 }
 
 /// What the driver tells a live view.
@@ -78,6 +85,36 @@ struct Slot {
     limiter: ProgressLimiter,
     /// Failed but let pass by `continue_on` (makes the run partially succeeded).
     failure_passed: bool,
+    /// Runs on a remote worker (the step has a `queue`).
+    remote: bool,
+    /// Who holds the current attempt (remote tasks).
+    worker: Option<String>,
+    /// The token and result of the last attempt its worker completed, so a
+    /// worker repeating its completion gets the same answer, not a conflict.
+    last_end: Option<(LeaseToken, TaskStatus)>,
+    /// The latest checkpoint a remote attempt reported, for the next attempt.
+    details: Option<serde_json::Value>,
+}
+
+/// Requests from outside the driver's loop: the worker protocol and cancel.
+/// Each answer is sent only after the change it reports is committed.
+pub enum Command {
+    StartRemote { index: usize, worker: String, reply: oneshot::Sender<Option<LeasedTask>> },
+    Heartbeat { index: usize, item: HeartbeatItem, reply: oneshot::Sender<HeartbeatAck> },
+    Complete { index: usize, req: CompleteRequest, reply: oneshot::Sender<Result<TaskStatus, StaleLease>> },
+    Cancel { actor: Actor },
+}
+
+/// The lease named is not the task's current one: the attempt was reaped,
+/// canceled or finished by another holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleLease;
+
+/// An answer waiting for the commit of what it reports.
+enum Reply {
+    Lease(oneshot::Sender<Option<LeasedTask>>, Box<LeasedTask>),
+    Ack(oneshot::Sender<HeartbeatAck>, HeartbeatAck),
+    Complete(oneshot::Sender<Result<TaskStatus, StaleLease>>, TaskStatus),
 }
 
 /// Messages from attempt and precheck tasks back to the loop.
@@ -124,6 +161,11 @@ pub struct Driver<S: Store, R: TaskRunner> {
     start_at: Option<Timestamp>,
     next_heartbeat: Timestamp,
     pending_events: Vec<RunEvent>,
+    cmd_tx: mpsc::UnboundedSender<Command>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    replies: Vec<Reply>,
+    /// Fired once the run's creation is committed.
+    created: Option<oneshot::Sender<()>>,
 }
 
 impl<S: Store, R: TaskRunner> Driver<S, R> {
@@ -142,6 +184,10 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             .map(|t| Slot {
                 id: TaskId::new(now),
                 lease_settings: t.heartbeat_timeout.map_or(opts.lease, LeaseSettings::with_timeout),
+                remote: t.queue.is_some(),
+                worker: None,
+                last_end: None,
+                details: None,
                 state: TaskState::restore(TaskStatus::Submitted, 0, now),
                 waiting_on: t.depends.len(),
                 dependents: Vec::new(),
@@ -162,6 +208,16 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        if opts.queues.is_none()
+            && let Some(t) = plan.tasks.iter().find(|t| t.queue.is_some())
+        {
+            return Err(EngineError::InvalidPlan(format!(
+                "step {:?} runs on queue {:?}, which needs a server with workers",
+                t.name,
+                t.queue.as_deref().unwrap_or_default()
+            )));
+        }
         Ok(Driver {
             store,
             runner,
@@ -187,6 +243,10 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             run_deadline: None,
             start_at: None,
             pending_events: Vec::new(),
+            cmd_tx,
+            cmd_rx,
+            replies: Vec::new(),
+            created: None,
         })
     }
 
@@ -198,6 +258,22 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     pub fn run_id(&self) -> RunId {
         self.opts.run_id
+    }
+
+    /// Where commands for this run go (worker protocol, cancel).
+    pub fn commands(&self) -> mpsc::UnboundedSender<Command> {
+        self.cmd_tx.clone()
+    }
+
+    /// The ids of the tasks, in plan order.
+    pub fn task_ids(&self) -> Vec<TaskId> {
+        self.slots.iter().map(|s| s.id).collect()
+    }
+
+    /// `tx` fires once the run and its tasks are committed.
+    pub fn on_created(mut self, tx: oneshot::Sender<()>) -> Self {
+        self.created = Some(tx);
+        self
     }
 
     /// Drives the run to its end. `cancel` fires on Ctrl-C / SIGTERM; `actor`
@@ -248,6 +324,14 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 biased;
                 _ = cancel.cancelled(), if self.canceled_by.is_none() && !self.timed_out => {
                     self.cancel_run(self.clock.now(), cancel_actor.clone());
+                }
+                Some(cmd) = self.cmd_rx.recv() => {
+                    let now = self.clock.now();
+                    self.on_command(cmd, now);
+                    // Serve everything already waiting in one batch.
+                    while let Ok(more) = self.cmd_rx.try_recv() {
+                        self.on_command(more, now);
+                    }
                 }
                 Some(done) = self.done_rx.recv() => {
                     let now = self.clock.now();
@@ -411,6 +495,16 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         if let Some(Outcome::Conflict(reason)) = outcomes.into_iter().find(|o| !o.is_applied()) {
             return Err(EngineError::TakenOver { run: self.opts.run_id.to_string(), reason });
         }
+        if let Some(tx) = self.created.take() {
+            let _ = tx.send(());
+        }
+        for reply in self.replies.drain(..) {
+            match reply {
+                Reply::Lease(tx, task) => drop(tx.send(Some(*task))),
+                Reply::Ack(tx, ack) => drop(tx.send(ack)),
+                Reply::Complete(tx, status) => drop(tx.send(Ok(status))),
+            }
+        }
         for e in self.pending_events.drain(..) {
             if let Some(tx) = &self.events {
                 let _ = tx.send(e);
@@ -457,31 +551,45 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     let _ = tx.send(Done::Precheck { index, verdict });
                 });
             } else {
-                self.start(index, now);
+                self.start_or_offer(index, now);
             }
         }
     }
 
+    /// Local tasks start now; remote ones wait in their queue for a worker.
+    fn start_or_offer(&mut self, index: usize, now: Timestamp) {
+        match (&self.plan.tasks[index].queue, &self.opts.queues) {
+            (Some(queue), Some(hub)) => {
+                let offer = Offer { run: self.opts.run_id, index, driver: self.cmd_tx.clone() };
+                hub.offer(queue, offer);
+            }
+            _ => self.start(index, now),
+        }
+    }
+
+    /// Starts a local attempt; it is launched once the start is committed.
     fn start(&mut self, index: usize, now: Timestamp) {
+        let owner = self.opts.owner.clone();
+        self.start_attempt(index, now, owner, Actor::Executor);
+        let slot = &self.slots[index];
+        self.next_heartbeat =
+            self.next_heartbeat.min(now.saturating_add(slot.lease_settings.heartbeat_interval));
+        self.to_launch.push(index);
+    }
+
+    /// `PENDING -> RUNNING` with a fresh lease, written in one change.
+    fn start_attempt(&mut self, index: usize, now: Timestamp, worker: String, actor: Actor) -> Lease {
         let lease = Lease::grant(now, &self.slots[index].lease_settings);
         let attempt = self.slots[index].state.attempt() + 1;
         let reason = format!("attempt {attempt} started");
-        let worker = self.opts.owner.clone();
-        self.task_change_with(
-            index,
-            TaskStatus::Running,
-            now,
-            reason,
-            Actor::Executor,
-            TaskUpdate::Start { lease, worker },
-        );
+        let update = TaskUpdate::Start { lease, worker: worker.clone() };
+        self.task_change_with(index, TaskStatus::Running, now, reason, actor, update);
         let slot = &mut self.slots[index];
         slot.lease = Some(lease);
+        slot.worker = Some(worker);
         slot.deadline = self.plan.tasks[index].timeout.map(|t| now.saturating_add(t));
-        self.next_heartbeat =
-            self.next_heartbeat.min(now.saturating_add(slot.lease_settings.heartbeat_interval));
         slot.kill = None;
-        self.to_launch.push(index);
+        lease
     }
 
     fn context(&self, index: usize, attempt: u32, cancel: CancellationToken) -> AttemptContext {
@@ -541,7 +649,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     return;
                 }
                 match verdict {
-                    Precheck::Run => self.start(index, now),
+                    Precheck::Run => self.start_or_offer(index, now),
                     Precheck::Skip(reason) => {
                         self.release(index);
                         self.task_change(index, TaskStatus::Skipped, now, reason, Actor::Scheduler);
@@ -560,11 +668,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                             outputs: BTreeMap::new(),
                             continue_matched: false,
                         };
-                        self.on_attempt_end(index, token, outcome, now);
+                        self.on_attempt_end(index, token, outcome, now, Actor::Executor);
                     }
                 }
             }
-            Done::Attempt { index, token, outcome } => self.on_attempt_end(index, token, outcome, now),
+            Done::Attempt { index, token, outcome } => {
+                self.on_attempt_end(index, token, outcome, now, Actor::Executor)
+            }
             Done::RunPrecheck(verdict) => self.on_run_precheck(verdict, now),
         }
     }
@@ -610,7 +720,14 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
     }
 
-    fn on_attempt_end(&mut self, index: usize, token: LeaseToken, outcome: AttemptOutcome, now: Timestamp) {
+    fn on_attempt_end(
+        &mut self,
+        index: usize,
+        token: LeaseToken,
+        outcome: AttemptOutcome,
+        now: Timestamp,
+        actor: Actor,
+    ) {
         let slot = &mut self.slots[index];
         if slot.state.status() != TaskStatus::Running || slot.lease.map(|l| l.token) != Some(token) {
             return;
@@ -640,7 +757,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     Some(c) => format!("exit code {c}"),
                     None => "succeeded".to_owned(),
                 };
-                self.end(index, token, TaskStatus::Completed, now, reason, result, None);
+                self.end(index, token, TaskStatus::Completed, now, reason, result, None, actor.clone());
                 self.finished(index, now);
                 return;
             }
@@ -659,7 +776,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                         },
                     };
                     let result = AttemptResult { exit_code, error: Some(reason.clone()), outputs };
-                    self.end(index, token, TaskStatus::Canceled, now, reason, result, None);
+                    self.end(index, token, TaskStatus::Canceled, now, reason, result, None, actor.clone());
                     self.finished(index, now);
                     return;
                 }
@@ -677,7 +794,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 human(delay)
             );
             let result = AttemptResult { exit_code, error: Some(error), outputs };
-            self.end(index, token, TaskStatus::Pending, now, reason, result, Some(retry_at));
+            self.end(index, token, TaskStatus::Pending, now, reason, result, Some(retry_at), actor.clone());
             self.release(index);
             self.slots[index].retry_at = Some(retry_at);
             return;
@@ -686,9 +803,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let result = AttemptResult { exit_code, error: Some(error.clone()), outputs };
         if passes && task.continue_on.mark_success {
             let reason = format!("{error}; marked successful by continue_on.mark_success");
-            self.end(index, token, TaskStatus::Completed, now, reason, result, None);
+            self.end(index, token, TaskStatus::Completed, now, reason, result, None, actor.clone());
         } else {
-            self.end(index, token, TaskStatus::Failed, now, error, result, None);
+            self.end(index, token, TaskStatus::Failed, now, error, result, None, actor.clone());
             self.slots[index].failure_passed = passes;
         }
         self.finished(index, now);
@@ -704,13 +821,14 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         reason: String,
         result: AttemptResult,
         retry_at: Option<Timestamp>,
+        actor: Actor,
     ) {
         self.task_change_with(
             index,
             to,
             now,
             reason,
-            Actor::Executor,
+            actor,
             TaskUpdate::EndAttempt { token, result, retry_at },
         );
     }
@@ -757,11 +875,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
     }
 
-    fn on_progress(&mut self, index: usize, p: Progress, now: Timestamp) {
+    /// Shows a progress report and stores it (with a lease extension) when
+    /// the rate limit lets it through; says whether it was stored.
+    fn on_progress(&mut self, index: usize, p: Progress, now: Timestamp) -> bool {
         let slot = &mut self.slots[index];
-        let Some(lease) = slot.lease else { return };
+        let Some(lease) = slot.lease else { return false };
         if slot.state.status() != TaskStatus::Running {
-            return;
+            return false;
         }
         if let Some(tx) = &self.events {
             let _ = tx.send(RunEvent::Progress { index, progress: p.clone() });
@@ -776,7 +896,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 lease_expires_at: lease.expires_at,
                 progress: Some(p),
             }));
+            return true;
         }
+        false
     }
 
     fn drain_progress(&mut self, now: Timestamp) {
@@ -794,7 +916,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }
         };
-        if self.running > 0 || self.slots.iter().any(|s| s.lease.is_some()) {
+        if self.slots.iter().any(|s| s.lease.is_some() && !s.remote) {
             consider(Some(self.next_heartbeat));
         }
         if self.canceled_by.is_none() && !self.timed_out {
@@ -804,6 +926,12 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         for s in &self.slots {
             if s.lease.is_some() && s.kill.is_none() {
                 consider(s.deadline);
+            }
+            if s.remote
+                && let Some(lease) = s.lease
+            {
+                // Expired means strictly past the expiry.
+                consider(Some(lease.expires_at.saturating_add(Duration::from_micros(1))));
             }
             if s.state.status() == TaskStatus::Pending {
                 consider(s.retry_at);
@@ -841,6 +969,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 self.ready.push_back(index);
             }
         }
+        self.reap_expired(now);
         if now >= self.next_heartbeat {
             self.heartbeat_all(now);
         }
@@ -853,11 +982,12 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let interval = self
             .slots
             .iter()
-            .filter(|s| s.lease.is_some())
+            .filter(|s| s.lease.is_some() && !s.remote)
             .map(|s| s.lease_settings.heartbeat_interval)
             .fold(self.opts.lease.heartbeat_interval, Duration::min);
         self.next_heartbeat = now.saturating_add(interval);
-        for slot in &mut self.slots {
+        // Remote leases are extended by their workers' heartbeats.
+        for slot in self.slots.iter_mut().filter(|s| !s.remote) {
             let Some(lease) = slot.lease else { continue };
             let lease = lease.extended(now, &slot.lease_settings);
             slot.lease = Some(lease);

@@ -1,0 +1,224 @@
+//! The run manager of a server: starts runs, keeps a driver per active run,
+//! routes the worker protocol and cancels to the driver that owns the task,
+//! and publishes every committed change to subscribers.
+//!
+//! Architecture invariant: each run has exactly one driver, the only writer
+//! of its tasks' statuses; the manager only routes messages to it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cairn_core::lease::LeaseSettings;
+use cairn_core::protocol::{
+    AckStatus, CompleteRequest, HeartbeatAck, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
+    LeaseResponse,
+};
+use cairn_core::record::Actor;
+use cairn_core::spec::{self, Workflow};
+use cairn_core::{RunId, TaskId, TaskStatus};
+use cairn_store::Store;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{Command, Driver, RunEvent, RunOptions, StaleLease};
+use crate::error::EngineError;
+use crate::queues::QueueHub;
+use crate::shell::{self, ShellRunner};
+use crate::time::EngineClock;
+
+/// How the manager runs what it starts.
+#[derive(Clone, Debug)]
+pub struct ManagerOptions {
+    /// Recorded as each run's owner and the local attempts' worker.
+    pub owner: String,
+    pub log_root: PathBuf,
+    pub lease: LeaseSettings,
+}
+
+/// A committed change of one run, for live views and the event stream.
+#[derive(Clone, Debug)]
+pub struct RunUpdate {
+    pub run: RunId,
+    pub workflow: String,
+    /// The task the event is about, with its name.
+    pub task: Option<(TaskId, String)>,
+    pub event: RunEvent,
+}
+
+struct ActiveRun {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+pub struct Manager<S: Store> {
+    store: Arc<S>,
+    clock: EngineClock,
+    hub: Arc<QueueHub>,
+    opts: ManagerOptions,
+    runs: Mutex<HashMap<RunId, ActiveRun>>,
+    /// Which run and position each live task has, to route worker calls.
+    tasks: Mutex<HashMap<TaskId, (RunId, usize)>>,
+    updates: broadcast::Sender<RunUpdate>,
+}
+
+impl<S: Store> Manager<S> {
+    pub fn new(store: Arc<S>, clock: EngineClock, opts: ManagerOptions) -> Arc<Self> {
+        let (updates, _) = broadcast::channel(4096);
+        Arc::new(Manager {
+            store,
+            clock,
+            hub: QueueHub::new(),
+            opts,
+            runs: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
+            updates,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    pub fn queues(&self) -> &Arc<QueueHub> {
+        &self.hub
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RunUpdate> {
+        self.updates.subscribe()
+    }
+
+    /// Runs being driven by this manager now.
+    pub fn active_runs(&self) -> usize {
+        lock(&self.runs).len()
+    }
+
+    /// Starts a run of `workflow`; returns once the run and its tasks are
+    /// recorded. `params` are given as on the command line (`KEY=VALUE`, or
+    /// a bare positional value).
+    pub async fn submit(
+        self: &Arc<Self>,
+        workflow: Arc<Workflow>,
+        source: String,
+        params: &[String],
+        trigger: &str,
+    ) -> Result<RunId, EngineError> {
+        let resolved = workflow.resolve_params(params).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let params_json = spec::params_json(params, &resolved);
+        let runner =
+            ShellRunner::new(workflow.clone(), &resolved, params_json).map_err(EngineError::Invalid)?;
+        let plan = shell::plan(&workflow, &resolved, source, trigger);
+        let names: Vec<String> = plan.tasks.iter().map(|t| t.name.clone()).collect();
+        let opts = RunOptions {
+            run_id: RunId::new(self.clock.now()),
+            owner: self.opts.owner.clone(),
+            lease: self.opts.lease,
+            log_root: self.opts.log_root.clone(),
+            prechecks: shell::needs_prechecks(&workflow),
+            queues: Some(self.hub.clone()),
+        };
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let (created_tx, created_rx) = oneshot::channel();
+        let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
+            .with_events(events_tx)
+            .on_created(created_tx);
+        let run = driver.run_id();
+        let task_ids = driver.task_ids();
+        lock(&self.runs).insert(run, ActiveRun { commands: driver.commands() });
+        lock(&self.tasks).extend(task_ids.iter().enumerate().map(|(i, id)| (*id, (run, i))));
+
+        let updates = self.updates.clone();
+        let name = workflow.name.clone();
+        let tasks: Vec<(TaskId, String)> = task_ids.iter().copied().zip(names).collect();
+        tokio::spawn(async move {
+            while let Some(event) = events_rx.recv().await {
+                let task = match &event {
+                    RunEvent::Task { index, .. } | RunEvent::Progress { index, .. } => {
+                        tasks.get(*index).cloned()
+                    }
+                    RunEvent::Run { .. } => None,
+                };
+                // Nobody listening is fine.
+                let _ = updates.send(RunUpdate { run, workflow: name.clone(), task, event });
+            }
+        });
+
+        let manager = self.clone();
+        tokio::spawn(async move {
+            // A manager's runs are canceled through commands, never this token.
+            let result = driver.drive(CancellationToken::new(), Actor::Scheduler).await;
+            if let Err(e) = &result {
+                tracing::error!(run = %run, error = %e, "run driver stopped");
+            }
+            lock(&manager.runs).remove(&run);
+            lock(&manager.tasks).retain(|_, (r, _)| *r != run);
+        });
+        created_rx.await.map_err(|_| EngineError::Conflict(format!("run {run} could not be created")))?;
+        Ok(run)
+    }
+
+    /// Asks the run's driver to cancel it.
+    pub async fn cancel(&self, run: RunId, actor: Actor) -> Result<(), EngineError> {
+        let commands = lock(&self.runs).get(&run).map(|r| r.commands.clone());
+        if let Some(tx) = commands
+            && tx.send(Command::Cancel { actor }).is_ok()
+        {
+            return Ok(());
+        }
+        match self.store.run(run).await? {
+            Some(r) => Err(EngineError::Conflict(format!("run {run} already finished ({})", r.status))),
+            None => Err(EngineError::NotFound(format!("run {run}"))),
+        }
+    }
+
+    pub async fn lease(&self, req: &LeaseRequest) -> LeaseResponse {
+        LeaseResponse { tasks: self.hub.lease(req).await }
+    }
+
+    /// Extends many leases at once; answers in request order.
+    pub async fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatResponse {
+        let mut waiting = Vec::with_capacity(req.items.len());
+        for item in req.items {
+            let task_id = item.task_id;
+            let (tx, rx) = oneshot::channel();
+            let sent = self.route(task_id).is_some_and(|(commands, index)| {
+                commands.send(Command::Heartbeat { index, item, reply: tx }).is_ok()
+            });
+            waiting.push((task_id, sent.then_some(rx)));
+        }
+        let mut items = Vec::with_capacity(waiting.len());
+        for (task_id, rx) in waiting {
+            let stale = HeartbeatAck {
+                task_id,
+                status: AckStatus::LeaseStale,
+                lease_expires_at: None,
+                cancel_requested: false,
+            };
+            items.push(match rx {
+                Some(rx) => rx.await.unwrap_or(stale),
+                None => stale,
+            });
+        }
+        HeartbeatResponse { items }
+    }
+
+    /// Ends an attempt a worker ran. `Err(StaleLease)` when the token is not
+    /// the task's current one (nothing changed).
+    pub async fn complete(&self, task: TaskId, req: CompleteRequest) -> Result<TaskStatus, StaleLease> {
+        let (tx, rx) = oneshot::channel();
+        let Some((commands, index)) = self.route(task) else { return Err(StaleLease) };
+        if commands.send(Command::Complete { index, req, reply: tx }).is_err() {
+            return Err(StaleLease);
+        }
+        rx.await.unwrap_or(Err(StaleLease))
+    }
+
+    fn route(&self, task: TaskId) -> Option<(mpsc::UnboundedSender<Command>, usize)> {
+        let (run, index) = *lock(&self.tasks).get(&task)?;
+        let commands = lock(&self.runs).get(&run)?.commands.clone();
+        Some((commands, index))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,265 @@
+//! The run manager and the worker protocol, in process: leases, heartbeats
+//! with progress, completion, fencing, reaping and cancel — on a real SQLite
+//! store, with a manual clock for every lease expiry.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::lease::LeaseSettings;
+use cairn_core::protocol::{
+    AckStatus, AttemptEnd, CompleteRequest, HeartbeatItem, HeartbeatRequest, LeaseRequest, LeasedTask,
+};
+use cairn_core::record::Actor;
+use cairn_core::{ManualClock, RunId, RunStatus, TaskStatus};
+use cairn_engine::{EngineClock, Manager, ManagerOptions, StaleLease};
+use cairn_store::model::RunDetail;
+use cairn_store::sqlite::SqliteOptions;
+use cairn_store::{SqliteStore, Store};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    manual: ManualClock,
+    manager: Arc<Manager<SqliteStore>>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).unwrap());
+        let manual = ManualClock::at_test_epoch();
+        let opts = ManagerOptions {
+            owner: "server:test".into(),
+            log_root: dir.path().join("logs"),
+            lease: LeaseSettings::with_timeout(Duration::from_secs(30)),
+        };
+        let manager = Manager::new(store, EngineClock::manual(manual.clone()), opts);
+        Fixture { _dir: dir, manual, manager }
+    }
+
+    async fn submit(&self, yaml: &str) -> RunId {
+        let wf = Arc::new(cairn_core::spec::parse(yaml, None).unwrap());
+        self.manager.submit(wf, yaml.to_owned(), &[], "api").await.unwrap()
+    }
+
+    async fn lease(&self, worker: &str, max: u32) -> Vec<LeasedTask> {
+        let req = LeaseRequest { worker_id: worker.into(), queue: "q".into(), max_tasks: max, wait_ms: 0 };
+        self.manager.lease(&req).await.tasks
+    }
+
+    async fn detail(&self, run: RunId) -> RunDetail {
+        self.manager.store().run_detail(run).await.unwrap().unwrap()
+    }
+
+    /// Waits (without time passing) until the run's driver has finished it.
+    async fn finished(&self, run: RunId) -> RunDetail {
+        for _ in 0..100_000 {
+            let d = self.detail(run).await;
+            if d.run.status.is_terminal() {
+                return d;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("run {run} never finished");
+    }
+}
+
+fn done(task: &LeasedTask, outcome: AttemptEnd) -> CompleteRequest {
+    CompleteRequest {
+        lease_token: task.lease_token,
+        outcome,
+        exit_code: Some(if outcome == AttemptEnd::Succeeded { 0 } else { 1 }),
+        outputs: BTreeMap::new(),
+        error: None,
+    }
+}
+
+fn beat(task: &LeasedTask, pct: Option<f32>) -> HeartbeatRequest {
+    HeartbeatRequest {
+        worker_id: "w".into(),
+        items: vec![HeartbeatItem {
+            task_id: task.task_id,
+            lease_token: task.lease_token,
+            progress_percent: pct,
+            progress_message: pct.map(|p| format!("at {p}")),
+            details: None,
+        }],
+    }
+}
+
+const REMOTE_THEN_LOCAL: &str = r#"
+type: graph
+steps:
+  - name: remote
+    command: echo from-worker
+    queue: q
+    output: OUT
+  - name: after
+    command: "true"
+    depends: [remote]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_leases_heartbeats_with_progress_and_completes() {
+    let f = Fixture::new();
+    let run = f.submit(REMOTE_THEN_LOCAL).await;
+    let leased = f.lease("w1", 10).await;
+    assert_eq!(leased.len(), 1);
+    let task = &leased[0];
+    assert_eq!((task.step.as_str(), task.attempt), ("remote", 1));
+    let cmd = task.command.as_ref().expect("a shell step carries its command");
+    assert_eq!(cmd.output.as_deref(), Some("OUT"));
+
+    // RUNNING, started_at, the first heartbeat and the lease were committed before the answer.
+    let d = f.detail(run).await;
+    let rec = d.tasks.iter().find(|t| t.name == "remote").unwrap();
+    assert_eq!(rec.status, TaskStatus::Running);
+    let lease = rec.lease.as_ref().unwrap();
+    assert_eq!((lease.token, lease.worker.as_str()), (task.lease_token, "w1"));
+    assert_eq!(d.transitions[&rec.id].last().unwrap().actor, Actor::Worker("w1".into()));
+
+    f.manual.advance(Duration::from_secs(10));
+    let ack = f.manager.heartbeat(beat(task, Some(40.0))).await;
+    assert_eq!(ack.items[0].status, AckStatus::Ok);
+    assert!(!ack.items[0].cancel_requested);
+    assert_eq!(ack.items[0].lease_expires_at, Some(f.manual_now_plus(30)));
+    let d = f.detail(run).await;
+    let rec = d.tasks.iter().find(|t| t.name == "remote").unwrap();
+    assert_eq!(rec.progress.as_ref().map(|p| p.percent), Some(40.0));
+
+    let mut req = done(task, AttemptEnd::Succeeded);
+    req.outputs.insert("OUT".into(), "from-worker".into());
+    assert_eq!(f.manager.complete(task.task_id, req.clone()).await, Ok(TaskStatus::Completed));
+    // The same completion again gets the same answer: workers may retry it safely.
+    assert_eq!(f.manager.complete(task.task_id, req).await, Ok(TaskStatus::Completed));
+    let d = f.finished(run).await;
+    assert_eq!(d.run.status, RunStatus::Completed);
+    let rec = d.tasks.iter().find(|t| t.name == "remote").unwrap();
+    assert_eq!(rec.outputs.get("OUT").map(String::as_str), Some("from-worker"));
+}
+
+impl Fixture {
+    fn manual_now_plus(&self, secs: u64) -> cairn_core::Timestamp {
+        use cairn_core::Clock;
+        self.manual.now().saturating_add(Duration::from_secs(secs))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_reaped_retried_and_the_old_worker_is_fenced() {
+    let f = Fixture::new();
+    let yaml = r#"
+steps:
+  - name: flaky
+    command: "true"
+    queue: q
+    retry_policy:
+      limit: 1
+"#;
+    let run = f.submit(yaml).await;
+    let first = f.lease("doomed", 1).await.remove(0);
+    // The worker dies: no heartbeat for longer than the timeout.
+    f.manual.advance(Duration::from_secs(31));
+    let mut second = Vec::new();
+    for _ in 0..100_000 {
+        second = f.lease("healthy", 1).await;
+        if !second.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let second = second.remove(0);
+    assert_eq!(second.attempt, 2);
+    let d = f.detail(run).await;
+    let t = &d.tasks[0];
+    let log = &d.transitions[&t.id];
+    let reaped = log.iter().find(|x| x.actor == Actor::Reaper).expect("a reaper transition");
+    assert_eq!((reaped.from, reaped.to), (Some(TaskStatus::Running), TaskStatus::Pending));
+    assert!(reaped.reason.contains("heartbeat lost (worker doomed, last heartbeat"), "{}", reaped.reason);
+
+    // The old worker comes back: its heartbeat and completion change nothing.
+    let ack = f.manager.heartbeat(beat(&first, Some(99.0))).await;
+    assert_eq!(ack.items[0].status, AckStatus::LeaseStale);
+    assert_eq!(f.manager.complete(first.task_id, done(&first, AttemptEnd::Succeeded)).await, Err(StaleLease));
+    let after = f.detail(run).await;
+    assert_eq!(after.tasks[0].status, TaskStatus::Running);
+    assert_eq!(after.transitions[&t.id].len(), log.len());
+
+    assert_eq!(
+        f.manager.complete(second.task_id, done(&second, AttemptEnd::Succeeded)).await,
+        Ok(TaskStatus::Completed)
+    );
+    assert_eq!(f.finished(run).await.run.status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_worker_through_its_heartbeat() {
+    let f = Fixture::new();
+    let run = f.submit(REMOTE_THEN_LOCAL).await;
+    let task = f.lease("w1", 1).await.remove(0);
+    f.manager.cancel(run, Actor::User("alice".into())).await.unwrap();
+    let mut asked = false;
+    for _ in 0..100_000 {
+        if f.manager.heartbeat(beat(&task, None)).await.items[0].cancel_requested {
+            asked = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(asked, "the heartbeat never said cancel");
+    assert_eq!(
+        f.manager.complete(task.task_id, done(&task, AttemptEnd::Canceled)).await,
+        Ok(TaskStatus::Canceled)
+    );
+    let d = f.finished(run).await;
+    assert_eq!(d.run.status, RunStatus::Canceled);
+    let after = d.tasks.iter().find(|t| t.name == "after").unwrap();
+    assert_eq!(after.status, TaskStatus::Abandoned);
+    let err = f.manager.cancel(run, Actor::User("alice".into())).await.unwrap_err();
+    assert!(err.to_string().contains("already finished"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workers_never_get_the_same_task() {
+    let f = Arc::new(Fixture::new());
+    let n = 1500;
+    let mut yaml = String::from("type: graph\nsteps:\n");
+    for i in 0..n {
+        yaml.push_str(&format!("  - name: t{i}\n    command: \"true\"\n    queue: q\n"));
+    }
+    let run = f.submit(&yaml).await;
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let f = f.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut idle = 0;
+            while idle < 200 {
+                let tasks = f.lease(&format!("w{w}"), 25).await;
+                if tasks.is_empty() {
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle = 0;
+                for t in tasks {
+                    let status = f.manager.complete(t.task_id, done(&t, AttemptEnd::Succeeded)).await;
+                    assert_eq!(status, Ok(TaskStatus::Completed));
+                    mine.push(t.task_id);
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), n, "every task completed once");
+    assert_eq!(unique.len(), n, "no task was leased twice");
+    let d = f.finished(run).await;
+    assert_eq!(d.run.status, RunStatus::Completed);
+    assert!(d.attempts.values().all(|a| a.len() == 1));
+}
