@@ -17,12 +17,13 @@ use cairn_core::protocol::{
 use cairn_core::record::Actor;
 use cairn_core::spec::{self, Workflow};
 use cairn_core::{RunId, TaskId, TaskStatus};
-use cairn_store::Store;
+use cairn_store::{AdoptRun, Change, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Command, Driver, RunEvent, RunOptions, StaleLease};
 use crate::error::EngineError;
+use crate::owner::LocalOwner;
 use crate::queues::QueueHub;
 use crate::shell::{self, ShellRunner};
 use crate::time::EngineClock;
@@ -48,6 +49,7 @@ pub struct RunUpdate {
 
 struct ActiveRun {
     commands: mpsc::UnboundedSender<Command>,
+    driving: tokio::task::AbortHandle,
 }
 
 pub struct Manager<S: Store> {
@@ -107,28 +109,84 @@ impl<S: Store> Manager<S> {
         let runner =
             ShellRunner::new(workflow.clone(), &resolved, params_json).map_err(EngineError::Invalid)?;
         let plan = shell::plan(&workflow, &resolved, source, trigger);
-        let names: Vec<String> = plan.tasks.iter().map(|t| t.name.clone()).collect();
-        let opts = RunOptions {
-            run_id: RunId::new(self.clock.now()),
+        let opts = self.run_options(RunId::new(self.clock.now()), &workflow);
+        let (created_tx, created_rx) = oneshot::channel();
+        let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
+            .on_created(created_tx);
+        let run = self.launch(driver, workflow.name.clone());
+        created_rx.await.map_err(|_| EngineError::Conflict(format!("run {run} could not be created")))?;
+        Ok(run)
+    }
+
+    /// Takes over the unfinished runs of servers on this host that are gone
+    /// (this server before a restart, typically) and continues each from
+    /// its records. Returns how many runs were resumed.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, EngineError> {
+        let mut resumed = 0;
+        for run in self.store.active_runs().await? {
+            let Some(owner) = run.owner.as_deref() else { continue };
+            if owner == self.opts.owner
+                || LocalOwner::parse_server(owner).and_then(|o| o.is_alive()) != Some(false)
+            {
+                continue;
+            }
+            let adopt = Change::AdoptRun(AdoptRun {
+                run: run.id,
+                from: run.owner.clone(),
+                to: self.opts.owner.clone(),
+            });
+            if !self.store.apply(vec![adopt]).await?.iter().all(|o| o.is_applied()) {
+                continue; // another server took it first
+            }
+            match self.restart(run.id).await {
+                Ok(()) => resumed += 1,
+                Err(e) => tracing::error!(run = %run.id, error = %e, "could not resume run"),
+            }
+        }
+        Ok(resumed)
+    }
+
+    async fn restart(self: &Arc<Self>, id: RunId) -> Result<(), EngineError> {
+        let detail =
+            self.store.run_detail(id).await?.ok_or_else(|| EngineError::NotFound(format!("run {id}")))?;
+        let source = self.store.spec_source(id).await?.unwrap_or_default();
+        let path = detail.run.spec_path.as_ref().map(PathBuf::from);
+        let workflow =
+            spec::parse(&source, path.as_deref()).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let workflow = Arc::new(workflow);
+        let params: Vec<(String, String)> = detail.run.params.clone().into_iter().collect();
+        let params_json = serde_json::to_string(&detail.run.params).ok();
+        let runner =
+            ShellRunner::new(workflow.clone(), &params, params_json).map_err(EngineError::Invalid)?;
+        let plan = shell::plan(&workflow, &params, source, &detail.run.trigger);
+        let opts = self.run_options(id, &workflow);
+        let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
+            .restore(&detail)?;
+        self.launch(driver, workflow.name.clone());
+        Ok(())
+    }
+
+    fn run_options(&self, run_id: RunId, workflow: &Workflow) -> RunOptions {
+        RunOptions {
+            run_id,
             owner: self.opts.owner.clone(),
             lease: self.opts.lease,
             log_root: self.opts.log_root.clone(),
-            prechecks: shell::needs_prechecks(&workflow),
+            prechecks: shell::needs_prechecks(workflow),
             queues: Some(self.hub.clone()),
-        };
+        }
+    }
+
+    /// Registers a driver's tasks for routing, forwards its events, and drives it.
+    fn launch(self: &Arc<Self>, driver: Driver<S, ShellRunner>, workflow: String) -> RunId {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        let (created_tx, created_rx) = oneshot::channel();
-        let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
-            .with_events(events_tx)
-            .on_created(created_tx);
+        let driver = driver.with_events(events_tx);
         let run = driver.run_id();
-        let task_ids = driver.task_ids();
-        lock(&self.runs).insert(run, ActiveRun { commands: driver.commands() });
-        lock(&self.tasks).extend(task_ids.iter().enumerate().map(|(i, id)| (*id, (run, i))));
+        let tasks: Vec<(TaskId, String)> = driver.task_ids().into_iter().zip(driver.task_names()).collect();
+        let commands = driver.commands();
+        lock(&self.tasks).extend(tasks.iter().enumerate().map(|(i, (id, _))| (*id, (run, i))));
 
         let updates = self.updates.clone();
-        let name = workflow.name.clone();
-        let tasks: Vec<(TaskId, String)> = task_ids.iter().copied().zip(names).collect();
         tokio::spawn(async move {
             while let Some(event) = events_rx.recv().await {
                 let task = match &event {
@@ -138,12 +196,15 @@ impl<S: Store> Manager<S> {
                     RunEvent::Run { .. } => None,
                 };
                 // Nobody listening is fine.
-                let _ = updates.send(RunUpdate { run, workflow: name.clone(), task, event });
+                let _ = updates.send(RunUpdate { run, workflow: workflow.clone(), task, event });
             }
         });
 
         let manager = self.clone();
-        tokio::spawn(async move {
+        // Registered under the lock the driver's own clean-up takes, so the
+        // clean-up can never run before the registration.
+        let mut runs = lock(&self.runs);
+        let driving = tokio::spawn(async move {
             // A manager's runs are canceled through commands, never this token.
             let result = driver.drive(CancellationToken::new(), Actor::Scheduler).await;
             if let Err(e) = &result {
@@ -152,8 +213,18 @@ impl<S: Store> Manager<S> {
             lock(&manager.runs).remove(&run);
             lock(&manager.tasks).retain(|_, (r, _)| *r != run);
         });
-        created_rx.await.map_err(|_| EngineError::Conflict(format!("run {run} could not be created")))?;
-        Ok(run)
+        runs.insert(run, ActiveRun { commands, driving: driving.abort_handle() });
+        run
+    }
+
+    /// Stops driving every run at once and records nothing, as a crash
+    /// would: what was running stays RUNNING in the store until a server
+    /// resumes it. For a hard stop, and for tests of recovery.
+    pub fn halt(&self) {
+        for (_, run) in lock(&self.runs).drain() {
+            run.driving.abort();
+        }
+        lock(&self.tasks).clear();
     }
 
     /// Asks the run's driver to cancel it.

@@ -21,8 +21,23 @@ impl LocalOwner {
         LocalOwner { host: hostname(), pid, start: process_start(pid).unwrap_or(0) }
     }
 
+    /// A `cairn run` process: `local:HOST:PID:START`.
     pub fn parse(s: &str) -> Option<LocalOwner> {
-        let rest = s.strip_prefix("local:")?;
+        Self::parse_kind(s, "local")
+    }
+
+    /// A `cairn serve` process: `server:HOST:PID:START`.
+    pub fn parse_server(s: &str) -> Option<LocalOwner> {
+        Self::parse_kind(s, "server")
+    }
+
+    /// The name this process has as a server.
+    pub fn server_name(&self) -> String {
+        format!("server:{}:{}:{}", self.host, self.pid, self.start)
+    }
+
+    fn parse_kind(s: &str, kind: &str) -> Option<LocalOwner> {
+        let rest = s.strip_prefix(kind)?.strip_prefix(':')?;
         let mut parts = rest.rsplitn(3, ':');
         let start = parts.next()?.parse().ok()?;
         let pid = parts.next()?.parse().ok()?;

@@ -3,9 +3,11 @@
 //! Every command that opens a store first calls [`recover`]. Runs whose local
 //! owner process is gone are finished at once: their running attempts fail
 //! with "heartbeat lost", what had not started is abandoned, and the run
-//! fails. Leases that simply expired (owner alive but silent, or elsewhere)
-//! are reaped by the same rule the server's reaper will use: the attempt
-//! fails with "heartbeat lost", and the task is retried or fails for good.
+//! fails. Leases of a `cairn run` that simply expired (its process alive but
+//! silent) are reaped by the reaper's rule: the attempt fails with
+//! "heartbeat lost", and the task is retried or fails for good. Runs owned
+//! by a server are left to servers: their drivers reap their own leases, and
+//! a server that starts resumes the runs of one that died.
 
 use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{RunStatus, TaskStatus, Timestamp};
@@ -33,13 +35,31 @@ pub async fn recover<S: Store>(store: &S, clock: &EngineClock) -> Result<Recover
             done.runs_failed += 1;
         }
     }
+    // A server reaps the leases of its own runs (and resumes a dead server's
+    // runs when it starts); here only runs of `cairn run` processes.
+    let mut owners: std::collections::HashMap<cairn_core::RunId, bool> = Default::default();
     loop {
         let expired = store.expired_leases(clock.now(), 1000).await?;
-        if expired.is_empty() {
+        let mut local = Vec::new();
+        for e in expired {
+            let is_local = match owners.get(&e.run) {
+                Some(v) => *v,
+                None => {
+                    let owner = store.run(e.run).await?.and_then(|r| r.owner);
+                    let v = owner.as_deref().is_some_and(|o| LocalOwner::parse(o).is_some());
+                    owners.insert(e.run, v);
+                    v
+                }
+            };
+            if is_local {
+                local.push(e);
+            }
+        }
+        if local.is_empty() {
             break;
         }
         let now = clock.now();
-        let changes: Vec<Change> = expired.iter().map(|e| reap(e, now)).collect();
+        let changes: Vec<Change> = local.iter().map(|e| reap(e, now)).collect();
         let applied = store.apply(changes).await?.iter().filter(|o| o.is_applied()).count();
         done.attempts_reaped += applied;
         if applied == 0 {

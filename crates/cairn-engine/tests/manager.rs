@@ -263,3 +263,50 @@ async fn concurrent_workers_never_get_the_same_task() {
     assert_eq!(d.run.status, RunStatus::Completed);
     assert!(d.attempts.values().all(|a| a.len() == 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_resumes_the_runs_of_one_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).unwrap());
+    let manual = ManualClock::at_test_epoch();
+    let clock = EngineClock::manual(manual.clone());
+    let options = |owner: String| ManagerOptions {
+        owner,
+        log_root: dir.path().join("logs"),
+        lease: LeaseSettings::with_timeout(Duration::from_secs(30)),
+    };
+    // A server on this host whose process no longer exists.
+    let me = cairn_engine::owner::LocalOwner::current();
+    let dead = cairn_engine::owner::LocalOwner { pid: 999_999_999, ..me.clone() }.server_name();
+    let old = Manager::new(store.clone(), clock.clone(), options(dead));
+    let wf = Arc::new(cairn_core::spec::parse(REMOTE_THEN_LOCAL, None).unwrap());
+    let run = old.submit(wf, REMOTE_THEN_LOCAL.to_owned(), &[], "api").await.unwrap();
+    let req = LeaseRequest { worker_id: "w1".into(), queue: "q".into(), max_tasks: 1, wait_ms: 0 };
+    let task = old.lease(&req).await.tasks.remove(0);
+    old.halt();
+
+    let new = Manager::new(store.clone(), clock, options(me.server_name()));
+    assert_eq!(new.resume().await.unwrap(), 1);
+    assert_eq!(store.run(run).await.unwrap().unwrap().owner, Some(me.server_name()));
+    // The worker never noticed: its lease is still good with the new server.
+    let ack = new.heartbeat(beat(&task, Some(50.0))).await;
+    assert_eq!(ack.items[0].status, AckStatus::Ok);
+    let mut req = done(&task, AttemptEnd::Succeeded);
+    req.outputs.insert("OUT".into(), "x".into());
+    assert_eq!(new.complete(task.task_id, req).await, Ok(TaskStatus::Completed));
+    let mut finished = None;
+    for _ in 0..100_000 {
+        let d = store.run_detail(run).await.unwrap().unwrap();
+        if d.run.status.is_terminal() {
+            finished = Some(d);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let d = finished.expect("the resumed run finished");
+    assert_eq!(d.run.status, RunStatus::Completed);
+    assert!(d.tasks.iter().all(|t| t.status == TaskStatus::Completed));
+    // Nothing to resume twice.
+    assert_eq!(new.resume().await.unwrap(), 0);
+    let _ = manual;
+}

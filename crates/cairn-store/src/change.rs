@@ -19,6 +19,16 @@ pub enum Change {
     Task(TaskChange),
     /// A lease extension, with the latest progress if any. Not a status change.
     Heartbeat(Heartbeat),
+    /// A new owner takes over an unfinished run (a server resuming the runs
+    /// of one that died). Refused unless the current owner is `from`.
+    AdoptRun(AdoptRun),
+}
+
+#[derive(Clone, Debug)]
+pub struct AdoptRun {
+    pub run: RunId,
+    pub from: Option<String>,
+    pub to: String,
 }
 
 #[derive(Clone, Debug)]

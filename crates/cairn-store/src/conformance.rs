@@ -28,8 +28,9 @@ use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{LeaseToken, ManualClock, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
 use crate::{
-    AttemptRecord, AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, RunDetail,
-    RunQuery, RunRecord, Store, StoreError, StoredLease, TaskChange, TaskRecord, TaskUpdate,
+    AdoptRun, AttemptRecord, AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange,
+    RunDetail, RunQuery, RunRecord, Store, StoreError, StoredLease, TaskChange, TaskDetail, TaskRecord,
+    TaskUpdate,
 };
 
 /// Stamps out the conformance suite as `#[tokio::test]`s for one backend.
@@ -43,6 +44,7 @@ macro_rules! store_conformance_suite {
         $crate::store_conformance_suite!(@each $factory;
             create_and_read_round_trip,
             duplicate_run_is_a_conflict,
+            adopting_a_run_needs_its_current_owner,
             every_legal_task_transition_applies_with_its_row,
             every_legal_run_transition_applies_with_its_row,
             invalid_changes_fail_the_whole_batch_and_write_nothing,
@@ -52,6 +54,7 @@ macro_rules! store_conformance_suite {
             running_tasks_always_carry_start_heartbeat_and_expiry,
             heartbeats_extend_and_never_shorten_leases,
             retry_keeps_the_failed_attempt_record,
+            task_reads_one_task_as_its_run_shows_it,
             expired_leases_and_next_expiry,
             list_runs_filters_and_pages_newest_first,
             runs_by_prefix_finds_runs_by_id_start,
@@ -394,6 +397,35 @@ pub async fn duplicate_run_is_a_conflict<S: Store>(store: Arc<S>) {
     let why = conflict(&*store, Change::CreateRun(again)).await;
     assert!(why.contains("already exists"), "{why}");
     assert_eq!(detail(&*store, id).await, before);
+}
+
+/// A run changes owner only from the owner the adopter saw, and never once
+/// it is finished: two servers can never both take one over.
+pub async fn adopting_a_run_needs_its_current_owner<S: Store>(store: Arc<S>) {
+    let (id, _) = create(&*store, new_run("etl", 1, t(0))).await;
+    let adopt = |from: Option<&str>, to: &str| {
+        Change::AdoptRun(AdoptRun { run: id, from: from.map(str::to_owned), to: to.to_owned() })
+    };
+    let why = conflict(&*store, adopt(Some("someone-else"), "server:b")).await;
+    assert!(why.contains("no longer owned"), "{why}");
+    apply_ok(&*store, vec![adopt(Some("local:test:1"), "server:a")]).await;
+    assert_eq!(detail(&*store, id).await.run.owner.as_deref(), Some("server:a"));
+    // The second adopter saw the old owner too late.
+    conflict(&*store, adopt(Some("local:test:1"), "server:b")).await;
+    let finished = RunChange {
+        run: id,
+        transition: RunTransition {
+            from: Some(RunStatus::Queued),
+            to: RunStatus::Canceled,
+            at: t(10),
+            reason: "canceled".to_owned(),
+            actor: Actor::User("alice".to_owned()),
+        },
+        error: None,
+    };
+    apply_ok(&*store, vec![Change::Run(finished)]).await;
+    conflict(&*store, adopt(Some("server:a"), "server:b")).await;
+    assert_eq!(detail(&*store, id).await.run.owner.as_deref(), Some("server:a"));
 }
 
 /// Every pair of the transition table applies, writes its transition row and
@@ -788,6 +820,42 @@ pub async fn retry_keeps_the_failed_attempt_record<S: Store>(store: Arc<S>) {
             (2, Some(Running), Completed),
         ]
     );
+}
+
+/// `task` reads one task whole — record, run, log, attempts — exactly as
+/// `run_detail` shows it, in every phase: fresh, running with progress,
+/// retried, finished; and nothing for an unknown id.
+pub async fn task_reads_one_task_as_its_run_shows_it<S: Store>(store: Arc<S>) {
+    use TaskStatus::*;
+    let (run, ids) = create(&*store, new_run("one", 3, t(0))).await;
+    let (other_run, _) = create(&*store, new_run("two", 2, t(1))).await;
+    let id = ids[1];
+    let check = |d: RunDetail, got: Option<TaskDetail>| {
+        let got = got.expect("the task exists");
+        assert_eq!(got.run, d.run);
+        assert_eq!(&got.task, task(&d, id));
+        assert_eq!(got.transitions, log(&d, id));
+        assert_eq!(got.attempts, attempts(&d, id));
+    };
+    check(detail(&*store, run).await, store.task(id).await.unwrap());
+
+    let first = drive(&*store, id, Running, t(2)).await.unwrap();
+    let p = Progress::new(40.0, Some("half way".into())).unwrap();
+    apply_ok(&*store, vec![heartbeat(id, first, t(3), t(3).saturating_add(LEASE), Some(p))]).await;
+    let got = store.task(id).await.unwrap();
+    assert_eq!(got.as_ref().map(|g| g.task.lease.is_some()), Some(true), "running: with its lease");
+    check(detail(&*store, run).await, got);
+
+    let failed = AttemptResult { exit_code: Some(2), error: Some("boom".into()), outputs: BTreeMap::new() };
+    apply_ok(&*store, vec![end(id, first, 1, Pending, t(4), failed)]).await;
+    let (s, second) = start(id, 2, t(6_000));
+    apply_ok(&*store, vec![s, end(id, second, 2, Completed, t(7_000), AttemptResult::default())]).await;
+    let got = store.task(id).await.unwrap();
+    assert_eq!(got.as_ref().map(|g| (g.task.status, g.attempts.len())), Some((Completed, 2)));
+    check(detail(&*store, run).await, got);
+
+    assert_eq!(store.task(TaskId::new(t(5))).await.unwrap(), None);
+    assert!(detail(&*store, other_run).await.tasks.iter().all(|t| t.id != id));
 }
 
 /// The reaper's reads: RUNNING tasks whose lease ran out before `now`,

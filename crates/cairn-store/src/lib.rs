@@ -19,13 +19,15 @@ pub mod conformance;
 use std::future::Future;
 
 pub use change::{
-    AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, TaskChange, TaskUpdate,
+    AdoptRun, AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, TaskChange, TaskUpdate,
 };
 pub use error::StoreError;
-pub use model::{AttemptRecord, ExpiredLease, RunDetail, RunQuery, RunRecord, StoredLease, TaskRecord};
+pub use model::{
+    AttemptRecord, ExpiredLease, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail, TaskRecord,
+};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
-use cairn_core::{RunId, Timestamp};
+use cairn_core::{RunId, TaskId, Timestamp};
 
 /// What the engine needs from storage. Implemented by [`SqliteStore`] (the
 /// embedded default) and, later, PostgreSQL; `conformance` (feature
@@ -53,6 +55,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// A run with its tasks, every transition (task and run) and every attempt.
     fn run_detail(&self, id: RunId) -> impl Future<Output = Result<Option<RunDetail>, StoreError>> + Send;
+
+    /// One task with its run, its whole transition log and every attempt, as
+    /// [`Store::run_detail`] would show it; `None` for an unknown id. Reads by
+    /// index only, however many tasks the run has.
+    fn task(&self, id: TaskId) -> impl Future<Output = Result<Option<TaskDetail>, StoreError>> + Send;
 
     /// Runs whose id starts with `prefix` (case-insensitive), newest first, at most `limit`.
     fn runs_by_prefix(

@@ -84,6 +84,16 @@ pub struct RunDetail {
     pub attempts: BTreeMap<TaskId, Vec<AttemptRecord>>,
 }
 
+/// One task as [`crate::Store::task`] reads it: the task, its run, its log
+/// in order and its attempts in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskDetail {
+    pub run: RunRecord,
+    pub task: TaskRecord,
+    pub transitions: Vec<Transition>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
 /// A filter over runs, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct RunQuery {

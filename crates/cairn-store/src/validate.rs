@@ -99,6 +99,6 @@ fn validate(change: &Change) -> Result<(), String> {
                 _ => Ok(()),
             }
         }
-        Change::Heartbeat(_) => Ok(()),
+        Change::Heartbeat(_) | Change::AdoptRun(_) => Ok(()),
     }
 }

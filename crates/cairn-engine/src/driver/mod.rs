@@ -11,6 +11,7 @@
 //! (another process reaped our lease) stops the driver: it never overwrites.
 
 mod remote;
+mod restore;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -87,6 +88,8 @@ struct Slot {
     failure_passed: bool,
     /// Runs on a remote worker (the step has a `queue`).
     remote: bool,
+    /// Its effect on its dependents has been applied (it is terminal).
+    settled: bool,
     /// Who holds the current attempt (remote tasks).
     worker: Option<String>,
     /// The token and result of the last attempt its worker completed, so a
@@ -166,6 +169,8 @@ pub struct Driver<S: Store, R: TaskRunner> {
     replies: Vec<Reply>,
     /// Fired once the run's creation is committed.
     created: Option<oneshot::Sender<()>>,
+    /// Continues a run recorded in the store instead of creating one.
+    restored: bool,
 }
 
 impl<S: Store, R: TaskRunner> Driver<S, R> {
@@ -185,6 +190,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 id: TaskId::new(now),
                 lease_settings: t.heartbeat_timeout.map_or(opts.lease, LeaseSettings::with_timeout),
                 remote: t.queue.is_some(),
+                settled: false,
                 worker: None,
                 last_end: None,
                 details: None,
@@ -247,6 +253,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             cmd_rx,
             replies: Vec::new(),
             created: None,
+            restored: false,
         })
     }
 
@@ -263,6 +270,11 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     /// Where commands for this run go (worker protocol, cancel).
     pub fn commands(&self) -> mpsc::UnboundedSender<Command> {
         self.cmd_tx.clone()
+    }
+
+    /// The names of the tasks, in plan order.
+    pub fn task_names(&self) -> Vec<String> {
+        self.plan.tasks.iter().map(|t| t.name.clone()).collect()
     }
 
     /// The ids of the tasks, in plan order.
@@ -288,9 +300,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             reason: e.to_string(),
         })?;
         let now = self.clock.now();
-        self.create(now);
-        self.run_deadline = self.plan.timeout.map(|t| now.saturating_add(t));
-        self.start_at = self.plan.delay.map(|d| now.saturating_add(d));
+        if self.restored {
+            self.resume(now);
+        } else {
+            self.create(now);
+            self.run_deadline = self.plan.timeout.map(|t| now.saturating_add(t));
+            self.start_at = self.plan.delay.map(|d| now.saturating_add(d));
+        }
         let result = self.drive_loop(cancel, cancel_actor).await;
         if result.is_err() {
             // Whatever happens to the records, leave no process behind.
@@ -396,12 +412,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }));
         self.set_run_status(RunStatus::Running, now, "started".into(), None);
         if plan.preconditions {
-            let runner = self.runner.clone();
-            let tx = self.done_tx.clone();
-            tokio::spawn(async move {
-                let verdict = runner.precheck_run().await;
-                let _ = tx.send(Done::RunPrecheck(verdict));
-            });
+            self.spawn_run_precheck();
         }
         for (i, t) in plan.tasks.iter().enumerate() {
             match t.role {
@@ -679,6 +690,15 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
     }
 
+    fn spawn_run_precheck(&self) {
+        let runner = self.runner.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let verdict = runner.precheck_run().await;
+            let _ = tx.send(Done::RunPrecheck(verdict));
+        });
+    }
+
     fn on_run_precheck(&mut self, verdict: Precheck, now: Timestamp) {
         if self.canceled_by.is_some() || self.timed_out {
             return;
@@ -835,9 +855,17 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     /// A task reached a terminal status: free its slot and settle its dependents.
     fn finished(&mut self, index: usize, now: Timestamp) {
-        let status = self.slots[index].state.status();
-        debug_assert!(status.is_terminal());
+        debug_assert!(self.slots[index].state.status().is_terminal());
         self.release(index);
+        self.settle_dependents(index, now);
+    }
+
+    /// Applies a terminal task's effect on its dependents, once.
+    fn settle_dependents(&mut self, index: usize, now: Timestamp) {
+        if std::mem::replace(&mut self.slots[index].settled, true) {
+            return;
+        }
+        let status = self.slots[index].state.status();
         let task = &self.plan.tasks[index];
         // `None`: dependents may run; else what they become, and why.
         let cascade = match status {

@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_core::{RunId, Timestamp};
+use cairn_core::{RunId, TaskId, Timestamp};
 
 use crate::Store;
 use crate::change::{Change, Outcome};
 use crate::error::StoreError;
-use crate::model::{ExpiredLease, RunDetail, RunQuery, RunRecord};
+use crate::model::{ExpiredLease, RunDetail, RunQuery, RunRecord, TaskDetail};
 use crate::validate::validate_batch;
 
 pub use writer::WriteStats;
@@ -209,6 +209,11 @@ impl Store for SqliteStore {
     fn run_detail(&self, id: RunId) -> impl Future<Output = Result<Option<RunDetail>, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| read::run_detail(c, id)).await }
+    }
+
+    fn task(&self, id: TaskId) -> impl Future<Output = Result<Option<TaskDetail>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::task_detail(c, id)).await }
     }
 
     fn runs_by_prefix(

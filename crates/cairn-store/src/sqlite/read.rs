@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Error;
 use crate::error::StoreError;
-use crate::model::{AttemptRecord, ExpiredLease, RunDetail, RunQuery, RunRecord, StoredLease, TaskRecord};
+use crate::model::{
+    AttemptRecord, ExpiredLease, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail, TaskRecord,
+};
 
 /// Page size of [`crate::Store::list_runs`] when the query names none.
 pub(crate) const DEFAULT_PAGE: usize = 100;
@@ -100,6 +102,10 @@ const RUNS_PAGE_STATUS: &str = include_str!("sql/runs_page_status.sql");
 const RUNS_PAGE_WORKFLOW: &str = include_str!("sql/runs_page_workflow.sql");
 const RUNS_PAGE_WORKFLOW_STATUS: &str = include_str!("sql/runs_page_workflow_status.sql");
 const RUNS_ID_RANGE: &str = include_str!("sql/runs_id_range.sql");
+const TASK_BY_ID: &str = include_str!("sql/task_by_id.sql");
+const RUN_BY_NO: &str = include_str!("sql/run_by_no.sql");
+const TASK_TRANSITIONS: &str = include_str!("sql/task_transitions.sql");
+const TASK_ATTEMPTS: &str = include_str!("sql/task_attempts.sql");
 const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
 const NEXT_LEASE_EXPIRY: &str = include_str!("sql/next_lease_expiry.sql");
 
@@ -165,14 +171,7 @@ fn read_detail(snapshot: &Connection, id: RunId) -> Result<Option<RunDetail>, Er
     let mut rows = stmt.query([run_no])?;
     while let Some(row) = rows.next()? {
         let task = task_id(row.get(0)?)?;
-        transitions.entry(task).or_default().push(Transition {
-            attempt: row.get(1)?,
-            from: row.get::<_, Option<u8>>(2)?.map(task_status).transpose()?,
-            to: task_status(row.get(3)?)?,
-            at: Timestamp::from_micros(row.get(4)?),
-            reason: row.get(5)?,
-            actor: actor(&row.get::<_, String>(6)?)?,
-        });
+        transitions.entry(task).or_default().push(transition(row, 1)?);
     }
     drop(rows);
 
@@ -181,18 +180,87 @@ fn read_detail(snapshot: &Connection, id: RunId) -> Result<Option<RunDetail>, Er
     let mut rows = stmt.query([run_no])?;
     while let Some(row) = rows.next()? {
         let task = task_id(row.get(0)?)?;
-        attempts.entry(task).or_default().push(AttemptRecord {
-            task,
-            attempt: row.get(1)?,
-            worker: row.get(2)?,
-            started_at: Timestamp::from_micros(row.get(3)?),
-            ended_at: row.get::<_, Option<i64>>(4)?.map(Timestamp::from_micros),
-            outcome: row.get::<_, Option<u8>>(5)?.map(task_status).transpose()?,
-            exit_code: row.get(6)?,
-            error: row.get(7)?,
-        });
+        attempts.entry(task).or_default().push(attempt_record(row, 1, task)?);
     }
     Ok(Some(RunDetail { run, run_transitions, tasks, transitions, attempts }))
+}
+
+pub(super) fn task_detail(conn: &Connection, id: TaskId) -> Result<Option<TaskDetail>, Error> {
+    let snapshot = conn.unchecked_transaction()?;
+    let detail = read_task(&snapshot, id)?;
+    snapshot.finish()?;
+    Ok(detail)
+}
+
+/// Index lookups only: the task by `tasks_id`, its run by primary key, its
+/// log by `task_transitions_task`, its attempts by their primary key.
+fn read_task(snapshot: &Connection, id: TaskId) -> Result<Option<TaskDetail>, Error> {
+    let mut stmt = snapshot.prepare_cached(TASK_BY_ID)?;
+    let mut rows = stmt.query([id.to_bytes()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let task_no: i64 = row.get(0)?;
+    let run_no: i64 = row.get(22)?;
+    // The run's id is read next; the record is completed with it below.
+    let mut task = task_record(row, RunId::from_bytes([0; 16]))?;
+    drop(rows);
+
+    let mut stmt = snapshot.prepare_cached(RUN_BY_NO)?;
+    let mut rows = stmt.query([run_no])?;
+    let run = match rows.next()? {
+        Some(row) => run_record(row)?,
+        None => {
+            return Err(
+                StoreError::Corrupt(format!("task {id} belongs to run #{run_no}, which has no row")).into()
+            );
+        }
+    };
+    drop(rows);
+    task.run = run.id;
+
+    let mut transitions = Vec::new();
+    let mut stmt = snapshot.prepare_cached(TASK_TRANSITIONS)?;
+    let mut rows = stmt.query([task_no])?;
+    while let Some(row) = rows.next()? {
+        transitions.push(transition(row, 0)?);
+    }
+    drop(rows);
+
+    let mut attempts = Vec::new();
+    let mut stmt = snapshot.prepare_cached(TASK_ATTEMPTS)?;
+    let mut rows = stmt.query([task_no])?;
+    while let Some(row) = rows.next()? {
+        attempts.push(attempt_record(row, 0, id)?);
+    }
+    Ok(Some(TaskDetail { run, task, transitions, attempts }))
+}
+
+/// Six columns from `first`: attempt, from_status, to_status, at, reason, actor.
+fn transition(row: &Row<'_>, first: usize) -> Result<Transition, Error> {
+    Ok(Transition {
+        attempt: row.get(first)?,
+        from: row.get::<_, Option<u8>>(first + 1)?.map(task_status).transpose()?,
+        to: task_status(row.get(first + 2)?)?,
+        at: Timestamp::from_micros(row.get(first + 3)?),
+        reason: row.get(first + 4)?,
+        actor: actor(&row.get::<_, String>(first + 5)?)?,
+    })
+}
+
+/// Seven columns from `first`: attempt, worker, started_at, ended_at,
+/// outcome, exit_code, error.
+fn attempt_record(row: &Row<'_>, first: usize, task: TaskId) -> Result<AttemptRecord, Error> {
+    Ok(AttemptRecord {
+        task,
+        attempt: row.get(first)?,
+        worker: row.get(first + 1)?,
+        started_at: Timestamp::from_micros(row.get(first + 2)?),
+        ended_at: row.get::<_, Option<i64>>(first + 3)?.map(Timestamp::from_micros),
+        outcome: row.get::<_, Option<u8>>(first + 4)?.map(task_status).transpose()?,
+        exit_code: row.get(first + 5)?,
+        error: row.get(first + 6)?,
+    })
 }
 
 pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {

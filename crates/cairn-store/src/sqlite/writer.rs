@@ -28,7 +28,7 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavi
 use tokio::sync::oneshot;
 
 use super::Error;
-use crate::change::{Change, Heartbeat, NewRun, Outcome, RunChange, TaskChange, TaskUpdate};
+use crate::change::{AdoptRun, Change, Heartbeat, NewRun, Outcome, RunChange, TaskChange, TaskUpdate};
 use crate::error::StoreError;
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, StoreError>>;
@@ -235,6 +235,7 @@ statements!(
     close_attempt,
     heartbeat,
     update_run,
+    adopt_run,
 );
 
 const TASK_STATE: &str = include_str!("sql/task_state.sql");
@@ -247,7 +248,23 @@ impl Statements<'_> {
             Change::Run(change) => self.run_change(change),
             Change::Task(change) => self.task_change(change),
             Change::Heartbeat(hb) => self.heartbeat(hb),
+            Change::AdoptRun(adopt) => self.adopt_run(adopt),
         }
+    }
+
+    fn adopt_run(&mut self, adopt: &AdoptRun) -> Result<Outcome, Error> {
+        let adopted: Option<i64> = self
+            .adopt_run
+            .query_row(params![adopt.run.to_bytes(), adopt.from, adopt.to], |row| row.get(0))
+            .optional()?;
+        Ok(match adopted {
+            Some(_) => Outcome::Applied,
+            None => Outcome::Conflict(format!(
+                "run {} is finished, missing, or no longer owned by {}",
+                adopt.run,
+                adopt.from.as_deref().unwrap_or("nobody")
+            )),
+        })
     }
 
     fn create_run(&mut self, run: &NewRun) -> Result<Outcome, Error> {
