@@ -7,8 +7,11 @@
 
 pub mod clock;
 pub mod durations;
+pub mod event;
 pub mod id;
 pub mod lease;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod progress;
 pub mod protocol;
 pub mod record;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LeaseToken, RunId, TaskId, Timestamp};
+use crate::{LeaseToken, RunId, TaskId, TaskStatus, Timestamp};
 
 /// Largest `details` object a heartbeat may carry, serialized.
 pub const MAX_DETAILS_BYTES: usize = 16 * 1024;
@@ -17,6 +17,7 @@ pub const MAX_DETAILS_BYTES: usize = 16 * 1024;
 /// `POST /api/v1/workers/lease`: up to `max_tasks` tasks from `queue`,
 /// waiting up to `wait_ms` for the first one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseRequest {
     pub worker_id: String,
     pub queue: String,
@@ -31,6 +32,7 @@ fn one() -> u32 {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseResponse {
     pub tasks: Vec<LeasedTask>,
 }
@@ -38,6 +40,7 @@ pub struct LeaseResponse {
 /// A task a worker now holds. RUNNING, `started_at`, the first heartbeat and
 /// the lease expiry were written in one transaction before this was sent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeasedTask {
     pub task_id: TaskId,
     pub run_id: RunId,
@@ -66,6 +69,7 @@ pub struct LeasedTask {
 /// A shell step to run on the worker's machine: processes run one after
 /// another, stopping at the first that fails.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RemoteCommand {
     pub processes: Vec<RemoteProcess>,
     /// Relative to the worker's own working directory when not absolute.
@@ -76,6 +80,7 @@ pub struct RemoteCommand {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RemoteProcess {
     /// Run `argv[0]` with the rest as arguments.
@@ -86,12 +91,14 @@ pub enum RemoteProcess {
 
 /// `POST /api/v1/workers/heartbeat`: extends many leases in one call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatRequest {
     pub worker_id: String,
     pub items: Vec<HeartbeatItem>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatItem {
     pub task_id: TaskId,
     pub lease_token: LeaseToken,
@@ -103,12 +110,14 @@ pub struct HeartbeatItem {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     pub items: Vec<HeartbeatAck>,
 }
 
 /// One heartbeat's answer, in request order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatAck {
     pub task_id: TaskId,
     /// `ok`, or `lease_stale` when the lease is no longer this worker's.
@@ -119,6 +128,7 @@ pub struct HeartbeatAck {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AckStatus {
     Ok,
@@ -128,6 +138,7 @@ pub enum AckStatus {
 /// `POST /api/v1/tasks/{task_id}/complete`: the attempt's end. Repeating it
 /// with the same token is harmless; a stale token gets 409.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteRequest {
     pub lease_token: LeaseToken,
     pub outcome: AttemptEnd,
@@ -138,12 +149,75 @@ pub struct CompleteRequest {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptEnd {
     Succeeded,
     Failed,
     /// The worker stopped the task because cancellation was requested.
     Canceled,
+}
+
+/// The answer to a completion: the status the task is in now (`COMPLETED`,
+/// `FAILED`, `CANCELED`, or `PENDING` when a failed attempt will be retried).
+/// A repeated completion with the same token answers the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteResponse {
+    pub status: TaskStatus,
+}
+
+/// `POST /api/v1/tasks/{task_id}/heartbeat`: one task's heartbeat, the item
+/// of [`HeartbeatRequest`] without its `task_id` (it is in the path). A stale
+/// token gets 409 `lease_stale`; otherwise the answer is a [`HeartbeatAck`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskHeartbeatRequest {
+    pub worker_id: String,
+    pub lease_token: LeaseToken,
+    pub progress_percent: Option<f32>,
+    pub progress_message: Option<String>,
+    pub details: Option<serde_json::Value>,
+}
+
+/// The header that carries the lease token on `POST /api/v1/tasks/{task_id}/logs`,
+/// whose body is raw log bytes.
+pub const LEASE_TOKEN_HEADER: &str = "X-Cairn-Lease-Token";
+
+/// Which of an attempt's two logs: `?stream=stdout|stderr` on the log routes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    #[default]
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+impl std::fmt::Display for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LogStream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(LogStream::Stdout),
+            "stderr" => Ok(LogStream::Stderr),
+            _ => Err(format!("unknown log stream {s:?}: expected stdout or stderr")),
+        }
+    }
 }
 
 #[cfg(test)]

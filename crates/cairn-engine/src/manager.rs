@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use cairn_core::event::{self, Event, ProgressEvent, TransitionEvent};
 use cairn_core::lease::LeaseSettings;
 use cairn_core::protocol::{
     AckStatus, CompleteRequest, HeartbeatAck, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
@@ -16,7 +17,7 @@ use cairn_core::protocol::{
 };
 use cairn_core::record::Actor;
 use cairn_core::spec::{self, Workflow};
-use cairn_core::{RunId, TaskId, TaskStatus};
+use cairn_core::{LeaseToken, RunId, TaskId, TaskStatus};
 use cairn_store::{AdoptRun, Change, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -37,16 +38,6 @@ pub struct ManagerOptions {
     pub lease: LeaseSettings,
 }
 
-/// A committed change of one run, for live views and the event stream.
-#[derive(Clone, Debug)]
-pub struct RunUpdate {
-    pub run: RunId,
-    pub workflow: String,
-    /// The task the event is about, with its name.
-    pub task: Option<(TaskId, String)>,
-    pub event: RunEvent,
-}
-
 struct ActiveRun {
     commands: mpsc::UnboundedSender<Command>,
     driving: tokio::task::AbortHandle,
@@ -60,7 +51,36 @@ pub struct Manager<S: Store> {
     runs: Mutex<HashMap<RunId, ActiveRun>>,
     /// Which run and position each live task has, to route worker calls.
     tasks: Mutex<HashMap<TaskId, (RunId, usize)>>,
-    updates: broadcast::Sender<RunUpdate>,
+    updates: broadcast::Sender<Event>,
+    /// Recent completions, so a worker repeating one after its run ended
+    /// (and its driver is gone) still gets the same answer.
+    completed: Mutex<Completions>,
+}
+
+/// A bounded memory of completions: oldest forgotten first.
+#[derive(Default)]
+struct Completions {
+    by_task: HashMap<TaskId, (LeaseToken, TaskStatus)>,
+    order: std::collections::VecDeque<TaskId>,
+}
+
+impl Completions {
+    const KEEP: usize = 100_000;
+
+    fn remember(&mut self, task: TaskId, token: LeaseToken, status: TaskStatus) {
+        if self.by_task.insert(task, (token, status)).is_none() {
+            self.order.push_back(task);
+        }
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.by_task.remove(&old);
+            }
+        }
+    }
+
+    fn answer(&self, task: TaskId, token: LeaseToken) -> Option<TaskStatus> {
+        self.by_task.get(&task).filter(|(t, _)| *t == token).map(|(_, s)| *s)
+    }
 }
 
 impl<S: Store> Manager<S> {
@@ -74,6 +94,7 @@ impl<S: Store> Manager<S> {
             runs: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             updates,
+            completed: Mutex::new(Completions::default()),
         })
     }
 
@@ -85,7 +106,8 @@ impl<S: Store> Manager<S> {
         &self.hub
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<RunUpdate> {
+    /// Every committed change of every run this manager drives, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.updates.subscribe()
     }
 
@@ -182,21 +204,21 @@ impl<S: Store> Manager<S> {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let driver = driver.with_events(events_tx);
         let run = driver.run_id();
-        let tasks: Vec<(TaskId, String)> = driver.task_ids().into_iter().zip(driver.task_names()).collect();
+        let tasks: Vec<(TaskId, String, Option<String>)> = driver
+            .task_ids()
+            .into_iter()
+            .zip(driver.task_names())
+            .zip(driver.task_queues())
+            .map(|((id, name), queue)| (id, name, queue))
+            .collect();
         let commands = driver.commands();
-        lock(&self.tasks).extend(tasks.iter().enumerate().map(|(i, (id, _))| (*id, (run, i))));
+        lock(&self.tasks).extend(tasks.iter().enumerate().map(|(i, (id, _, _))| (*id, (run, i))));
 
         let updates = self.updates.clone();
         tokio::spawn(async move {
             while let Some(event) = events_rx.recv().await {
-                let task = match &event {
-                    RunEvent::Task { index, .. } | RunEvent::Progress { index, .. } => {
-                        tasks.get(*index).cloned()
-                    }
-                    RunEvent::Run { .. } => None,
-                };
                 // Nobody listening is fine.
-                let _ = updates.send(RunUpdate { run, workflow: workflow.clone(), task, event });
+                let _ = updates.send(to_event(run, &workflow, &tasks, event));
             }
         });
 
@@ -275,12 +297,29 @@ impl<S: Store> Manager<S> {
     /// Ends an attempt a worker ran. `Err(StaleLease)` when the token is not
     /// the task's current one (nothing changed).
     pub async fn complete(&self, task: TaskId, req: CompleteRequest) -> Result<TaskStatus, StaleLease> {
+        let token = req.lease_token;
+        let (tx, rx) = oneshot::channel();
+        let sent = self.route(task).is_some_and(|(commands, index)| {
+            commands.send(Command::Complete { index, req, reply: tx }).is_ok()
+        });
+        let answer = if sent { rx.await.unwrap_or(Err(StaleLease)) } else { Err(StaleLease) };
+        match answer {
+            Ok(status) => {
+                lock(&self.completed).remember(task, token, status);
+                Ok(status)
+            }
+            Err(stale) => lock(&self.completed).answer(task, token).ok_or(stale),
+        }
+    }
+
+    /// The stdout and stderr log files of the attempt that `token` holds.
+    pub async fn log_paths(&self, task: TaskId, token: LeaseToken) -> Result<(PathBuf, PathBuf), StaleLease> {
         let (tx, rx) = oneshot::channel();
         let Some((commands, index)) = self.route(task) else { return Err(StaleLease) };
-        if commands.send(Command::Complete { index, req, reply: tx }).is_err() {
+        if commands.send(Command::LogPaths { index, token, reply: tx }).is_err() {
             return Err(StaleLease);
         }
-        rx.await.unwrap_or(Err(StaleLease))
+        rx.await.ok().flatten().ok_or(StaleLease)
     }
 
     fn route(&self, task: TaskId) -> Option<(mpsc::UnboundedSender<Command>, usize)> {
@@ -292,4 +331,51 @@ impl<S: Store> Manager<S> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The driver's event as the event stream publishes it.
+fn to_event(run: RunId, workflow: &str, tasks: &[(TaskId, String, Option<String>)], e: RunEvent) -> Event {
+    match e {
+        RunEvent::Task { index, from, from_at, status, attempt, at, reason, actor } => {
+            let (task_id, step, queue) = tasks[index].clone();
+            Event::Transition(TransitionEvent {
+                run_id: run,
+                workflow: workflow.to_owned(),
+                task_id,
+                step,
+                queue,
+                attempt,
+                from,
+                to: status,
+                from_at: from.map(|_| from_at),
+                at,
+                reason,
+                actor,
+            })
+        }
+        RunEvent::Progress { index, attempt, progress, at, predicted_finish_at, overrun_predicted } => {
+            let (task_id, step, _) = tasks[index].clone();
+            Event::Progress(ProgressEvent {
+                run_id: run,
+                workflow: workflow.to_owned(),
+                task_id,
+                step,
+                attempt,
+                percent: progress.percent,
+                message: progress.message,
+                at,
+                predicted_finish_at,
+                overrun_predicted,
+            })
+        }
+        RunEvent::Run { from, status, at, reason, actor } => Event::Run(event::RunEvent {
+            run_id: run,
+            workflow: workflow.to_owned(),
+            from: Some(from),
+            to: status,
+            at,
+            reason,
+            actor,
+        }),
+    }
 }

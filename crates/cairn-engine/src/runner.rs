@@ -95,7 +95,7 @@ pub struct ProgressSink {
 }
 
 impl ProgressSink {
-    pub(crate) fn new(index: usize, tx: mpsc::UnboundedSender<(usize, Progress)>) -> Self {
+    pub fn new(index: usize, tx: mpsc::UnboundedSender<(usize, Progress)>) -> Self {
         ProgressSink { index, tx }
     }
 

@@ -13,6 +13,7 @@ mod run;
 mod status;
 mod validate;
 mod view;
+mod worker;
 mod workflow;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
     History(history::Args),
     /// Print the logs of a run's steps
     Logs(logs::Args),
+    /// Run the shell steps of a queue on this machine, for a server
+    Worker(worker::Args),
     /// Measure Cairn's throughput and latency (prints JSON lines)
     Bench(bench::Args),
 }
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
             Command::Status(args) => status::status(args, data_dir).await,
             Command::History(args) => history::history(args, data_dir).await,
             Command::Logs(args) => logs::logs(args, data_dir).await,
+            Command::Worker(args) => worker::worker(args).await,
             Command::Bench(args) => bench::bench(args).await,
         }
     });

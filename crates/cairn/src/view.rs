@@ -109,7 +109,7 @@ impl Bars {
                     _ => {}
                 }
             }
-            RunEvent::Progress { index, progress } => {
+            RunEvent::Progress { index, progress, .. } => {
                 let bar = &self.bars[*index];
                 bar.set_position(progress.percent.round() as u64);
                 bar.set_message(progress.message.clone().unwrap_or_default());
@@ -141,12 +141,12 @@ impl Lines {
     fn handle(&mut self, e: &RunEvent) {
         let mut err = std::io::stderr().lock();
         let _ = match e {
-            RunEvent::Task { index, status, attempt, at, reason } => {
+            RunEvent::Task { index, status, attempt, at, reason, .. } => {
                 let time = &at.to_rfc3339()[11..23];
                 let _ = attempt;
                 writeln!(err, "{time} {:<20} {:<9} {reason}", self.names[*index], status.as_str())
             }
-            RunEvent::Progress { index, progress } => {
+            RunEvent::Progress { index, progress, .. } => {
                 // At most one progress line per step per second keeps logs readable.
                 let last = &mut self.last_progress[*index];
                 if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) && progress.percent < 100.0 {
@@ -162,7 +162,7 @@ impl Lines {
                     progress.message.as_deref().unwrap_or("")
                 )
             }
-            RunEvent::Run { status, at } if status.is_terminal() || *status == RunStatus::Running => {
+            RunEvent::Run { status, at, .. } if status.is_terminal() || *status == RunStatus::Running => {
                 writeln!(err, "{} run {}", &at.to_rfc3339()[11..23], status.as_str())
             }
             RunEvent::Run { .. } => Ok(()),

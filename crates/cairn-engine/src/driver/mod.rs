@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_core::lease::{Lease, LeaseSettings};
-use cairn_core::progress::{Progress, ProgressLimiter};
+use cairn_core::progress::{self, Progress, ProgressLimiter};
 use cairn_core::protocol::{CompleteRequest, HeartbeatAck, HeartbeatItem, LeasedTask};
 use cairn_core::record::{Actor, RunTransition, TaskState, Transition};
 use cairn_core::retry::FailureKind;
@@ -52,12 +52,37 @@ pub struct RunOptions {
     pub queues: Option<Arc<QueueHub>>,
 }
 
-/// What the driver tells a live view.
+/// What the driver tells a live view, once it is committed (progress: as reported).
 #[derive(Clone, Debug)]
 pub enum RunEvent {
-    Task { index: usize, status: TaskStatus, attempt: u32, at: Timestamp, reason: String },
-    Progress { index: usize, progress: Progress },
-    Run { status: RunStatus, at: Timestamp },
+    Task {
+        index: usize,
+        from: Option<TaskStatus>,
+        /// When the task entered `from`.
+        from_at: Timestamp,
+        status: TaskStatus,
+        attempt: u32,
+        at: Timestamp,
+        reason: String,
+        actor: Actor,
+    },
+    Progress {
+        index: usize,
+        attempt: u32,
+        progress: Progress,
+        at: Timestamp,
+        /// When the attempt will finish at its average rate so far.
+        predicted_finish_at: Option<Timestamp>,
+        /// The prediction is past the step's `timeout_sec`: it will likely time out.
+        overrun_predicted: bool,
+    },
+    Run {
+        from: RunStatus,
+        status: RunStatus,
+        at: Timestamp,
+        reason: String,
+        actor: Actor,
+    },
 }
 
 /// Why a running attempt's token was canceled.
@@ -102,10 +127,30 @@ struct Slot {
 /// Requests from outside the driver's loop: the worker protocol and cancel.
 /// Each answer is sent only after the change it reports is committed.
 pub enum Command {
-    StartRemote { index: usize, worker: String, reply: oneshot::Sender<Option<LeasedTask>> },
-    Heartbeat { index: usize, item: HeartbeatItem, reply: oneshot::Sender<HeartbeatAck> },
-    Complete { index: usize, req: CompleteRequest, reply: oneshot::Sender<Result<TaskStatus, StaleLease>> },
-    Cancel { actor: Actor },
+    StartRemote {
+        index: usize,
+        worker: String,
+        reply: oneshot::Sender<Option<LeasedTask>>,
+    },
+    Heartbeat {
+        index: usize,
+        item: HeartbeatItem,
+        reply: oneshot::Sender<HeartbeatAck>,
+    },
+    Complete {
+        index: usize,
+        req: CompleteRequest,
+        reply: oneshot::Sender<Result<TaskStatus, StaleLease>>,
+    },
+    Cancel {
+        actor: Actor,
+    },
+    /// Where the attempt holding `token` keeps its logs (answered at once).
+    LogPaths {
+        index: usize,
+        token: LeaseToken,
+        reply: oneshot::Sender<Option<(PathBuf, PathBuf)>>,
+    },
 }
 
 /// The lease named is not the task's current one: the attempt was reaped,
@@ -275,6 +320,11 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     /// The names of the tasks, in plan order.
     pub fn task_names(&self) -> Vec<String> {
         self.plan.tasks.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// The queues of the tasks (`None`: local), in plan order.
+    pub fn task_queues(&self) -> Vec<Option<String>> {
+        self.plan.tasks.iter().map(|t| t.queue.clone()).collect()
     }
 
     /// The ids of the tasks, in plan order.
@@ -465,6 +515,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         update: TaskUpdate,
     ) -> Transition {
         let slot = &mut self.slots[index];
+        let from_at = slot.state.last_at();
         // The driver is the only owner of these states; an illegal change here
         // is a bug in this file, not a runtime condition.
         let t = slot
@@ -473,10 +524,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             .unwrap_or_else(|e| panic!("driver bug on task {}: {e}", self.plan.tasks[index].name));
         self.pending_events.push(RunEvent::Task {
             index,
+            from: t.from,
+            from_at,
             status: to,
             attempt: t.attempt,
             at,
             reason: t.reason.clone(),
+            actor: t.actor.clone(),
         });
         self.batch.push(Change::Task(TaskChange { task: slot.id, transition: t.clone(), update }));
         t
@@ -485,11 +539,12 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     fn set_run_status(&mut self, to: RunStatus, at: Timestamp, reason: String, error: Option<String>) {
         let from = self.run_status;
         self.run_status = to;
-        self.pending_events.push(RunEvent::Run { status: to, at });
         let actor = match (&self.canceled_by, to) {
             (Some(a), RunStatus::Canceled) => a.clone(),
             _ => Actor::Scheduler,
         };
+        let event = RunEvent::Run { from, status: to, at, reason: reason.clone(), actor: actor.clone() };
+        self.pending_events.push(event);
         self.batch.push(Change::Run(RunChange {
             run: self.opts.run_id,
             transition: RunTransition { from: Some(from), to, at, reason, actor },
@@ -912,7 +967,16 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             return false;
         }
         if let Some(tx) = &self.events {
-            let _ = tx.send(RunEvent::Progress { index, progress: p.clone() });
+            let predicted = progress::predict_finish(lease.started_at, now, p.percent);
+            let deadline = self.plan.tasks[index].timeout.map(|t| lease.started_at.saturating_add(t));
+            let _ = tx.send(RunEvent::Progress {
+                index,
+                attempt: slot.state.attempt(),
+                progress: p.clone(),
+                at: now,
+                predicted_finish_at: predicted,
+                overrun_predicted: matches!((predicted, deadline), (Some(p), Some(d)) if p > d),
+            });
         }
         if let Some(p) = slot.limiter.offer(p, now) {
             let lease = lease.extended(now, &slot.lease_settings);

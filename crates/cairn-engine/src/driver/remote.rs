@@ -23,6 +23,22 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             Command::StartRemote { index, worker, reply } => self.start_remote(index, worker, reply, now),
             Command::Heartbeat { index, item, reply } => self.remote_heartbeat(index, item, reply, now),
             Command::Complete { index, req, reply } => self.remote_complete(index, req, reply, now),
+            Command::LogPaths { index, token, reply } => {
+                let holds = self.slots.get(index).is_some_and(|slot| {
+                    slot.state.status() == TaskStatus::Running && slot.lease.is_some_and(|l| l.token == token)
+                });
+                let paths = holds.then(|| {
+                    let attempt = self.slots[index].state.attempt();
+                    super::attempt_log_paths(
+                        &self.opts.log_root,
+                        self.opts.run_id,
+                        index,
+                        &self.plan.tasks[index].name,
+                        attempt,
+                    )
+                });
+                let _ = reply.send(paths);
+            }
             Command::Cancel { actor } => {
                 if self.canceled_by.is_none()
                     && !self.timed_out

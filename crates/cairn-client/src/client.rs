@@ -1,0 +1,369 @@
+//! The typed HTTP client for a Cairn server's `/api/v1`: the worker protocol
+//! (fully typed, from `cairn_core::protocol`) and the run and task routes
+//! (JSON values where the server's shapes are still settling).
+//!
+//! It makes one request per call and never retries by itself: whether a
+//! retry is safe depends on the call, so that is the caller's decision (see
+//! [`crate::Backoff`] and [`ClientError::certainly_not_applied`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use cairn_core::protocol::{
+    CompleteRequest, CompleteResponse, HeartbeatAck, HeartbeatRequest, HeartbeatResponse, LEASE_TOKEN_HEADER,
+    LeaseRequest, LeaseResponse, LogStream, TaskHeartbeatRequest,
+};
+use cairn_core::{LeaseToken, RunId, TaskId};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ClientError;
+use crate::error::{classify_response, parse_retry_after};
+
+/// A Cairn API client. Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Always ends with `/api/v1/`, so relative joins land under it.
+    api: Url,
+    request_timeout: Duration,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("api", &self.api.as_str()).finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`Client`].
+#[derive(Clone)]
+pub struct ClientBuilder {
+    base_url: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    bearer_token: Option<String>,
+    user_agent: String,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// How long to wait for a TCP connection (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long to wait for a whole answer (default 30 s). A lease's long
+    /// poll gets its `wait_ms` on top of this.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+
+    /// An API token sent as `Authorization: Bearer …` on every request.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
+        self
+    }
+
+    pub fn build(self) -> Result<Client, ClientError> {
+        let api = api_root(&self.base_url)?;
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &self.bearer_token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::InvalidRequest("the API token is not a valid header value".into())
+            })?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .default_headers(headers)
+            .user_agent(self.user_agent)
+            // Workers hold a handful of long-lived connections to one server.
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::InvalidRequest(crate::error::error_chain(&e)))?;
+        Ok(Client { http, api, request_timeout: self.request_timeout })
+    }
+}
+
+/// `http://host:port` (with or without a trailing `/`, with or without
+/// `/api/v1`) → `http://host:port/api/v1/`.
+fn api_root(base: &str) -> Result<Url, ClientError> {
+    let bad = |why: String| ClientError::InvalidRequest(format!("server URL {base:?}: {why}"));
+    let mut url = Url::parse(base.trim()).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("expected an http:// or https:// URL".into()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("expected no query or fragment".into()));
+    }
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api/v1").unwrap_or(path);
+    url.set_path(&format!("{path}/api/v1/"));
+    Ok(url)
+}
+
+/// Filters for [`Client::list_runs`]; empty fields are not sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Any of these statuses (e.g. `FAILED`, `CANCELED`).
+    pub statuses: Vec<String>,
+    pub workflow: Option<String>,
+    pub limit: Option<u32>,
+    /// The page after this cursor (a previous page's `next_cursor`).
+    pub before: Option<String>,
+}
+
+/// One page of runs, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunPage {
+    pub runs: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Triggered {
+    run_id: RunId,
+}
+
+impl Client {
+    /// A client with default timeouts. `base_url` is the server's root, e.g.
+    /// `http://127.0.0.1:8080`.
+    pub fn new(base_url: &str) -> Result<Client, ClientError> {
+        Client::builder(base_url).build()
+    }
+
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            bearer_token: None,
+            user_agent: format!("cairn-client/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    /// The API root this client talks to (ends with `/api/v1/`).
+    pub fn api_url(&self) -> &Url {
+        &self.api
+    }
+
+    // ---- the worker protocol ----
+
+    /// Leases up to `req.max_tasks` tasks from `req.queue`, waiting up to
+    /// `req.wait_ms` for the first. An empty list means none came in time.
+    pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, ClientError> {
+        let timeout = self.request_timeout + Duration::from_millis(req.wait_ms);
+        let rb = self.request(Method::POST, &["workers", "lease"])?.json(req).timeout(timeout);
+        self.send_json(rb).await
+    }
+
+    /// Extends the leases of many tasks in one call, carrying their progress.
+    /// Acks come per item: a stale item does not fail the call.
+    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse, ClientError> {
+        let rb = self.request(Method::POST, &["workers", "heartbeat"])?.json(req);
+        self.send_json(rb).await
+    }
+
+    /// One task's heartbeat (`POST /tasks/{id}/heartbeat`), for a worker
+    /// that holds a single task; a stale token is [`ClientError::LeaseStale`].
+    /// Workers holding several tasks should batch with [`Client::heartbeat`].
+    pub async fn heartbeat_task(
+        &self,
+        task: TaskId,
+        req: &TaskHeartbeatRequest,
+    ) -> Result<HeartbeatAck, ClientError> {
+        let rb = self.request(Method::POST, &["tasks", &task.to_string(), "heartbeat"])?.json(req);
+        self.send_json(rb).await
+    }
+
+    /// Ends an attempt and answers the task's status now (`COMPLETED`,
+    /// `FAILED`, `CANCELED`, or `PENDING` when a failed attempt will be
+    /// retried). Idempotent for the same lease token, so it is safe to retry
+    /// after a timeout; [`ClientError::LeaseStale`] if the token is stale.
+    pub async fn complete(
+        &self,
+        task: TaskId,
+        req: &CompleteRequest,
+    ) -> Result<CompleteResponse, ClientError> {
+        let rb = self.request(Method::POST, &["tasks", &task.to_string(), "complete"])?.json(req);
+        self.send_json(rb).await
+    }
+
+    /// Appends a chunk of an attempt's stdout or stderr. The body is sent as
+    /// is, so a [`reqwest::Body::wrap_stream`] streams a long output.
+    pub async fn append_log(
+        &self,
+        task: TaskId,
+        token: LeaseToken,
+        stream: LogStream,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<(), ClientError> {
+        let mut token = HeaderValue::from_str(&token.to_string())
+            .map_err(|_| ClientError::InvalidRequest("lease token is not a valid header value".into()))?;
+        token.set_sensitive(true);
+        let mut url = self.url(&["tasks", &task.to_string(), "logs"])?;
+        url.query_pairs_mut().append_pair("stream", stream.as_str());
+        let rb = self
+            .http
+            .request(Method::POST, url)
+            .timeout(self.request_timeout)
+            .header(LEASE_TOKEN_HEADER, token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.send_json::<serde_json::Value>(rb).await.map(drop)
+    }
+
+    // ---- runs and tasks ----
+
+    /// Starts a run of `workflow` with `params`; returns its id.
+    pub async fn trigger_run(
+        &self,
+        workflow: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<RunId, ClientError> {
+        let body = serde_json::json!({ "params": params });
+        let rb = self.request(Method::POST, &["workflows", workflow, "runs"])?.json(&body);
+        self.send_json::<Triggered>(rb).await.map(|t| t.run_id)
+    }
+
+    pub async fn list_runs(&self, q: &RunQuery) -> Result<RunPage, ClientError> {
+        let mut url = self.url(&["runs"])?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            if !q.statuses.is_empty() {
+                pairs.append_pair("status", &q.statuses.join(","));
+            }
+            if let Some(w) = &q.workflow {
+                pairs.append_pair("workflow", w);
+            }
+            if let Some(n) = q.limit {
+                pairs.append_pair("limit", &n.to_string());
+            }
+            if let Some(b) = &q.before {
+                pairs.append_pair("before", b);
+            }
+        }
+        // An empty query leaves a bare `?`; drop it.
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.send_json(self.http.request(Method::GET, url).timeout(self.request_timeout)).await
+    }
+
+    /// A run with its tasks.
+    pub async fn get_run(&self, run: RunId) -> Result<serde_json::Value, ClientError> {
+        self.send_json(self.request(Method::GET, &["runs", &run.to_string()])?).await
+    }
+
+    /// Asks for a run to be canceled. Its running tasks see
+    /// `cancel_requested` on their next heartbeat.
+    pub async fn cancel_run(&self, run: RunId) -> Result<serde_json::Value, ClientError> {
+        self.send_json(self.request(Method::POST, &["runs", &run.to_string(), "cancel"])?).await
+    }
+
+    /// A task with its transition log, attempts, progress and durations.
+    pub async fn get_task(&self, task: TaskId) -> Result<serde_json::Value, ClientError> {
+        self.send_json(self.request(Method::GET, &["tasks", &task.to_string()])?).await
+    }
+
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        self.send_json(self.request(Method::GET, &["health"])?).await
+    }
+
+    // ---- plumbing ----
+
+    /// `segments` joined under the API root, each percent-encoded (a
+    /// workflow name with a `/` stays one segment).
+    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        let mut url = self.api.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::InvalidRequest("the server URL cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
+        Ok(self.http.request(method, self.url(segments)?).timeout(self.request_timeout))
+    }
+
+    /// Sends and reads a JSON answer; an empty success body reads as JSON `null`.
+    async fn send_json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ClientError> {
+        let resp = rb.send().await.map_err(|e| ClientError::from_reqwest(&e))?;
+        let status = resp.status().as_u16();
+        let retry_after =
+            resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let ok = resp.status().is_success();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            // The answer's body broke off: for a success the request was
+            // applied, and the caller must treat it like a timeout.
+            Err(e) if ok => return Err(ClientError::from_reqwest(&e)),
+            Err(_) => Default::default(),
+        };
+        if !ok {
+            return Err(classify_response(status, &body, retry_after));
+        }
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"null" } else { &body };
+        serde_json::from_slice(body).map_err(|e| ClientError::Decode { status, message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_root_accepts_the_usual_spellings() {
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:8080/api/v1",
+            "http://127.0.0.1:8080/api/v1/",
+        ] {
+            assert_eq!(api_root(base).unwrap().as_str(), "http://127.0.0.1:8080/api/v1/", "{base}");
+        }
+        assert_eq!(api_root("https://x.example/cairn").unwrap().as_str(), "https://x.example/cairn/api/v1/");
+        assert!(api_root("127.0.0.1:8080").is_err());
+        assert!(api_root("ftp://x").is_err());
+        assert!(api_root("http://x/?a=b").is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        let c = Client::new("http://h:1").unwrap();
+        let u = c.url(&["workflows", "nightly/etl ä", "runs"]).unwrap();
+        assert_eq!(u.as_str(), "http://h:1/api/v1/workflows/nightly%2Fetl%20%C3%A4/runs");
+    }
+
+    #[test]
+    fn debug_never_shows_the_api_token() {
+        let b = Client::builder("http://h:1").bearer_token("s3cret");
+        assert!(!format!("{b:?}").contains("s3cret"));
+        let c = b.build().unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

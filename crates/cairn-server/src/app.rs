@@ -1,0 +1,189 @@
+//! The router: every route of the API with its handler, the shared
+//! [`AppState`], and the layers around them (body limit, tracing, JSON
+//! answers for unknown routes and methods).
+//!
+//! Architecture invariant: each route is registered from its handler's
+//! `#[utoipa::path]` annotation (method and path), and the OpenAPI document
+//! is built from the same list, so the document and the router cannot
+//! disagree about what exists.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, MethodRouter};
+use cairn_core::{Clock, SystemClock};
+use cairn_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::path::HttpMethod;
+
+use crate::catalog::Catalog;
+use crate::control::Control;
+use crate::error::{ApiError, ErrorCode};
+use crate::routes::{events, health, logs, runs, tasks, workers, workflows};
+
+/// Settings of the API.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where attempts' log files live (`cairn_engine::attempt_log_paths`).
+    pub log_root: PathBuf,
+    /// Largest request body accepted (413 beyond).
+    pub body_limit: usize,
+    /// How often a followed log is checked for new bytes.
+    pub log_poll_interval: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(log_root: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            log_root: log_root.into(),
+            body_limit: 1024 * 1024,
+            log_poll_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What every handler shares: the store it reads, the engine it asks for
+/// changes, the workflow catalog, the clock, the settings and the metrics.
+pub struct AppState<S, C> {
+    pub store: Arc<S>,
+    pub control: Arc<C>,
+    pub catalog: Catalog,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<ServerConfig>,
+    pub metrics: PrometheusHandle,
+}
+
+// By hand: a derive would ask for `S: Clone` and `C: Clone`, and both sit in `Arc`s.
+impl<S, C> Clone for AppState<S, C> {
+    fn clone(&self) -> Self {
+        AppState {
+            store: self.store.clone(),
+            control: self.control.clone(),
+            catalog: self.catalog.clone(),
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<S: Store, C: Control> AppState<S, C> {
+    /// State on the system clock, with the process's Prometheus recorder
+    /// ([`crate::metrics::install`]).
+    pub fn new(store: Arc<S>, control: Arc<C>, catalog: Catalog, config: ServerConfig) -> Self {
+        AppState {
+            store,
+            control,
+            catalog,
+            clock: Arc::new(SystemClock::new()),
+            config: Arc::new(config),
+            metrics: crate::metrics::install(),
+        }
+    }
+
+    /// The same state reading time from `clock` (tests use a manual one).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// The whole API: `/api/v1/…`, `/metrics`, and JSON errors for anything else.
+pub fn router<S: Store, C: Control>(state: AppState<S, C>) -> Router {
+    let body_limit = state.config.body_limit;
+    let (routes, doc) = api::<S, C>();
+    let doc = Arc::new(doc);
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::Extension(crate::openapi::Document(doc)))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Every route and the OpenAPI document built from the same list.
+pub(crate) fn api<S: Store, C: Control>() -> (Router<AppState<S, C>>, OpenApi) {
+    Routes::new()
+        .add(health::__path_health, health::health::<S, C>)
+        .add(health::__path_ready, health::ready::<S, C>)
+        .add(health::__path_metrics, health::metrics::<S, C>)
+        .add(crate::openapi::__path_openapi_json, crate::openapi::openapi_json)
+        .add(workflows::__path_list_workflows, workflows::list_workflows::<S, C>)
+        .add(workflows::__path_get_workflow, workflows::get_workflow::<S, C>)
+        .add(workflows::__path_validate_workflow, workflows::validate_workflow)
+        .add(workflows::__path_trigger_run, workflows::trigger_run::<S, C>)
+        .add(runs::__path_list_runs, runs::list_runs::<S, C>)
+        .add(runs::__path_get_run, runs::get_run::<S, C>)
+        .add(runs::__path_cancel_run, runs::cancel_run::<S, C>)
+        .add(runs::__path_retry_run, runs::retry_run::<S, C>)
+        .add(tasks::__path_get_task, tasks::get_task::<S, C>)
+        .add(logs::__path_read_log, logs::read_log::<S, C>)
+        .add(workers::__path_lease, workers::lease::<S, C>)
+        .add(workers::__path_heartbeat, workers::heartbeat::<S, C>)
+        .add(workers::__path_task_heartbeat, workers::task_heartbeat::<S, C>)
+        .add(workers::__path_complete, workers::complete::<S, C>)
+        .add(workers::__path_append_log, workers::append_log::<S, C>)
+        .add(events::__path_events, events::events::<S, C>)
+        .finish()
+}
+
+/// The router and the document, grown one annotated handler at a time.
+struct Routes<S, C> {
+    router: Router<AppState<S, C>>,
+    doc: OpenApi,
+}
+
+impl<S: Store, C: Control> Routes<S, C> {
+    fn new() -> Self {
+        Routes { router: Router::new(), doc: crate::openapi::base() }
+    }
+
+    /// Registers `handler` at the method(s) and path of its annotation `P`.
+    fn add<P, H, T>(mut self, _annotation: P, handler: H) -> Self
+    where
+        P: utoipa::Path,
+        H: Handler<T, AppState<S, C>>,
+        T: 'static,
+    {
+        let path = P::path();
+        let methods = P::methods();
+        let mut method_router = MethodRouter::new();
+        for method in &methods {
+            method_router = method_router.on(filter(method), handler.clone());
+        }
+        self.router = self.router.route(&path, method_router);
+        self.doc.paths.add_path_operation(path, methods, P::operation());
+        self
+    }
+
+    fn finish(self) -> (Router<AppState<S, C>>, OpenApi) {
+        (self.router, self.doc)
+    }
+}
+
+fn filter(method: &HttpMethod) -> MethodFilter {
+    match method {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no route {}; see /api/v1/openapi.json", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{} does not accept {method}", uri.path()))
+}

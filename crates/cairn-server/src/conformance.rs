@@ -1,0 +1,541 @@
+//! The conformance suite of the [`Control`] seam, through the HTTP API: what
+//! any engine behind the server must do — trigger, cancel, retry, the worker
+//! protocol with its fencing, live events — checked end to end on a real
+//! SQLite store, with real workflow files.
+//!
+//! Each check is an async function generic over the control, given a
+//! [`Harness`]; [`control_conformance_suite!`](crate::control_conformance_suite)
+//! stamps out one `#[tokio::test]` per check from a factory that builds the
+//! control from a [`Setup`] (the store, the catalog, the log root):
+//!
+//! ```ignore
+//! async fn engine(setup: cairn_server::conformance::Setup) -> MyControl { /* … */ }
+//! cairn_server::control_conformance_suite!(engine);
+//! ```
+//!
+//! The [`Harness`] (and its [`Answer`]) also serve the server's own tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use bytes::Bytes;
+use cairn_core::{RunId, TaskId};
+use cairn_store::{SqliteOptions, SqliteStore};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+use crate::app::{AppState, ServerConfig, router};
+use crate::catalog::Catalog;
+use crate::control::Control;
+
+/// Stamps out the conformance suite as `#[tokio::test]`s for one [`Control`].
+///
+/// `$factory` is an async function `(Setup) -> C`. The calling crate needs
+/// `tokio` as a dependency.
+#[macro_export]
+macro_rules! control_conformance_suite {
+    ($factory:expr) => {
+        $crate::control_conformance_suite!(@each $factory;
+            trigger_stores_and_runs_a_run,
+            trigger_refuses_what_cannot_run,
+            cancel_stops_a_run_and_a_finished_run_is_a_conflict,
+            retry_starts_a_new_run_of_a_failed_one,
+            worker_protocol_leases_heartbeats_and_completes_once,
+            stale_tokens_change_nothing,
+            events_follow_a_triggered_run,
+        );
+    };
+    (@each $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let harness = $crate::conformance::Harness::start($factory).await;
+                $crate::conformance::$check(harness).await;
+            }
+        )*
+    };
+}
+
+/// The queue of the remote fixture's step.
+pub const QUEUE: &str = "conformance";
+
+/// Workflow files every harness starts with.
+pub const FIXTURES: &[(&str, &str)] = &[
+    (
+        "hello.yaml",
+        "name: hello\ndescription: two local steps\nparams:\n  - NAME: world\nsteps:\n  - name: greet\n    command: echo \"Hello, ${NAME}!\"\n  - name: done\n    command: echo done\n",
+    ),
+    (
+        "strict.yaml",
+        "name: strict\nparams:\n  - name: ENVIRONMENT\n    enum: [dev, prod]\n    required: true\nsteps:\n  - name: deploy\n    command: echo \"$ENVIRONMENT\"\n",
+    ),
+    (
+        "slow.yaml",
+        "name: slow\nsteps:\n  - name: wait\n    command: sleep 30\n  - name: after\n    command: echo after\n",
+    ),
+    (
+        "fails.yaml",
+        "name: fails\nsteps:\n  - name: ok\n    command: echo ok\n  - name: boom\n    command: exit 3\n  - name: later\n    command: echo later\n",
+    ),
+    (
+        "remote.yaml",
+        "name: remote\nsteps:\n  - name: far\n    queue: conformance\n    command: echo far away\n    heartbeat_timeout_sec: 30\n",
+    ),
+    ("broken.yaml", "name: broken\nsteps:\n  - name: a\n    comand: echo typo\n"),
+];
+
+/// What a control is built from: the store the server reads, the catalog
+/// it serves, where logs live.
+pub struct Setup {
+    pub store: Arc<SqliteStore>,
+    pub catalog: Catalog,
+    pub log_root: PathBuf,
+    /// The data directory (the store file, workflows, logs are under it).
+    pub data_dir: PathBuf,
+}
+
+/// A server on a fresh data directory: a real SQLite store, the
+/// [`FIXTURES`] in its catalog, and the control under test.
+pub struct Harness<C> {
+    pub store: Arc<SqliteStore>,
+    pub catalog: Catalog,
+    pub control: Arc<C>,
+    pub log_root: PathBuf,
+    pub workflows: PathBuf,
+    app: Router,
+    _dir: TempDir,
+}
+
+impl<C: Control> Harness<C> {
+    /// Writes the fixtures, opens the store, builds the control with `make`
+    /// and the router around them.
+    pub async fn start<F, Fut>(make: F) -> Harness<C>
+    where
+        F: FnOnce(Setup) -> Fut,
+        Fut: Future<Output = C>,
+    {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let workflows = dir.path().join("workflows");
+        let log_root = dir.path().join("logs");
+        std::fs::create_dir_all(&workflows).expect("the workflow dir");
+        std::fs::create_dir_all(&log_root).expect("the log dir");
+        for (name, text) in FIXTURES {
+            std::fs::write(workflows.join(name), text).expect("a fixture");
+        }
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).expect("the store"),
+        );
+        let catalog = Catalog::load(&workflows);
+        let control = Arc::new(
+            make(Setup {
+                store: store.clone(),
+                catalog: catalog.clone(),
+                log_root: log_root.clone(),
+                data_dir: dir.path().to_owned(),
+            })
+            .await,
+        );
+        let state =
+            AppState::new(store.clone(), control.clone(), catalog.clone(), ServerConfig::new(&log_root));
+        Harness { store, catalog, control, log_root, workflows, app: router(state), _dir: dir }
+    }
+
+    /// The same harness with the router built by `f` from a fresh state (to
+    /// change the config or the clock).
+    pub fn rebuild(mut self, f: impl FnOnce(AppState<SqliteStore, C>) -> Router) -> Self {
+        let state = AppState::new(
+            self.store.clone(),
+            self.control.clone(),
+            self.catalog.clone(),
+            ServerConfig::new(&self.log_root),
+        );
+        self.app = f(state);
+        self
+    }
+
+    pub fn app(&self) -> Router {
+        self.app.clone()
+    }
+
+    /// Sends one request through the router, in process.
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response = match self.app.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("the body").to_bytes();
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, uri: &str) -> Answer {
+        self.send(Request::get(uri).body(Body::empty()).expect("a request")).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, uri: &str, body: Value) -> Answer {
+        self.post_raw(uri, "application/json", body.to_string()).await
+    }
+
+    /// POST with any body and content type.
+    pub async fn post_raw(&self, uri: &str, content_type: &str, body: impl Into<Body>) -> Answer {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.into())
+            .expect("a request");
+        self.send(request).await
+    }
+
+    /// Serves the router on 127.0.0.1 (for WebSocket clients) until the
+    /// runtime ends; returns the address.
+    pub async fn serve(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("the address");
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "test server failed");
+            }
+        });
+        addr
+    }
+
+    /// Triggers `workflow` with `params`, expecting 201; returns the run id.
+    pub async fn trigger(&self, workflow: &str, params: Value) -> RunId {
+        let a = self.post(&format!("/api/v1/workflows/{workflow}/runs"), json!({ "params": params })).await;
+        assert_eq!(a.status, StatusCode::CREATED, "trigger {workflow}: {}", a.text());
+        a.json()["run_id"].as_str().expect("run_id").parse().expect("a run id")
+    }
+
+    /// The run as the API shows it.
+    pub async fn run(&self, run: RunId) -> Value {
+        let a = self.get(&format!("/api/v1/runs/{run}")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        a.json()
+    }
+
+    /// Polls the run until its status is terminal (real time, up to `limit`).
+    pub async fn wait_terminal(&self, run: RunId, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let r = self.run(run).await;
+            let status = r["status"].as_str().unwrap_or_default().to_owned();
+            if !matches!(status.as_str(), "QUEUED" | "RUNNING") {
+                return r;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "run {run} still {status} after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The error `code` of an error answer.
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Asserts an error answer: its status, its code, and its field.
+    pub fn assert_error(&self, status: StatusCode, code: &str, field: Option<&str>) {
+        assert_eq!(self.status, status, "{}", self.text());
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["field"].as_str(), field, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+}
+
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+fn task_of<'a>(run: &'a Value, step: &str) -> &'a Value {
+    run["tasks"].as_array().and_then(|t| t.iter().find(|t| t["name"] == step)).expect("the step's task")
+}
+
+// ---------------------------------------------------------------------------
+// The checks
+
+/// A triggered run is stored before the answer, with the params given, and
+/// runs to COMPLETED; its steps' logs can be read.
+pub async fn trigger_stores_and_runs_a_run<C: Control>(h: Harness<C>) {
+    let run = h.trigger("hello", json!({"NAME": "Ada"})).await;
+    let stored = h.run(run).await;
+    assert_eq!(stored["workflow"], "hello");
+    assert_eq!(stored["params"]["NAME"], "Ada");
+    let done = h.wait_terminal(run, RUN_LIMIT).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let log = h.get(&format!("/api/v1/runs/{run}/logs/greet")).await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text());
+    assert!(log.text().contains("Hello, Ada!"), "{}", log.text());
+}
+
+/// Unknown workflows, broken files and refused params never reach a run.
+pub async fn trigger_refuses_what_cannot_run<C: Control>(h: Harness<C>) {
+    h.post("/api/v1/workflows/nope/runs", json!({})).await.assert_error(
+        StatusCode::NOT_FOUND,
+        "workflow_not_found",
+        Some("name"),
+    );
+    h.post("/api/v1/workflows/broken/runs", json!({})).await.assert_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "workflow_invalid",
+        None,
+    );
+    h.post("/api/v1/workflows/strict/runs", json!({})).await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        Some("params"),
+    );
+    h.post("/api/v1/workflows/strict/runs", json!({"params": {"ENVIRONMENT": "moon"}})).await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        Some("params"),
+    );
+    let page = h.get("/api/v1/runs").await.json();
+    assert_eq!(page["runs"], json!([]), "nothing was stored");
+    let run = h.trigger("strict", json!(["ENVIRONMENT=dev"])).await;
+    assert_eq!(h.run(run).await["params"]["ENVIRONMENT"], "dev");
+}
+
+/// Cancel is accepted (202), the run ends CANCELED with the actor recorded;
+/// canceling it again is a conflict; an unknown run is 404.
+pub async fn cancel_stops_a_run_and_a_finished_run_is_a_conflict<C: Control>(h: Harness<C>) {
+    let run = h.trigger("slow", json!({})).await;
+    let request = Request::post(format!("/api/v1/runs/{run}/cancel"))
+        .header("X-Cairn-User", "alice")
+        .body(Body::empty())
+        .expect("a request");
+    let a = h.send(request).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    let done = h.wait_terminal(run, RUN_LIMIT).await;
+    assert_eq!(done["status"], "CANCELED", "{done}");
+    let wait = task_of(&done, "wait");
+    assert!(matches!(wait["status"].as_str(), Some("CANCELED" | "ABANDONED")), "{wait}");
+    let by_alice = done["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["transitions"].as_array().into_iter().flatten())
+        .any(|t| t["actor"] == "user:alice" || t["reason"].as_str().is_some_and(|r| r.contains("alice")));
+    assert!(by_alice, "the cancel names who asked: {done}");
+
+    h.post(&format!("/api/v1/runs/{run}/cancel"), json!({})).await.assert_error(
+        StatusCode::CONFLICT,
+        "conflict",
+        None,
+    );
+    let unknown = RunId::new(cairn_core::Timestamp::from_micros(1));
+    h.post(&format!("/api/v1/runs/{unknown}/cancel"), json!({})).await.assert_error(
+        StatusCode::NOT_FOUND,
+        "run_not_found",
+        Some("run_id"),
+    );
+}
+
+/// Retrying a failed run makes a new run that reruns the failed step; a
+/// step the run does not have is refused.
+pub async fn retry_starts_a_new_run_of_a_failed_one<C: Control>(h: Harness<C>) {
+    let run = h.trigger("fails", json!({})).await;
+    let failed = h.wait_terminal(run, RUN_LIMIT).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    h.post(&format!("/api/v1/runs/{run}/retry"), json!({"from_step": "nope"})).await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        Some("from_step"),
+    );
+    let a = h.post(&format!("/api/v1/runs/{run}/retry"), json!({})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let again: RunId = a.json()["run_id"].as_str().expect("run_id").parse().expect("a run id");
+    assert_ne!(again, run);
+    let second = h.wait_terminal(again, RUN_LIMIT).await;
+    assert_eq!(second["workflow"], "fails");
+    assert_eq!(task_of(&second, "boom")["status"], "FAILED", "the failed step ran again and failed again");
+    assert!(task_of(&second, "boom")["attempts"].as_u64() >= Some(1));
+}
+
+/// Lease → heartbeat with progress → logs → complete, as a remote worker
+/// does it; the second completion with the same token answers the same.
+pub async fn worker_protocol_leases_heartbeats_and_completes_once<C: Control>(h: Harness<C>) {
+    let run = h.trigger("remote", json!({})).await;
+    let a = h
+        .post(
+            "/api/v1/workers/lease",
+            json!({"worker_id": "w1", "queue": QUEUE, "max_tasks": 5, "wait_ms": 10_000}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let leased = a.json();
+    let tasks = leased["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1, "{leased}");
+    let t = &tasks[0];
+    assert_eq!(
+        (t["run_id"].as_str(), t["step"].as_str(), t["attempt"].as_u64()),
+        (Some(&*run.to_string()), Some("far"), Some(1))
+    );
+    let task: TaskId = t["task_id"].as_str().expect("task_id").parse().expect("a task id");
+    let token = t["lease_token"].as_str().expect("lease_token").to_owned();
+
+    let shown = h.get(&format!("/api/v1/tasks/{task}")).await.json();
+    assert_eq!(shown["task"]["status"], "RUNNING", "{shown}");
+    assert_eq!(shown["task"]["lease"]["worker"], "w1", "{shown}");
+
+    let hb = h
+        .post(
+            "/api/v1/workers/heartbeat",
+            json!({"worker_id": "w1", "items": [{"task_id": task, "lease_token": token, "progress_percent": 50.0, "progress_message": "half"}]}),
+        )
+        .await;
+    assert_eq!(hb.status, StatusCode::OK, "{}", hb.text());
+    let ack = &hb.json()["items"][0];
+    assert_eq!(
+        (ack["status"].as_str(), ack["cancel_requested"].as_bool()),
+        (Some("ok"), Some(false)),
+        "{ack}"
+    );
+    assert!(ack["lease_expires_at"].is_string(), "{ack}");
+    let single = h
+        .post(
+            &format!("/api/v1/tasks/{task}/heartbeat"),
+            json!({"worker_id": "w1", "lease_token": token, "progress_percent": 75.0}),
+        )
+        .await;
+    assert_eq!(single.status, StatusCode::OK, "{}", single.text());
+    let shown = h.get(&format!("/api/v1/tasks/{task}")).await.json();
+    assert_eq!(shown["task"]["progress"]["percent"], 75.0, "{shown}");
+
+    let log = Request::post(format!("/api/v1/tasks/{task}/logs?stream=stdout"))
+        .header("X-Cairn-Lease-Token", &token)
+        .body(Body::from("far away\n"))
+        .expect("a request");
+    assert_eq!(h.send(log).await.status, StatusCode::NO_CONTENT);
+    let read = h.get(&format!("/api/v1/runs/{run}/logs/far?attempt=1")).await;
+    assert!(read.text().contains("far away"), "{}", read.text());
+
+    let done = json!({"lease_token": token, "outcome": "succeeded", "exit_code": 0});
+    let first = h.post(&format!("/api/v1/tasks/{task}/complete"), done.clone()).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert_eq!(first.json()["status"], "COMPLETED");
+    let again = h.post(&format!("/api/v1/tasks/{task}/complete"), done).await;
+    assert_eq!((again.status, again.json()), (first.status, first.json()), "idempotent for the same token");
+
+    let finished = h.wait_terminal(run, RUN_LIMIT).await;
+    assert_eq!(finished["status"], "COMPLETED", "{finished}");
+    let far = task_of(&finished, "far");
+    let completions =
+        far["transitions"].as_array().into_iter().flatten().filter(|t| t["to"] == "COMPLETED").count();
+    assert_eq!(completions, 1, "completed exactly once: {far}");
+}
+
+/// After the lease is gone, its token changes nothing: heartbeats are
+/// `lease_stale`, completions and log appends are 409 `lease_stale`.
+pub async fn stale_tokens_change_nothing<C: Control>(h: Harness<C>) {
+    let run = h.trigger("remote", json!({})).await;
+    let leased = h
+        .post(
+            "/api/v1/workers/lease",
+            json!({"worker_id": "w1", "queue": QUEUE, "max_tasks": 1, "wait_ms": 10_000}),
+        )
+        .await
+        .json();
+    let task: TaskId = leased["tasks"][0]["task_id"].as_str().expect("a task").parse().expect("a task id");
+    let token = leased["tasks"][0]["lease_token"].as_str().expect("a token").to_owned();
+    let stale = cairn_core::LeaseToken::random().to_string();
+
+    let hb = h
+        .post(
+            "/api/v1/workers/heartbeat",
+            json!({"worker_id": "w2", "items": [{"task_id": task, "lease_token": stale}]}),
+        )
+        .await;
+    assert_eq!(hb.status, StatusCode::OK);
+    assert_eq!(hb.json()["items"][0]["status"], "lease_stale");
+    h.post(&format!("/api/v1/tasks/{task}/heartbeat"), json!({"worker_id": "w2", "lease_token": stale}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "lease_stale", None);
+    h.post(&format!("/api/v1/tasks/{task}/complete"), json!({"lease_token": stale, "outcome": "succeeded"}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "lease_stale", None);
+    let log = Request::post(format!("/api/v1/tasks/{task}/logs"))
+        .header("X-Cairn-Lease-Token", &stale)
+        .body(Body::from("intruder\n"))
+        .expect("a request");
+    h.send(log).await.assert_error(StatusCode::CONFLICT, "lease_stale", None);
+
+    let shown = h.get(&format!("/api/v1/tasks/{task}")).await.json();
+    assert_eq!(shown["task"]["status"], "RUNNING", "nothing changed: {shown}");
+    assert_eq!(shown["task"]["lease"]["worker"], "w1");
+
+    // The real holder finishes; afterwards its own token is stale too.
+    let done = h
+        .post(
+            &format!("/api/v1/tasks/{task}/complete"),
+            json!({"lease_token": token, "outcome": "failed", "exit_code": 1, "error": "boom"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    let hb = h
+        .post(
+            "/api/v1/workers/heartbeat",
+            json!({"worker_id": "w1", "items": [{"task_id": task, "lease_token": token}]}),
+        )
+        .await;
+    assert_eq!(hb.json()["items"][0]["status"], "lease_stale", "a heartbeat never revives an ended attempt");
+    h.wait_terminal(run, RUN_LIMIT).await;
+}
+
+/// A WebSocket filtered by workflow sees the run's transitions as they
+/// happen, and the run's end.
+pub async fn events_follow_a_triggered_run<C: Control>(h: Harness<C>) {
+    use futures_util::StreamExt;
+    let addr = h.serve().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/events?workflow=hello"))
+        .await
+        .expect("the WebSocket");
+    let run = h.trigger("hello", json!({})).await;
+    let mut saw_task_transition = false;
+    let deadline = tokio::time::Instant::now() + RUN_LIMIT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, ws.next()).await.expect("events before the deadline");
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = message else { continue };
+        let event: Value = serde_json::from_str(&text).expect("JSON events");
+        if event["kind"] == "lagged" {
+            continue;
+        }
+        assert_eq!(event["workflow"], "hello", "filtered by workflow: {event}");
+        assert_eq!(event["run_id"], run.to_string());
+        if event["kind"] == "transition" {
+            saw_task_transition = true;
+        }
+        if event["kind"] == "run" && event["to"] == "COMPLETED" {
+            break;
+        }
+    }
+    assert!(saw_task_transition);
+}

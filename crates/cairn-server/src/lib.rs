@@ -1,0 +1,34 @@
+//! Cairn's HTTP API (`/api/v1`), the worker protocol, live events over a
+//! WebSocket, and `/metrics` — the face of `cairn serve`.
+//!
+//! Entry points: [`router`] builds the whole API from an [`AppState`]: a
+//! [`Store`](cairn_store::Store) it reads, a [`Control`] it asks for every
+//! change (the engine), and a [`Catalog`] of workflow files.
+//!
+//! Architecture invariant: the server never writes to the store. Reads go
+//! to the store; every change — trigger, cancel, retry, lease, heartbeat,
+//! completion, log append — goes through [`Control`], so the engine stays
+//! the only writer of statuses.
+//!
+//! Architecture invariant: bad input is a 4xx with a stable `code` and the
+//! field at fault, never a 500 (`error.rs` holds the one table of codes).
+
+pub mod app;
+pub mod catalog;
+pub mod control;
+pub mod engine;
+pub mod error;
+mod extract;
+pub mod metrics;
+pub mod model;
+mod openapi;
+mod routes;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use app::{AppState, ServerConfig, router};
+pub use catalog::Catalog;
+pub use control::{Control, ControlError};
+pub use engine::EngineControl;
+pub use error::{ApiError, ErrorBody, ErrorCode};

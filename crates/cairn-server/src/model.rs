@@ -1,0 +1,585 @@
+//! The API's JSON shapes for what it reads — runs, tasks, workflows,
+//! diagnostics — built from the store's records and the catalog, each with
+//! its OpenAPI schema. Field names follow `cairn status --json` where the two
+//! overlap, so a script can read either.
+//!
+//! Request bodies of the worker protocol and the live events are the shared
+//! types of `cairn_core::protocol` and `cairn_core::event`, not here.
+
+use std::collections::BTreeMap;
+
+use cairn_core::durations::Durations;
+use cairn_core::progress::predict_finish;
+use cairn_core::record::{Actor, RunTransition, Transition};
+use cairn_core::spec::{Action, Diagnostic, ParamType, Step, Workflow, WorkflowKind};
+use cairn_core::{RunId, RunStatus, TaskId, TaskStatus, Timestamp};
+use cairn_store::{AttemptRecord, RunRecord, TaskRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::catalog::Entry;
+
+/// One line of the run list.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub workflow: String,
+    pub status: RunStatus,
+    /// How the run came to be: `manual`, `schedule`, `api`, `retry`.
+    pub trigger: String,
+    pub submitted_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// Seconds from submission to finish (or to now while unfinished).
+    pub duration: f64,
+    pub error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn new(r: &RunRecord, now: Timestamp) -> RunSummary {
+        RunSummary {
+            run_id: r.id,
+            workflow: r.workflow.clone(),
+            status: r.status,
+            trigger: r.trigger.clone(),
+            submitted_at: r.submitted_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration: r.finished_at.unwrap_or(now).since(r.submitted_at).as_secs_f64(),
+            error: r.error.clone(),
+        }
+    }
+}
+
+/// A page of runs, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<RunSummary>,
+    /// Pass as `before` for the next page; absent on the last page.
+    pub next_cursor: Option<RunId>,
+}
+
+/// A run with its tasks and its own transition log.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunView {
+    pub run_id: RunId,
+    pub workflow: String,
+    pub status: RunStatus,
+    pub trigger: String,
+    pub params: BTreeMap<String, String>,
+    pub submitted_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub error: Option<String>,
+    /// Every captured output variable of the run, later steps winning.
+    pub outputs: BTreeMap<String, String>,
+    /// By position in the workflow (steps, then handlers).
+    pub tasks: Vec<TaskView>,
+    pub transitions: Vec<RunTransitionView>,
+}
+
+/// A task (one step of one run) with everything recorded about it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    pub id: TaskId,
+    pub run_id: RunId,
+    /// Position in the workflow.
+    pub index: u32,
+    /// The step's name.
+    pub name: String,
+    pub status: TaskStatus,
+    /// The queue of a remote step; absent for the local executor.
+    pub queue: Option<String>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed in all (1 + retry limit).
+    pub max_attempts: u32,
+    pub retry_count: u32,
+    /// The result of the current (or last) attempt.
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub outputs: BTreeMap<String, String>,
+    /// The latest progress reported, kept after the task ends.
+    pub progress: Option<ProgressView>,
+    /// The current lease, present exactly while RUNNING (never the token).
+    pub lease: Option<LeaseView>,
+    /// A retry waiting in PENDING starts no earlier than this.
+    pub not_before: Option<Timestamp>,
+    pub durations: DurationsView,
+    /// Every status change, in order.
+    pub transitions: Vec<TransitionView>,
+    /// Every attempt, in order.
+    pub attempt_records: Vec<AttemptView>,
+}
+
+/// `GET /tasks/{id}`: a task with the run it belongs to.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskDetailView {
+    pub run: RunSummary,
+    pub task: TaskView,
+}
+
+/// What a step needs to judge an overrun: its timeout, by step name.
+pub type Timeouts = BTreeMap<String, std::time::Duration>;
+
+/// The timeouts of a workflow's steps and handlers.
+pub fn timeouts(w: &Workflow) -> Timeouts {
+    w.steps.iter().chain(w.handlers.iter()).filter_map(|s| Some((s.name.clone(), s.timeout?))).collect()
+}
+
+impl TaskView {
+    pub fn new(
+        t: &TaskRecord,
+        log: &[Transition],
+        attempts: &[AttemptRecord],
+        timeouts: &Timeouts,
+        now: Timestamp,
+    ) -> TaskView {
+        let progress = t.progress.as_ref().map(|p| {
+            // A prediction only means something for the attempt still running.
+            let predicted = match (t.status, t.started_at, t.progress_at) {
+                (TaskStatus::Running, Some(start), Some(at)) => predict_finish(start, at, p.percent),
+                _ => None,
+            };
+            let overrun = match (predicted, t.started_at, timeouts.get(&t.name)) {
+                (Some(finish), Some(start), Some(limit)) => finish > start.saturating_add(*limit),
+                _ => false,
+            };
+            ProgressView {
+                percent: p.percent,
+                message: p.message.clone(),
+                at: t.progress_at,
+                predicted_finish_at: predicted,
+                overrun_predicted: overrun,
+            }
+        });
+        TaskView {
+            id: t.id,
+            run_id: t.run,
+            index: t.index,
+            name: t.name.clone(),
+            status: t.status,
+            queue: t.queue.clone(),
+            attempts: t.attempt,
+            max_attempts: t.max_attempts,
+            retry_count: t.attempt.saturating_sub(1),
+            exit_code: t.exit_code,
+            error: t.error.clone(),
+            outputs: t.outputs.clone(),
+            progress,
+            lease: t.lease.as_ref().map(|l| LeaseView {
+                worker: l.worker.clone(),
+                last_heartbeat_at: l.last_heartbeat_at,
+                expires_at: l.expires_at,
+            }),
+            not_before: t.not_before,
+            durations: DurationsView::from(Durations::from_log(log, now)),
+            transitions: log.iter().map(TransitionView::from).collect(),
+            attempt_records: attempts.iter().map(AttemptView::from).collect(),
+        }
+    }
+}
+
+/// The latest progress of a task.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProgressView {
+    /// 0.0 to 100.0.
+    pub percent: f32,
+    pub message: Option<String>,
+    /// When it was reported.
+    pub at: Option<Timestamp>,
+    /// While RUNNING: when the attempt will finish at its average rate so far.
+    pub predicted_finish_at: Option<Timestamp>,
+    /// The predicted finish is past the step's `timeout_sec`.
+    pub overrun_predicted: bool,
+}
+
+/// A RUNNING task's lease.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    /// Who holds it: `local:…` for the local executor, else the worker's id.
+    pub worker: String,
+    pub last_heartbeat_at: Timestamp,
+    /// Without a heartbeat by then, the reaper fails the attempt.
+    pub expires_at: Timestamp,
+}
+
+/// Figures derived from a task's transition log (durations in seconds,
+/// summed over retries, measured up to now while unfinished).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DurationsView {
+    pub submitted_at: Option<Timestamp>,
+    /// The first time the task went RUNNING.
+    pub run_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    /// Seconds in BLOCKED (waiting for upstream).
+    pub blocked_duration: f64,
+    /// Seconds in PENDING (queue wait, including retry back-off).
+    pub pending_duration: f64,
+    /// Seconds in RUNNING, over all attempts.
+    pub execution_duration: f64,
+    /// Seconds from submission to finish, or to now.
+    pub total_duration: f64,
+}
+
+impl From<Durations> for DurationsView {
+    fn from(d: Durations) -> Self {
+        DurationsView {
+            submitted_at: d.submitted_at,
+            run_at: d.run_at,
+            finished_at: d.finished_at,
+            blocked_duration: d.blocked_duration.as_secs_f64(),
+            pending_duration: d.pending_duration.as_secs_f64(),
+            execution_duration: d.execution_duration.as_secs_f64(),
+            total_duration: d.total_duration.as_secs_f64(),
+        }
+    }
+}
+
+/// One status change of a task.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TransitionView {
+    /// 1-based; 0 before the first start.
+    pub attempt: u32,
+    /// Absent for the creation of the task.
+    pub from: Option<TaskStatus>,
+    pub to: TaskStatus,
+    pub at: Timestamp,
+    pub reason: String,
+    pub actor: Actor,
+}
+
+impl From<&Transition> for TransitionView {
+    fn from(t: &Transition) -> Self {
+        TransitionView {
+            attempt: t.attempt,
+            from: t.from,
+            to: t.to,
+            at: t.at,
+            reason: t.reason.clone(),
+            actor: t.actor.clone(),
+        }
+    }
+}
+
+/// One status change of a run.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunTransitionView {
+    /// Absent for the creation of the run.
+    pub from: Option<RunStatus>,
+    pub to: RunStatus,
+    pub at: Timestamp,
+    pub reason: String,
+    pub actor: Actor,
+}
+
+impl From<&RunTransition> for RunTransitionView {
+    fn from(t: &RunTransition) -> Self {
+        RunTransitionView {
+            from: t.from,
+            to: t.to,
+            at: t.at,
+            reason: t.reason.clone(),
+            actor: t.actor.clone(),
+        }
+    }
+}
+
+/// One attempt of a task: who ran it, when, and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// COMPLETED, FAILED (also when the task was then retried) or CANCELED.
+    pub outcome: Option<TaskStatus>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl From<&AttemptRecord> for AttemptView {
+    fn from(a: &AttemptRecord) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            worker: a.worker.clone(),
+            started_at: a.started_at,
+            ended_at: a.ended_at,
+            outcome: a.outcome,
+            exit_code: a.exit_code,
+            error: a.error.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workflows
+
+/// One workflow file of the catalog.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowSummary {
+    /// The workflow's name; for a file too broken to tell, the file's stem.
+    pub name: String,
+    pub file: String,
+    /// False when the file has errors; it cannot run until they are fixed.
+    pub valid: bool,
+    pub description: Option<String>,
+    pub steps: usize,
+    /// Cron expressions that start runs.
+    pub schedule: Vec<String>,
+    pub errors: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowSummary>,
+    /// Set when the workflow directory itself cannot be read.
+    pub problem: Option<String>,
+}
+
+impl WorkflowSummary {
+    pub fn new(e: &Entry) -> WorkflowSummary {
+        let w = e.workflow();
+        WorkflowSummary {
+            name: e.name.clone(),
+            file: e.path.display().to_string(),
+            valid: e.is_valid(),
+            description: w.and_then(|w| w.description.clone()),
+            steps: w.map_or(0, |w| w.steps.len()),
+            schedule: w.map(|w| schedule(w)).unwrap_or_default(),
+            errors: e.errors().len(),
+        }
+    }
+}
+
+fn schedule(w: &Workflow) -> Vec<String> {
+    w.schedule.start.iter().map(|s| s.expr.clone()).collect()
+}
+
+/// A workflow: its steps, schedule, params and source, or its errors.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowDetail {
+    pub name: String,
+    pub file: String,
+    pub valid: bool,
+    pub description: Option<String>,
+    /// `chain` (each step after the previous) or `graph` (by `depends`).
+    pub kind: Option<String>,
+    pub steps: Vec<StepSummary>,
+    /// `onSuccess`, `onFailure`, … as declared.
+    pub handlers: Vec<StepSummary>,
+    pub schedule: Vec<String>,
+    pub params: Vec<ParamView>,
+    /// The file's text.
+    pub source: String,
+    pub errors: Vec<DiagnosticView>,
+    pub warnings: Vec<DiagnosticView>,
+}
+
+impl WorkflowDetail {
+    pub fn new(e: &Entry) -> WorkflowDetail {
+        let w = e.workflow();
+        let summary = WorkflowSummary::new(e);
+        WorkflowDetail {
+            name: summary.name,
+            file: summary.file,
+            valid: summary.valid,
+            description: summary.description,
+            kind: w.map(|w| match w.kind {
+                WorkflowKind::Chain => "chain".to_owned(),
+                WorkflowKind::Graph => "graph".to_owned(),
+            }),
+            steps: w.map(|w| w.steps.iter().map(|s| StepSummary::new(s, w)).collect()).unwrap_or_default(),
+            handlers: w
+                .map(|w| w.handlers.iter().map(|s| StepSummary::new(s, w)).collect())
+                .unwrap_or_default(),
+            schedule: summary.schedule,
+            params: w.map(|w| w.params.iter().map(ParamView::from).collect()).unwrap_or_default(),
+            source: e.source.clone(),
+            errors: e.errors().iter().map(DiagnosticView::from).collect(),
+            warnings: e.warnings().iter().map(DiagnosticView::from).collect(),
+        }
+    }
+}
+
+/// A step as declared.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StepSummary {
+    pub name: String,
+    pub description: Option<String>,
+    /// Names of the steps it waits for.
+    pub depends: Vec<String>,
+    /// `command`, `script` or `exec`.
+    pub action: String,
+    /// The command lines, the script's interpreter, or the program and its arguments.
+    pub command: Option<String>,
+    /// The queue of a remote step; absent for the local executor.
+    pub queue: Option<String>,
+    pub timeout_sec: Option<f64>,
+    /// Retries after the first attempt.
+    pub retry_limit: u32,
+}
+
+impl StepSummary {
+    fn new(s: &Step, w: &Workflow) -> StepSummary {
+        let (action, command) = match &s.action {
+            Action::Commands(lines) => ("command", Some(lines.join("\n"))),
+            Action::Script { interpreter, .. } => ("script", interpreter.clone()),
+            Action::Exec { program, args } => (
+                "exec",
+                Some(
+                    std::iter::once(program.clone())
+                        .chain(args.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+            ),
+        };
+        StepSummary {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            depends: s.depends.iter().filter_map(|d| w.steps.get(d.0).map(|d| d.name.clone())).collect(),
+            action: action.to_owned(),
+            command,
+            queue: s.queue.clone(),
+            timeout_sec: s.timeout.map(|t| t.as_secs_f64()),
+            retry_limit: s.retry.limit,
+        }
+    }
+}
+
+/// A declared param.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ParamView {
+    /// Absent for a positional param (`$1`, `$2`, …).
+    pub name: Option<String>,
+    pub default: Option<String>,
+    /// `string`, `integer`, `number` or `boolean`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub description: Option<String>,
+    pub required: bool,
+    /// Allowed values; empty means any.
+    pub choices: Vec<String>,
+}
+
+impl From<&cairn_core::spec::Param> for ParamView {
+    fn from(p: &cairn_core::spec::Param) -> Self {
+        ParamView {
+            name: p.name.clone(),
+            default: p.default.clone(),
+            ty: match p.ty {
+                ParamType::String => "string",
+                ParamType::Integer => "integer",
+                ParamType::Number => "number",
+                ParamType::Boolean => "boolean",
+            }
+            .to_owned(),
+            description: p.description.clone(),
+            required: p.required,
+            choices: p.choices.clone(),
+        }
+    }
+}
+
+/// One problem in a workflow file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticView {
+    /// 1-based, when known.
+    pub line: Option<u32>,
+    /// 1-based, in characters, when known.
+    pub column: Option<u32>,
+    /// The field concerned, e.g. `steps[2].depends`; empty for the whole file.
+    pub path: String,
+    pub message: String,
+    /// What to do about it, or the name probably meant.
+    pub hint: Option<String>,
+}
+
+impl From<&Diagnostic> for DiagnosticView {
+    fn from(d: &Diagnostic) -> Self {
+        DiagnosticView {
+            line: d.pos.map(|p| p.line),
+            column: d.pos.map(|p| p.column),
+            path: d.path.clone(),
+            message: d.message.clone(),
+            hint: d.hint.clone(),
+        }
+    }
+}
+
+/// The answer of `POST /workflows/validate`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ValidateResponse {
+    pub valid: bool,
+    /// The workflow's name, when valid.
+    pub name: Option<String>,
+    /// Number of steps, when valid.
+    pub steps: Option<usize>,
+    pub errors: Vec<DiagnosticView>,
+    pub warnings: Vec<DiagnosticView>,
+}
+
+// ---------------------------------------------------------------------------
+// Requests and answers of the run routes
+
+/// `POST /workflows/{name}/runs`.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Params as an object (`{"NAME": "Ada", "COUNT": 3}`) or as a list of
+    /// `cairn run -p` values (`["NAME=Ada", "positional"]`).
+    #[serde(default)]
+    #[schema(value_type = Option<ParamsInput>)]
+    pub params: serde_json::Value,
+}
+
+/// The two ways to pass params (documentation only: the server reads
+/// `params` itself to name the exact param at fault).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ParamsInput {
+    /// By name; values are strings, numbers or booleans.
+    Named(BTreeMap<String, serde_json::Value>),
+    /// `KEY=VALUE` or bare positional values, in order.
+    Positional(Vec<String>),
+}
+
+/// A new run.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunCreated {
+    pub run_id: RunId,
+}
+
+/// `POST /runs/{id}/retry`.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// The step to rerun from; by default the first that did not complete.
+    pub from_step: Option<String>,
+}
+
+/// The answer to a cancel: it is recorded; the run ends when its running
+/// steps have stopped (watch the run or the event stream).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CancelAccepted {
+    pub run_id: RunId,
+    pub cancel_requested: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: String,
+    /// Workflows in the catalog, valid or not.
+    pub workflows: usize,
+    /// Workflow files with errors.
+    pub broken_workflows: usize,
+}

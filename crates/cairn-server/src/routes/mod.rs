@@ -1,0 +1,11 @@
+//! The handlers, one module per resource. Each handler carries its
+//! `#[utoipa::path]` annotation, from which `app.rs` registers its route and
+//! the OpenAPI document describes it.
+
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod logs;
+pub(crate) mod runs;
+pub(crate) mod tasks;
+pub(crate) mod workers;
+pub(crate) mod workflows;

@@ -1,0 +1,235 @@
+//! Runs: history with filters and a keyset cursor, one run whole, cancel, retry.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cairn_core::{RunId, RunStatus, TaskStatus, spec};
+use cairn_store::{RunDetail, RunQuery, Store};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::control::Control;
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::extract::{ApiQuery, OptionalJson, actor, parse_id, parse_number};
+use crate::model::{
+    CancelAccepted, RetryRequest, RunCreated, RunPage, RunSummary, RunTransitionView, RunView, TaskView,
+    Timeouts, timeouts,
+};
+
+/// Page size when `limit` is not given, and the largest allowed.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+/// Filters of the run list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunListQuery {
+    /// Any of these run statuses, comma-separated (e.g. `FAILED,CANCELED`).
+    status: Option<String>,
+    /// Only runs of this workflow.
+    workflow: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// The cursor: only runs older than this run id (`next_cursor` of the previous page).
+    #[param(value_type = Option<RunId>)]
+    before: Option<String>,
+}
+
+/// Runs, newest first, filtered by status and workflow, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    tag = "runs",
+    params(RunListQuery),
+    responses(
+        (status = 200, description = "A page of runs", body = RunPage),
+        (status = 400, description = "A bad filter (code `bad_request`, field names it)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_runs<S: Store, C: Control>(
+    State(state): State<AppState<S, C>>,
+    ApiQuery(q): ApiQuery<RunListQuery>,
+) -> Result<Json<RunPage>, ApiError> {
+    let statuses = match &q.status {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<RunStatus>().map_err(|e| ApiError::bad_request("status", e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let limit = match &q.limit {
+        None => DEFAULT_LIMIT,
+        Some(text) => parse_number("limit", text, 1..=MAX_LIMIT)?,
+    };
+    let before = q.before.as_deref().map(|b| parse_id::<RunId>("before", b)).transpose()?;
+    let workflow = q.workflow.clone().filter(|w| !w.is_empty());
+    // One more than the page tells whether another page follows.
+    let mut runs = state.store.list_runs(RunQuery { statuses, workflow, limit: limit + 1, before }).await?;
+    let next_cursor = if runs.len() > limit {
+        runs.truncate(limit);
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
+    let now = state.clock.now();
+    Ok(Json(RunPage { runs: runs.iter().map(|r| RunSummary::new(r, now)).collect(), next_cursor }))
+}
+
+/// A run with every task — each with its transitions, attempts, progress
+/// and durations — and the run's own transitions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{run_id}",
+    tag = "runs",
+    params(("run_id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 400, description = "Not a run id (code `bad_request`)", body = ErrorBody),
+        (status = 404, description = "No such run (code `run_not_found`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_run<S: Store, C: Control>(
+    State(state): State<AppState<S, C>>,
+    Path(run_id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let id = parse_id::<RunId>("run_id", &run_id)?;
+    let detail = state.store.run_detail(id).await?.ok_or_else(|| run_not_found(id))?;
+    let timeouts = if needs_timeouts(detail.tasks.iter().map(|t| (t.status, t.progress.is_some()))) {
+        run_timeouts(&*state.store, id).await
+    } else {
+        Timeouts::new()
+    };
+    Ok(Json(run_view(&detail, &timeouts, state.clock.now())))
+}
+
+pub(crate) fn run_not_found(id: RunId) -> ApiError {
+    ApiError::new(ErrorCode::RunNotFound, format!("no run {id}")).field("run_id")
+}
+
+/// Overrun prediction needs the steps' timeouts, which only the workflow
+/// text has: read it only when a running task reports progress.
+pub(crate) fn needs_timeouts(mut tasks: impl Iterator<Item = (TaskStatus, bool)>) -> bool {
+    tasks.any(|(status, progress)| status == TaskStatus::Running && progress)
+}
+
+/// The timeouts of the workflow text the run was submitted with; none when
+/// it cannot be read (the prediction is then simply not flagged).
+pub(crate) async fn run_timeouts<S: Store>(store: &S, run: RunId) -> Timeouts {
+    match store.spec_source(run).await {
+        Ok(Some(source)) => spec::parse(&source, None).map(|w| timeouts(&w)).unwrap_or_default(),
+        _ => Timeouts::new(),
+    }
+}
+
+fn run_view(d: &RunDetail, timeouts: &Timeouts, now: cairn_core::Timestamp) -> RunView {
+    let mut outputs = std::collections::BTreeMap::new();
+    let tasks = d
+        .tasks
+        .iter()
+        .map(|t| {
+            outputs.extend(t.outputs.clone());
+            let log = d.transitions.get(&t.id).map_or(&[][..], Vec::as_slice);
+            let attempts = d.attempts.get(&t.id).map_or(&[][..], Vec::as_slice);
+            TaskView::new(t, log, attempts, timeouts, now)
+        })
+        .collect();
+    let r = &d.run;
+    RunView {
+        run_id: r.id,
+        workflow: r.workflow.clone(),
+        status: r.status,
+        trigger: r.trigger.clone(),
+        params: r.params.clone(),
+        submitted_at: r.submitted_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        error: r.error.clone(),
+        outputs,
+        tasks,
+        transitions: d.run_transitions.iter().map(RunTransitionView::from).collect(),
+    }
+}
+
+/// Asks for the run to be canceled. Recorded at once; the run ends when its
+/// running steps have stopped.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{run_id}/cancel",
+    tag = "runs",
+    params(
+        ("run_id" = String, Path, description = "The run's id"),
+        ("X-Cairn-User" = Option<String>, Header, description = "Who asks, recorded as the actor `user:NAME`"),
+    ),
+    responses(
+        (status = 202, description = "Cancellation requested", body = CancelAccepted),
+        (status = 400, description = "Not a run id (code `bad_request`)", body = ErrorBody),
+        (status = 404, description = "No such run (code `run_not_found`)", body = ErrorBody),
+        (status = 409, description = "The run has already finished (code `conflict`)", body = ErrorBody),
+        (status = 503, description = "The engine cannot serve now (code `unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn cancel_run<S: Store, C: Control>(
+    State(state): State<AppState<S, C>>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id::<RunId>("run_id", &run_id)?;
+    let actor = actor(&headers)?;
+    let run = state.store.run(id).await?.ok_or_else(|| run_not_found(id))?;
+    if run.status.is_terminal() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("run {id} has already finished ({}); there is nothing to cancel", run.status),
+        ));
+    }
+    state.control.cancel(id, actor.clone()).await?;
+    tracing::info!(run = %id, %actor, "run cancel requested");
+    Ok((StatusCode::ACCEPTED, Json(CancelAccepted { run_id: id, cancel_requested: true })).into_response())
+}
+
+/// Starts a new run that reruns the failed step (or `from_step`) and what
+/// follows it; the steps before it are carried over.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{run_id}/retry",
+    tag = "runs",
+    params(
+        ("run_id" = String, Path, description = "The finished run to retry"),
+        ("X-Cairn-User" = Option<String>, Header, description = "Who asks, recorded as the actor `user:NAME`"),
+    ),
+    request_body(content = RetryRequest, description = "Optional: the step to rerun from"),
+    responses(
+        (status = 201, description = "The new run", body = RunCreated,
+         headers(("Location" = String, description = "The new run's URL"))),
+        (status = 400, description = "A bad body or step (`bad_request`, `invalid_input` with field `from_step`)", body = ErrorBody),
+        (status = 404, description = "No such run (code `run_not_found`)", body = ErrorBody),
+        (status = 409, description = "The run has not finished, or nothing to retry (code `conflict`)", body = ErrorBody),
+        (status = 503, description = "The engine cannot serve now (code `unavailable`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn retry_run<S: Store, C: Control>(
+    State(state): State<AppState<S, C>>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<RetryRequest>,
+) -> Result<Response, ApiError> {
+    let id = parse_id::<RunId>("run_id", &run_id)?;
+    let actor = actor(&headers)?;
+    let detail = state.store.run_detail(id).await?.ok_or_else(|| run_not_found(id))?;
+    if let Some(step) = &body.from_step
+        && !detail.tasks.iter().any(|t| &t.name == step)
+    {
+        return Err(ApiError::invalid("from_step", format!("run {id} has no step {step:?}")));
+    }
+    let new_run = state.control.retry(id, body.from_step.clone(), actor.clone()).await?;
+    tracing::info!(run = %id, new_run = %new_run, %actor, "run retried");
+    let location = format!("/api/v1/runs/{new_run}");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(RunCreated { run_id: new_run }))
+        .into_response())
+}

@@ -1,0 +1,170 @@
+//! `cairn worker`: runs the shell steps of a queue on this machine — leases
+//! them from a server, runs their processes, passes on `::progress` lines and
+//! logs, heartbeats, and kills a step when its cancellation is requested.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_client::protocol::{AttemptEnd, RemoteCommand, RemoteProcess};
+use cairn_client::{Client, LogStream, Outputs, TaskContext, TaskError, Worker};
+use cairn_engine::ProgressSink;
+use cairn_engine::process::{KILL_GRACE, MAX_CAPTURE_BYTES, ProcessEnd, ProcessSpec, run_process};
+use nix::sys::signal::Signal;
+use tokio_util::sync::CancellationToken;
+
+use crate::Exit;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The server to take tasks from
+    #[arg(long, env = "CAIRN_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The queue whose steps this worker runs
+    #[arg(long)]
+    queue: String,
+    /// Steps run at once
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// This worker's name in leases and transition logs [default: HOST:PID]
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// Where steps run when they name no directory, and their scripts and logs
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+}
+
+pub async fn worker(args: Args) -> Result<Exit> {
+    let client = Client::builder(&args.server).build().context("the server URL")?;
+    let work = match args.work_dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("cairn-worker-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let mut builder = Worker::builder(client)
+        .queue(args.queue.clone())
+        .concurrency(args.concurrency)
+        // A step stopped because this worker shuts down may run again elsewhere.
+        .shutdown_outcome(AttemptEnd::Failed)
+        .fallback_handler(move |ctx| run_step(ctx, work.clone()));
+    if let Some(id) = args.worker_id {
+        builder = builder.worker_id(id);
+    }
+    let worker = builder.build().context("configuring the worker")?;
+    eprintln!("worker {} serving queue {:?} of {}", worker.worker_id(), args.queue, args.server);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: no new tasks; running steps get a grace period");
+        stop.cancel();
+    });
+    let stats = worker.run(shutdown).await.context("the worker stopped")?;
+    eprintln!("worker stopped: {stats:?}");
+    Ok(Exit::Success)
+}
+
+/// Runs one leased shell step.
+async fn run_step(ctx: TaskContext, work: PathBuf) -> Result<Outputs, TaskError> {
+    let Some(command) = ctx.command().cloned() else {
+        return Err(format!(
+            "task type {:?} has no command: `cairn worker` runs shell steps; write an SDK worker for task types",
+            ctx.task_type()
+        )
+        .into());
+    };
+    let dir = work.join(ctx.run_id().to_string()).join(format!("{}.{}", sanitize(ctx.step()), ctx.attempt()));
+    tokio::fs::create_dir_all(&dir).await?;
+    let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = ProgressSink::new(0, tx);
+    let forward = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Some((_, p)) = rx.recv().await {
+                let _ = ctx.progress(p.percent, p.message.unwrap_or_default());
+            }
+        })
+    };
+    let result = run_processes(&ctx, &command, &dir, &stdout, &stderr, &sink).await;
+    drop(sink);
+    let _ = forward.await;
+    for (path, stream) in [(&stdout, LogStream::Stdout), (&stderr, LogStream::Stderr)] {
+        if let Ok(bytes) = tokio::fs::read(path).await
+            && !bytes.is_empty()
+            && let Err(e) = ctx.log(stream, bytes).await
+        {
+            tracing::warn!(error = %e, "could not send a step's log to the server");
+        }
+    }
+    result
+}
+
+async fn run_processes(
+    ctx: &TaskContext,
+    command: &RemoteCommand,
+    dir: &Path,
+    stdout: &Path,
+    stderr: &Path,
+    sink: &ProgressSink,
+) -> Result<Outputs, TaskError> {
+    let working_dir = command.working_dir.as_ref().map_or_else(|| dir.to_owned(), PathBuf::from);
+    let capture = command.output.is_some();
+    let mut captured = String::new();
+    for (i, process) in command.processes.iter().enumerate() {
+        let argv = match process {
+            RemoteProcess::Exec { argv } => argv.clone(),
+            RemoteProcess::Script { argv, body } => {
+                use std::os::unix::fs::PermissionsExt;
+                let path = dir.join(format!("script{i}"));
+                tokio::fs::write(&path, body).await?;
+                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).await?;
+                let mut argv = argv.clone();
+                argv.push(path.display().to_string());
+                argv
+            }
+        };
+        let Some((program, args)) = argv.split_first() else { continue };
+        let spec = ProcessSpec {
+            program: program.clone(),
+            args: args.to_vec(),
+            dir: working_dir.clone(),
+            env: command.env.clone(),
+            stop_signal: Signal::SIGTERM,
+            kill_grace: KILL_GRACE.min(Duration::from_secs(5)),
+            max_capture: MAX_CAPTURE_BYTES,
+        };
+        match run_process(&spec, stdout, stderr, capture, sink, ctx.cancelled()).await {
+            ProcessEnd::SpawnFailed(e) => return Err(e.into()),
+            ProcessEnd::Exited { code, signal, stdout, stderr_tail, killed } => {
+                captured.push_str(stdout.as_deref().unwrap_or(""));
+                if killed {
+                    return Err("stopped: cancellation was requested".into());
+                }
+                match (code, signal) {
+                    (Some(0), _) => {}
+                    (Some(c), _) if stderr_tail.is_empty() => return Err(format!("exit code {c}").into()),
+                    (Some(c), _) => return Err(format!("exit code {c}: {}", last_line(&stderr_tail)).into()),
+                    (None, Some(s)) => return Err(format!("killed by signal {s}").into()),
+                    (None, None) => return Err("ended without an exit code".into()),
+                }
+            }
+        }
+    }
+    let mut outputs = BTreeMap::new();
+    if let Some(name) = &command.output {
+        outputs.insert(name.clone(), captured.trim().to_owned());
+    }
+    Ok(outputs)
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or("").trim()
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect()
+}
