@@ -83,6 +83,17 @@ pub trait TaskRunner: Send + Sync + 'static {
         None
     }
 
+    /// An attempt that this runner did not run ended (a remote worker ran
+    /// it, or a previous server did before a restart): its outputs become
+    /// visible to later steps as if this runner had produced them.
+    fn outputs_known(
+        &self,
+        _ctx: &AttemptContext,
+        _exit_code: Option<i32>,
+        _outputs: &BTreeMap<String, String>,
+    ) {
+    }
+
     /// Run one attempt to its end.
     fn run(&self, ctx: AttemptContext) -> impl Future<Output = AttemptOutcome> + Send;
 }

@@ -365,6 +365,17 @@ impl TaskRunner for ShellRunner {
         self.run_attempt(ctx).await
     }
 
+    fn outputs_known(
+        &self,
+        ctx: &AttemptContext,
+        exit_code: Option<i32>,
+        outputs: &BTreeMap<String, String>,
+    ) {
+        let step = &self.steps[ctx.index];
+        let output = step.output.as_ref().and_then(|name| outputs.get(name)).map(String::as_str);
+        self.publish(step, ctx, exit_code, output);
+    }
+
     /// The step as a worker on another machine runs it: the same processes
     /// and variables; the working directory only when the step names one,
     /// since the server's paths mean nothing there.

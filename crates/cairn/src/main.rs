@@ -10,6 +10,7 @@ mod logs;
 mod out;
 mod report;
 mod run;
+mod serve;
 mod status;
 mod validate;
 mod view;
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Run a workflow once, here and now, with a live view of its steps
     Run(run::Args),
+    /// Serve the API, run workflows on demand and resume what a previous server left
+    Serve(serve::Args),
     /// Check workflow files without running them
     Validate(validate::Args),
     /// Show a run: every task with its transitions, reasons, actors and durations
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(args, data_dir).await,
+            Command::Serve(args) => serve::serve(args, data_dir).await,
             Command::Validate(args) => validate::validate(args),
             Command::Status(args) => status::status(args, data_dir).await,
             Command::History(args) => history::history(args, data_dir).await,

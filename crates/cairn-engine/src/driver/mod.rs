@@ -216,7 +216,13 @@ pub struct Driver<S: Store, R: TaskRunner> {
     created: Option<oneshot::Sender<()>>,
     /// Continues a run recorded in the store instead of creating one.
     restored: bool,
+    /// For a restored run: what each finished task produced, handed to the
+    /// runner on the first turn.
+    restored_outputs: Vec<Option<Produced>>,
 }
+
+/// What a finished attempt produced: its exit code and output variables.
+type Produced = (Option<i32>, BTreeMap<String, String>);
 
 impl<S: Store, R: TaskRunner> Driver<S, R> {
     pub fn new(
@@ -299,6 +305,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             replies: Vec::new(),
             created: None,
             restored: false,
+            restored_outputs: Vec::new(),
         })
     }
 

@@ -178,6 +178,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             },
         };
         let worker = self.slots[index].worker.clone().unwrap_or_default();
+        if let AttemptOutcome::Succeeded { exit_code, outputs }
+        | AttemptOutcome::Failed { exit_code, outputs, .. } = &outcome
+        {
+            let attempt = self.slots[index].state.attempt();
+            let ctx = self.context(index, attempt, CancellationToken::new());
+            self.runner.outputs_known(&ctx, *exit_code, outputs);
+        }
         self.on_attempt_end(index, req.lease_token, outcome, now, Actor::Worker(worker));
         let status = self.slots[index].state.status();
         self.slots[index].last_end = Some((req.lease_token, status));

@@ -24,6 +24,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     /// same plan with `RunOptions::run_id` set to that run); `drive` then
     /// continues it instead of creating a new run.
     pub fn restore(mut self, detail: &RunDetail) -> Result<Self, EngineError> {
+        self.restored_outputs = vec![None; self.slots.len()];
         if detail.run.id != self.opts.run_id || detail.tasks.len() != self.slots.len() {
             return Err(EngineError::InvalidPlan(format!(
                 "run {} has {} tasks, but its workflow now plans {}",
@@ -46,6 +47,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 expires_at: l.expires_at,
             });
             slot.worker = t.lease.as_ref().map(|l| l.worker.clone());
+            if t.status.is_terminal() {
+                self.restored_outputs[i] = Some((t.exit_code, t.outputs.clone()));
+            }
             slot.retry_at = t.not_before.filter(|_| t.status == TaskStatus::Pending);
             slot.failure_passed = t.status == TaskStatus::Failed
                 && self.plan.tasks[i].continue_on.lets_failure_pass(t.exit_code);
@@ -92,6 +96,14 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     /// The first turn of a restored run: settle what the old owner left.
     pub(super) fn resume(&mut self, now: Timestamp) {
+        // What finished steps produced is visible again to the steps after them.
+        for i in 0..self.slots.len() {
+            if let Some((exit_code, outputs)) = self.restored_outputs[i].take() {
+                let attempt = self.slots[i].state.attempt();
+                let ctx = self.context(i, attempt, tokio_util::sync::CancellationToken::new());
+                self.runner.outputs_known(&ctx, exit_code, &outputs);
+            }
+        }
         // Replay every finished task's effect on its dependents, as the old
         // owner did in the same commits; it only acts where it had not.
         for i in 0..self.slots.len() {

@@ -1,0 +1,105 @@
+//! `cairn serve`: the API, the workflow catalog, the run manager (local
+//! executor, remote queues and their reaping) and resumption of the runs a
+//! previous server left, in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_core::lease::LeaseSettings;
+use cairn_engine::owner::LocalOwner;
+use cairn_engine::{EngineClock, Manager, ManagerOptions};
+use cairn_server::{AppState, Catalog, EngineControl, ServerConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Exit;
+use crate::home::Home;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to serve the API on
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CAIRN_LISTEN")]
+    listen: SocketAddr,
+    /// Directory of workflow files (reloaded on change) [default: DATA_DIR/workflows]
+    #[arg(long, value_name = "DIR")]
+    workflows: Option<PathBuf>,
+    /// A running attempt whose lease is not extended for this long is lost
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    heartbeat_timeout: u64,
+    /// On SIGTERM, how long running runs may take to finish before the server stops
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    grace: u64,
+}
+
+pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
+    let clock = EngineClock::system();
+    let home = Home::resolve(data_dir)?;
+    let store = home.open(&clock).await?;
+    let workflows = args.workflows.clone().unwrap_or_else(|| home.dir.join("workflows"));
+    std::fs::create_dir_all(&workflows).with_context(|| format!("creating {}", workflows.display()))?;
+
+    let opts = ManagerOptions {
+        owner: LocalOwner::current().server_name(),
+        log_root: home.log_root(),
+        lease: LeaseSettings::with_timeout(Duration::from_secs(args.heartbeat_timeout.max(1))),
+    };
+    let manager = Manager::new(store.clone(), clock, opts);
+    let resumed = manager.resume().await.context("resuming the runs of a previous server")?;
+
+    let catalog = Catalog::load(&workflows);
+    let _watching = catalog.watch(Duration::from_secs(1));
+    cairn_server::metrics::install();
+    let _observing = cairn_server::metrics::spawn_observer(manager.subscribe());
+    let control = Arc::new(EngineControl::new(manager.clone(), catalog.clone()));
+    let state = AppState::new(store, control, catalog.clone(), ServerConfig::new(home.log_root()));
+    let app = cairn_server::router(state);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let snapshot = catalog.snapshot();
+    eprintln!(
+        "cairn serving http://{} — data {}, workflows {} ({} loaded, {} broken), {} runs resumed",
+        listener.local_addr().unwrap_or(args.listen),
+        home.dir.display(),
+        workflows.display(),
+        snapshot.len() - snapshot.broken(),
+        snapshot.broken(),
+        resumed
+    );
+
+    let grace = Duration::from_secs(args.grace);
+    let stopping = manager.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            wait_for_stop().await;
+            eprintln!(
+                "stopping: waiting up to {}s for {} active runs",
+                grace.as_secs(),
+                stopping.active_runs()
+            );
+            let deadline = tokio::time::Instant::now() + grace;
+            while stopping.active_runs() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // What is still running is left as a crash would leave it: the
+            // next server resumes it (remote attempts keep their leases).
+            stopping.halt();
+        })
+        .await
+        .context("serving the API")?;
+    Ok(Exit::Success)
+}
+
+async fn wait_for_stop() {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,310 @@
+//! End to end with real processes on loopback: `cairn serve`, `cairn worker`,
+//! and the test itself speaking the worker protocol where it must play a
+//! worker that dies or comes back.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_client::protocol::{AttemptEnd, CompleteRequest, HeartbeatItem, HeartbeatRequest, LeaseRequest};
+use cairn_client::{Client, ClientError, RunId};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// A `cairn serve` process; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path, workflows: &Path, heartbeat_timeout: u64) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--grace", "0"])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--workflows")
+            .arg(workflows)
+            .args(["--heartbeat-timeout", &heartbeat_timeout.to_string()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("the server exited before listening").unwrap();
+            if let Some(rest) = line.strip_prefix("cairn serving ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `cairn worker` process; killed when dropped.
+struct WorkerProc(Child);
+
+impl WorkerProc {
+    fn start(url: &str, queue: &str, id: &str, work: &Path) -> WorkerProc {
+        let child = Command::new(BIN)
+            .args(["worker", "--server", url, "--queue", queue, "--worker-id", id, "--concurrency", "4"])
+            .arg("--work-dir")
+            .arg(work)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        WorkerProc(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(workflows: &[(&str, &str)]) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("wf")).unwrap();
+        for (name, yaml) in workflows {
+            std::fs::write(dir.path().join("wf").join(format!("{name}.yaml")), yaml).unwrap();
+        }
+        Env { dir }
+    }
+
+    fn server(&self, heartbeat_timeout: u64) -> Server {
+        Server::start(&self.dir.path().join("data"), &self.dir.path().join("wf"), heartbeat_timeout)
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+}
+
+async fn trigger(client: &Client, workflow: &str) -> RunId {
+    client.trigger_run(workflow, &BTreeMap::new()).await.unwrap()
+}
+
+/// Polls the API until the run is finished (a state, not a fixed wait).
+async fn finished(client: &Client, run: RunId, within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = client.get_run(run).await.unwrap();
+        let status = r["status"].as_str().unwrap_or_default().to_owned();
+        if !matches!(status.as_str(), "QUEUED" | "RUNNING") {
+            return r;
+        }
+        assert!(start.elapsed() < within, "run {run} still {status} after {within:?}: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn task<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no task {name}: {run}"))
+}
+
+const MIXED: &str = r#"
+type: graph
+steps:
+  - name: local
+    command: echo local-step
+    output: L
+  - name: remote
+    command: sh -c 'echo "::progress 50 half"; echo "remote got ${L}"'
+    queue: edge
+    output: R
+    depends: [local]
+  - name: after
+    command: echo "${R}"
+    output: A
+    depends: [remote]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_remote_steps_complete_with_a_real_worker() {
+    let env = Env::new(&[("mixed", MIXED)]);
+    let server = env.server(30);
+    let _worker = WorkerProc::start(&server.url, "edge", "w1", &env.work());
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "mixed").await;
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    let remote = task(&r, "remote");
+    assert_eq!(remote["outputs"]["R"], "remote got local-step");
+    assert_eq!(task(&r, "after")["outputs"]["A"], "remote got local-step");
+    let actors: Vec<&str> =
+        remote["transitions"].as_array().unwrap().iter().map(|t| t["actor"].as_str().unwrap()).collect();
+    assert!(actors.contains(&"worker:w1"), "{actors:?}");
+    assert_eq!(remote["progress"]["percent"], 50.0);
+}
+
+const REMOTE_RETRY: &str = r#"
+steps:
+  - name: job
+    command: echo done
+    queue: edge
+    retry_policy:
+      limit: 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_task_is_reaped_retried_elsewhere_and_its_late_calls_refused() {
+    let env = Env::new(&[("retry", REMOTE_RETRY)]);
+    let timeout = 1;
+    let server = env.server(timeout);
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "retry").await;
+    // The test plays the worker that dies: it leases and then goes silent.
+    let req = LeaseRequest { worker_id: "doomed".into(), queue: "edge".into(), max_tasks: 1, wait_ms: 5_000 };
+    let held = client.lease(&req).await.unwrap().tasks.remove(0);
+    let _healthy = WorkerProc::start(&server.url, "edge", "healthy", &env.work());
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    let job = task(&r, "job");
+    let log = job["transitions"].as_array().unwrap();
+    let reaped = log.iter().find(|t| t["actor"] == "reaper").expect("a reaper transition");
+    assert!(reaped["reason"].as_str().unwrap().contains("heartbeat lost (worker doomed"), "{reaped}");
+    assert_eq!(reaped["to"], "PENDING");
+    // Reaped within the heartbeat timeout + 1 s of the lease's start.
+    let started = log.iter().find(|t| t["to"] == "RUNNING").unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+    let at = reaped["at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let took = at.duration_since(started).as_secs_f64();
+    assert!(took <= (timeout + 1) as f64, "reaped {took}s after the lease");
+    assert!(job["attempt_records"].as_array().unwrap().iter().any(|a| a["worker"] == "healthy"));
+
+    // The dead worker comes back: refused, and nothing changes.
+    let before = client.get_run(run).await.unwrap();
+    let beat = HeartbeatRequest {
+        worker_id: "doomed".into(),
+        items: vec![HeartbeatItem {
+            task_id: held.task_id,
+            lease_token: held.lease_token,
+            progress_percent: Some(99.0),
+            progress_message: None,
+            details: None,
+        }],
+    };
+    let ack = client.heartbeat(&beat).await.unwrap();
+    assert_eq!(serde_json::to_value(ack.items[0].status).unwrap(), "lease_stale");
+    let done = CompleteRequest {
+        lease_token: held.lease_token,
+        outcome: AttemptEnd::Succeeded,
+        exit_code: Some(0),
+        outputs: BTreeMap::new(),
+        error: None,
+    };
+    let err = client.complete(held.task_id, &done).await.unwrap_err();
+    assert!(matches!(err, ClientError::LeaseStale { .. }), "{err:?}");
+    assert_eq!(client.get_run(run).await.unwrap()["tasks"], before["tasks"]);
+}
+
+const REMOTE_SLEEP: &str = r#"
+type: graph
+steps:
+  - name: long
+    command: sleep 300
+    queue: edge
+  - name: next
+    command: "true"
+    depends: [long]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_the_api_stops_a_remote_step() {
+    let env = Env::new(&[("sleepy", REMOTE_SLEEP)]);
+    let server = env.server(30);
+    let _worker = WorkerProc::start(&server.url, "edge", "w1", &env.work());
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "sleepy").await;
+    let start = Instant::now();
+    loop {
+        let r = client.get_run(run).await.unwrap();
+        if task(&r, "long")["status"] == "RUNNING" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never started: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.cancel_run(run).await.unwrap();
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "CANCELED", "{r}");
+    assert_eq!(task(&r, "long")["status"], "CANCELED");
+    assert_eq!(task(&r, "next")["status"], "ABANDONED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_with_sigkill_resumes_its_runs_after_restart() {
+    let env = Env::new(&[("mixed", MIXED)]);
+    let mut server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "mixed").await;
+    // The test holds the remote step as its worker while the server dies.
+    let req =
+        LeaseRequest { worker_id: "survivor".into(), queue: "edge".into(), max_tasks: 1, wait_ms: 10_000 };
+    let held = client.lease(&req).await.unwrap().tasks.remove(0);
+    server.kill();
+
+    let server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let beat = HeartbeatRequest {
+        worker_id: "survivor".into(),
+        items: vec![HeartbeatItem {
+            task_id: held.task_id,
+            lease_token: held.lease_token,
+            progress_percent: Some(80.0),
+            progress_message: None,
+            details: None,
+        }],
+    };
+    let ack = client.heartbeat(&beat).await.unwrap();
+    assert_eq!(serde_json::to_value(ack.items[0].status).unwrap(), "ok", "the lease survived the restart");
+    let done = CompleteRequest {
+        lease_token: held.lease_token,
+        outcome: AttemptEnd::Succeeded,
+        exit_code: Some(0),
+        outputs: BTreeMap::from([("R".to_owned(), "from survivor".to_owned())]),
+        error: None,
+    };
+    client.complete(held.task_id, &done).await.unwrap();
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    assert_eq!(task(&r, "after")["outputs"]["A"], "from survivor");
+    for t in r["tasks"].as_array().unwrap() {
+        assert_eq!(t["status"], "COMPLETED", "{t}");
+    }
+}
