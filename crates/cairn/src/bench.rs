@@ -19,17 +19,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Exit, InvalidInput};
 
-const KNOWN: [&str; 4] = ["W1", "W2", "W3", "all"];
+const KNOWN: [&str; 8] = ["W1", "W2", "W3", "W1r", "W5", "W6", "W7", "all"];
 use crate::out::outln;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Workloads to run: W1, W2, W3 or all
+    /// Workloads to run: W1, W2, W3, W1r, W5, W6, W7 or all
     #[arg(default_value = "all", value_delimiter = ',')]
     workloads: Vec<String>,
     /// Task counts for W1 (comma-separated; several show how cost grows with size)
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     n: Vec<usize>,
+    /// Task count for W1r (remote no-op tasks over HTTP)
+    #[arg(long, default_value_t = 20_000)]
+    remote_n: usize,
+    /// SDK workers for W1r
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Heartbeat timeout for W7, in milliseconds
+    #[arg(long, default_value_t = 2_000)]
+    w7_timeout_ms: u64,
     /// Repetitions per figure; the median is reported
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -87,6 +96,48 @@ pub async fn bench(args: Args) -> Result<Exit> {
             "seconds": round(s), "per_unit_ms": round(s * 1000.0 / 40.0),
             "record_handoff_p50_ms": round(percentile(&handoffs, 0.50)), "record_handoff_p99_ms": round(percentile(&handoffs, 0.99)),
             "rss_mb": rss_mb(),
+        }));
+    }
+    if wants("W1r") {
+        let n = args.remote_n;
+        let mut secs = Vec::new();
+        for i in 0..runs {
+            secs.push(crate::bench_remote::w1r(&dir.join(format!("w1r-{i}")), n, args.workers, sync).await?);
+        }
+        let s = median(&mut secs);
+        print_line(json!({
+            "workload": "W1r", "store": "sqlite", "synchronous": sync.as_str(), "n": n, "runs": runs,
+            "workers": args.workers, "transport": "http loopback, SDK workers in this process",
+            "seconds": round(s), "per_unit_ms": round(s * 1000.0 / n as f64),
+            "tasks_per_s": (n as f64 / s).round(), "rss_mb": rss_mb(),
+        }));
+    }
+    if wants("W5") {
+        let (n, clients, batch) = (10_000, 8, 100);
+        let (rate, p50, p99) = crate::bench_remote::w5(&dir.join("w5"), n, clients, batch, sync).await?;
+        print_line(json!({
+            "workload": "W5", "store": "sqlite", "synchronous": sync.as_str(), "n": n, "clients": clients,
+            "batch": batch, "heartbeats_per_s": rate.round(), "p50_ms": round(p50), "p99_ms": round(p99),
+            "rss_mb": rss_mb(),
+        }));
+    }
+    if wants("W6") {
+        let (local, remote) = crate::bench_remote::w6(&dir.join("w6"), 200, sync).await?;
+        use crate::bench_remote::pct;
+        print_line(json!({
+            "workload": "W6", "store": "sqlite", "synchronous": sync.as_str(), "n": local.len(),
+            "p50_ms": round(pct(&local, 0.5)), "p99_ms": round(pct(&local, 0.99)),
+            "remote_p50_ms": round(pct(&remote, 0.5)), "remote_p99_ms": round(pct(&remote, 0.99)),
+            "rss_mb": rss_mb(),
+        }));
+    }
+    if wants("W7") {
+        let timeout = std::time::Duration::from_millis(args.w7_timeout_ms);
+        let s = crate::bench_remote::w7(&dir.join("w7"), 1000, timeout, sync).await?;
+        print_line(json!({
+            "workload": "W7", "store": "sqlite", "synchronous": sync.as_str(), "n": 1000,
+            "heartbeat_timeout_s": timeout.as_secs_f64(), "seconds": round(s),
+            "over_timeout_s": round(s - timeout.as_secs_f64()), "rss_mb": rss_mb(),
         }));
     }
     if wants("W3") {

@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod bench;
+mod bench_remote;
 mod history;
 mod home;
 mod logs;
