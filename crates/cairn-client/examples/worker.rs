@@ -19,11 +19,14 @@
 //!     task_type: resize      # dispatched to this worker's `resize` handler
 //!     heartbeat_timeout_sec: 15
 //!     retry_policy: {limit: 2, interval_sec: 1}
-//!   - name: count
+//!   - name: count            # after resize: steps of a chain run in order
 //!     queue: images
 //!     task_type: count
-//!     depends: [resize]
 //! ```
+//!
+//! A `task_type` step has no `command`: the worker's handler for its type
+//! runs it, with the run's params and the step's env in `ctx.input()`
+//! (`cairn validate flows/thumbnails.yaml` checks the file).
 //!
 //! Then, in three terminals:
 //!

@@ -1,6 +1,7 @@
 //! Runs Cairn workflows: the run [`driver`] (scheduling, leases, retries,
-//! timeouts, cancellation), the local shell [`process`] executor, and
-//! [`recover`]y of runs whose executor died.
+//! timeouts, cancellation), the local shell [`process`] executor,
+//! [`recover`]y of runs whose executor died, and the cron [`scheduler`] of
+//! `cairn serve`.
 
 pub mod driver;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod process;
 pub mod queues;
 pub mod recover;
 pub mod runner;
+pub mod scheduler;
 pub mod shell;
 pub mod time;
 
@@ -21,5 +23,6 @@ pub use plan::{ContinueOn, Handler, PlannedTask, Role, RunPlan};
 pub use queues::QueueHub;
 pub use recover::{Recovery, recover};
 pub use runner::{AttemptContext, AttemptOutcome, NoopRunner, Precheck, ProgressSink, TaskRunner};
+pub use scheduler::{ScheduledWorkflow, Scheduler};
 pub use shell::ShellRunner;
 pub use time::EngineClock;

@@ -39,6 +39,7 @@ pub struct ManagerOptions {
 }
 
 struct ActiveRun {
+    workflow: String,
     commands: mpsc::UnboundedSender<Command>,
     driving: tokio::task::AbortHandle,
 }
@@ -114,6 +115,17 @@ impl<S: Store> Manager<S> {
     /// Runs being driven by this manager now.
     pub fn active_runs(&self) -> usize {
         lock(&self.runs).len()
+    }
+
+    /// The runs of `workflow` this manager drives now. A run leaves this
+    /// list when its driver stops, shortly after its final status is published.
+    pub fn active_runs_of(&self, workflow: &str) -> Vec<RunId> {
+        lock(&self.runs).iter().filter(|(_, r)| r.workflow == workflow).map(|(id, _)| *id).collect()
+    }
+
+    /// Whether this manager still drives `run`.
+    pub fn is_active(&self, run: RunId) -> bool {
+        lock(&self.runs).contains_key(&run)
     }
 
     /// Starts a run of `workflow`; returns once the run and its tasks are
@@ -215,10 +227,11 @@ impl<S: Store> Manager<S> {
         lock(&self.tasks).extend(tasks.iter().enumerate().map(|(i, (id, _, _))| (*id, (run, i))));
 
         let updates = self.updates.clone();
+        let name = workflow.clone();
         tokio::spawn(async move {
             while let Some(event) = events_rx.recv().await {
                 // Nobody listening is fine.
-                let _ = updates.send(to_event(run, &workflow, &tasks, event));
+                let _ = updates.send(to_event(run, &name, &tasks, event));
             }
         });
 
@@ -235,7 +248,7 @@ impl<S: Store> Manager<S> {
             lock(&manager.runs).remove(&run);
             lock(&manager.tasks).retain(|_, (r, _)| *r != run);
         });
-        runs.insert(run, ActiveRun { commands, driving: driving.abort_handle() });
+        runs.insert(run, ActiveRun { workflow, commands, driving: driving.abort_handle() });
         run
     }
 
@@ -251,15 +264,19 @@ impl<S: Store> Manager<S> {
 
     /// Asks the run's driver to cancel it.
     pub async fn cancel(&self, run: RunId, actor: Actor) -> Result<(), EngineError> {
-        let commands = lock(&self.runs).get(&run).map(|r| r.commands.clone());
-        if let Some(tx) = commands
-            && tx.send(Command::Cancel { actor }).is_ok()
-        {
-            return Ok(());
-        }
+        // The record decides: a driver may still be winding down a run that
+        // is already finished.
         match self.store.run(run).await? {
-            Some(r) => Err(EngineError::Conflict(format!("run {run} already finished ({})", r.status))),
-            None => Err(EngineError::NotFound(format!("run {run}"))),
+            None => return Err(EngineError::NotFound(format!("run {run}"))),
+            Some(r) if r.status.is_terminal() => {
+                return Err(EngineError::Conflict(format!("run {run} already finished ({})", r.status)));
+            }
+            Some(_) => {}
+        }
+        let commands = lock(&self.runs).get(&run).map(|r| r.commands.clone());
+        match commands {
+            Some(tx) if tx.send(Command::Cancel { actor }).is_ok() => Ok(()),
+            _ => Err(EngineError::Conflict(format!("run {run} is not driven by this server"))),
         }
     }
 

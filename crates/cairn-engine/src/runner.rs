@@ -83,6 +83,13 @@ pub trait TaskRunner: Send + Sync + 'static {
         None
     }
 
+    /// The input of a remote attempt that has no [`RemoteCommand`] (an SDK
+    /// task): the variables its handler reads. By default the engine's own
+    /// variables ([`AttemptContext::env`]).
+    fn remote_input(&self, ctx: &AttemptContext) -> BTreeMap<String, String> {
+        ctx.env.iter().cloned().collect()
+    }
+
     /// An attempt that this runner did not run ended (a remote worker ran
     /// it, or a previous server did before a restart): its outputs become
     /// visible to later steps as if this runner had produced them.

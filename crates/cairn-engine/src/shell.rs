@@ -85,7 +85,7 @@ fn planned(step: &Step, depends: Vec<usize>, role: Role) -> PlannedTask {
         progress: step.progress.unwrap_or_default(),
         queue: step.queue.clone(),
         heartbeat_timeout: step.heartbeat_timeout,
-        task_type: None,
+        task_type: step.task_type().map(str::to_owned),
     }
 }
 
@@ -106,7 +106,9 @@ pub struct ShellRunner {
 
 #[derive(Clone)]
 struct Published {
-    output: Option<(String, String)>,
+    /// The variables later steps see: the `output:` variable of a shell
+    /// step, every output an SDK handler returned.
+    vars: Vec<(String, String)>,
     info: StepInfo,
 }
 
@@ -141,7 +143,7 @@ impl ShellRunner {
         let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         for &i in &self.visible[ctx.index] {
             let Some(p) = &published[i] else { continue };
-            if let Some((name, value)) = &p.output {
+            for (name, value) in &p.vars {
                 scope.set(name.clone(), value.clone());
             }
             let step = &self.steps[i];
@@ -171,9 +173,8 @@ impl ShellRunner {
             exit_code,
             output: output.map(str::to_owned),
         };
-        let output = step.output.clone().zip(output.map(str::to_owned));
-        self.published.lock().unwrap_or_else(|e| e.into_inner())[ctx.index] =
-            Some(Published { output, info });
+        let vars = step.output.clone().zip(output.map(str::to_owned)).into_iter().collect();
+        self.published.lock().unwrap_or_else(|e| e.into_inner())[ctx.index] = Some(Published { vars, info });
     }
 
     /// Evaluates conditions; command conditions run in the step's shell.
@@ -239,6 +240,12 @@ impl ShellRunner {
 
     async fn run_attempt(&self, ctx: AttemptContext) -> AttemptOutcome {
         let step = self.steps[ctx.index].clone();
+        if let Some(task_type) = step.task_type() {
+            // The spec gives such a step a queue, so it only ever runs remotely.
+            return start_failed(format!(
+                "task type {task_type:?} has no command to run here: an SDK worker polling its queue runs it"
+            ));
+        }
         let mut scope = self.scope_for(&ctx);
         let prepared = tokio::task::block_in_place(|| step.resolve_env(&mut scope, &mut ShellCommands));
         if let Err(e) = prepared {
@@ -374,13 +381,24 @@ impl TaskRunner for ShellRunner {
         let step = &self.steps[ctx.index];
         let output = step.output.as_ref().and_then(|name| outputs.get(name)).map(String::as_str);
         self.publish(step, ctx, exit_code, output);
+        if step.task_type().is_some() {
+            // An SDK handler returns named outputs: later steps see them all.
+            let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = &mut published[ctx.index] {
+                p.vars = outputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            }
+        }
     }
 
     /// The step as a worker on another machine runs it: the same processes
     /// and variables; the working directory only when the step names one,
-    /// since the server's paths mean nothing there.
+    /// since the server's paths mean nothing there. `None` for a
+    /// `task_type` step: an SDK handler runs it from [`Self::remote_input`].
     fn remote_command(&self, ctx: &AttemptContext) -> Option<RemoteCommand> {
         let step = &self.steps[ctx.index];
+        if step.task_type().is_some() {
+            return None;
+        }
         let mut scope = self.scope_for(ctx);
         if let Err(e) = step.resolve_env(&mut scope, &mut ShellCommands) {
             tracing::warn!(step = %step.name, error = %e, "remote step env could not be expanded");
@@ -400,6 +418,25 @@ impl TaskRunner for ShellRunner {
             env: inv.env.into_iter().filter(|(k, _)| k != "PWD").collect(),
             output: step.output.clone(),
         })
+    }
+
+    /// What an SDK handler gets: everything the step would see as variables
+    /// — params (positional ones by number), the workflow's env, outputs of
+    /// the steps it depends on, Cairn's run variables and the step's env,
+    /// expanded — except the server's own file paths.
+    fn remote_input(&self, ctx: &AttemptContext) -> BTreeMap<String, String> {
+        let step = &self.steps[ctx.index];
+        let mut scope = self.scope_for(ctx);
+        if let Err(e) = step.resolve_env(&mut scope, &mut ShellCommands) {
+            tracing::warn!(step = %step.name, error = %e, "remote step env could not be expanded");
+        }
+        const SERVER_PATHS: [&str; 4] =
+            ["DAG_RUN_WORK_DIR", "DAG_RUN_LOG_FILE", "DAG_RUN_STEP_STDOUT_FILE", "DAG_RUN_STEP_STDERR_FILE"];
+        scope
+            .vars()
+            .filter(|(k, _)| !SERVER_PATHS.contains(k))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 }
 

@@ -139,6 +139,50 @@ async fn a_worker_leases_heartbeats_with_progress_and_completes() {
     assert_eq!(rec.outputs.get("OUT").map(String::as_str), Some("from-worker"));
 }
 
+const SDK_TASK: &str = r#"
+type: graph
+params: "N=1 extra"
+env:
+  - BASE: /data
+steps:
+  - name: double
+    queue: q
+    task_type: doubler
+    env: {SRC: "${BASE}/n-${N}"}
+  - name: after
+    command: test "$DOUBLED" = 42
+    depends: [double]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_type_step_leases_without_a_command_and_with_its_variables_as_input() {
+    let f = Fixture::new();
+    let wf = Arc::new(cairn_core::spec::parse(SDK_TASK, None).unwrap());
+    let run = f.manager.submit(wf, SDK_TASK.to_owned(), &["N=21".to_owned()], "api").await.unwrap();
+    let leased = f.lease("w1", 10).await;
+    assert_eq!(leased.len(), 1);
+    let task = &leased[0];
+    assert_eq!((task.step.as_str(), task.task_type.as_str()), ("double", "doubler"));
+    assert_eq!(task.command, None);
+    let input = &task.input;
+    // Params (positional ones by number), the workflow's env, the step's env
+    // expanded, and the run's variables; not the server's file paths.
+    assert_eq!(input.get("N").map(String::as_str), Some("21"));
+    assert_eq!(input.get("2").map(String::as_str), Some("extra"));
+    assert_eq!(input.get("BASE").map(String::as_str), Some("/data"));
+    assert_eq!(input.get("SRC").map(String::as_str), Some("/data/n-21"));
+    assert_eq!(input.get("DAG_RUN_ID"), Some(&run.to_string()));
+    assert!(!input.contains_key("DAG_RUN_LOG_FILE"), "{input:?}");
+
+    let mut req = done(task, AttemptEnd::Succeeded);
+    req.exit_code = None;
+    req.outputs.insert("DOUBLED".into(), "42".into());
+    assert_eq!(f.manager.complete(task.task_id, req).await, Ok(TaskStatus::Completed));
+    // `after` sees the handler's output as a variable, though the step has no `output:`.
+    let d = f.finished(run).await;
+    assert_eq!(d.run.status, RunStatus::Completed);
+}
+
 impl Fixture {
     fn manual_now_plus(&self, secs: u64) -> cairn_core::Timestamp {
         use cairn_core::Clock;
@@ -159,6 +203,8 @@ steps:
 "#;
     let run = f.submit(yaml).await;
     let first = f.lease("doomed", 1).await.remove(0);
+    f.manual.advance(Duration::from_secs(1));
+    assert_eq!(f.manager.heartbeat(beat(&first, Some(10.0))).await.items[0].status, AckStatus::Ok);
     // The worker dies: no heartbeat for longer than the timeout.
     f.manual.advance(Duration::from_secs(31));
     let mut second = Vec::new();
@@ -309,4 +355,18 @@ async fn a_new_server_resumes_the_runs_of_one_that_died() {
     // Nothing to resume twice.
     assert_eq!(new.resume().await.unwrap(), 0);
     let _ = manual;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_leased_and_never_reported_is_a_start_failure() {
+    let f = Fixture::new();
+    let run = f.submit(REMOTE_THEN_LOCAL).await;
+    let _silent = f.lease("silent", 1).await.remove(0);
+    f.manual.advance(Duration::from_secs(31));
+    let d = f.finished(run).await;
+    let t = d.tasks.iter().find(|t| t.name == "remote").unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    let last = d.transitions[&t.id].last().unwrap();
+    assert!(last.reason.starts_with("never started (worker silent leased it at"), "{}", last.reason);
+    assert_eq!(last.actor, Actor::Reaper);
 }

@@ -242,13 +242,58 @@ pub fn observe(event: &Event) {
     }
 }
 
-/// Runs [`observe`] on every event of `events` until the sender is gone.
+/// What the metrics need to remember between events: RUNNING and PENDING
+/// counts per queue, and which attempts were already predicted to overrun.
+#[derive(Default)]
+pub struct Observer {
+    per_queue: std::collections::HashMap<Option<String>, (i64, i64)>,
+    overrunning: std::collections::HashSet<(cairn_core::TaskId, u32)>,
+}
+
+impl Observer {
+    /// [`observe`], plus the gauges, overrun predictions (once per attempt)
+    /// and start failures.
+    pub fn observe(&mut self, event: &Event) {
+        observe(event);
+        match event {
+            Event::Transition(t) => {
+                let counts = self.per_queue.entry(t.queue.clone()).or_default();
+                for (status, delta) in [(t.from, -1), (Some(t.to), 1)] {
+                    match status {
+                        Some(TaskStatus::Running) => counts.0 += delta,
+                        Some(TaskStatus::Pending) => counts.1 += delta,
+                        _ => {}
+                    }
+                }
+                let (running, pending) = (counts.0.max(0) as u64, counts.1.max(0) as u64);
+                set_tasks_running(t.queue.as_deref(), running);
+                set_tasks_pending(t.queue.as_deref(), pending);
+                if t.from == Some(TaskStatus::Running) {
+                    self.overrunning.remove(&(t.task_id, t.attempt));
+                    // The executor's words for a command that never ran (see the engine's process module).
+                    if t.reason.contains("could not start") {
+                        record_start_failure(StartFailure::Spawn);
+                    } else if t.reason.contains("never started (worker") {
+                        record_start_failure(StartFailure::NeverStarted);
+                    }
+                }
+            }
+            Event::Progress(p) if p.overrun_predicted && self.overrunning.insert((p.task_id, p.attempt)) => {
+                record_overrun_predicted();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs an [`Observer`] on every event of `events` until the sender is gone.
 /// Events missed by lagging are gone for the metrics too; the count is logged.
 pub fn spawn_observer(mut events: broadcast::Receiver<Event>) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut observer = Observer::default();
         loop {
             match events.recv().await {
-                Ok(event) => observe(&event),
+                Ok(event) => observer.observe(&event),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "metrics fell behind the event stream");
                 }

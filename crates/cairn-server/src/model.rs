@@ -409,12 +409,14 @@ pub struct StepSummary {
     pub description: Option<String>,
     /// Names of the steps it waits for.
     pub depends: Vec<String>,
-    /// `command`, `script` or `exec`.
+    /// `command`, `script`, `exec`, or `task` (run by an SDK worker's handler).
     pub action: String,
     /// The command lines, the script's interpreter, or the program and its arguments.
     pub command: Option<String>,
     /// The queue of a remote step; absent for the local executor.
     pub queue: Option<String>,
+    /// What an SDK worker dispatches on, for a `task` step.
+    pub task_type: Option<String>,
     pub timeout_sec: Option<f64>,
     /// Retries after the first attempt.
     pub retry_limit: u32,
@@ -434,6 +436,7 @@ impl StepSummary {
                         .join(" "),
                 ),
             ),
+            Action::Task { .. } => ("task", None),
         };
         StepSummary {
             name: s.name.clone(),
@@ -442,6 +445,7 @@ impl StepSummary {
             action: action.to_owned(),
             command,
             queue: s.queue.clone(),
+            task_type: s.task_type().map(str::to_owned),
             timeout_sec: s.timeout.map(|t| t.as_secs_f64()),
             retry_limit: s.retry.limit,
         }

@@ -1,6 +1,6 @@
 //! `cairn serve`: the API, the workflow catalog, the run manager (local
-//! executor, remote queues and their reaping) and resumption of the runs a
-//! previous server left, in one process.
+//! executor, remote queues and their reaping), the cron scheduler, and
+//! resumption of the runs a previous server left, in one process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cairn_core::lease::LeaseSettings;
 use cairn_engine::owner::LocalOwner;
-use cairn_engine::{EngineClock, Manager, ManagerOptions};
+use cairn_engine::scheduler::Workflows;
+use cairn_engine::{EngineClock, Manager, ManagerOptions, ScheduledWorkflow, Scheduler};
 use cairn_server::{AppState, Catalog, EngineControl, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::Exit;
 use crate::home::Home;
@@ -45,11 +48,16 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         log_root: home.log_root(),
         lease: LeaseSettings::with_timeout(Duration::from_secs(args.heartbeat_timeout.max(1))),
     };
-    let manager = Manager::new(store.clone(), clock, opts);
+    let manager = Manager::new(store.clone(), clock.clone(), opts);
     let resumed = manager.resume().await.context("resuming the runs of a previous server")?;
 
     let catalog = Catalog::load(&workflows);
     let _watching = catalog.watch(Duration::from_secs(1));
+    let (schedules, feeding) = feed_schedules(&catalog);
+    let scheduled = schedules.borrow().len();
+    let stop_scheduler = CancellationToken::new();
+    let scheduler =
+        tokio::spawn(Scheduler::new(manager.clone(), schedules, clock).run(stop_scheduler.clone()));
     cairn_server::metrics::install();
     let _observing = cairn_server::metrics::spawn_observer(manager.subscribe());
     let control = Arc::new(EngineControl::new(manager.clone(), catalog.clone()));
@@ -61,12 +69,13 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let snapshot = catalog.snapshot();
     eprintln!(
-        "cairn serving http://{} — data {}, workflows {} ({} loaded, {} broken), {} runs resumed",
+        "cairn serving http://{} — data {}, workflows {} ({} loaded, {} broken, {} on a schedule), {} runs resumed",
         listener.local_addr().unwrap_or(args.listen),
         home.dir.display(),
         workflows.display(),
         snapshot.len() - snapshot.broken(),
         snapshot.broken(),
+        scheduled,
         resumed
     );
 
@@ -75,6 +84,10 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             wait_for_stop().await;
+            // No new scheduled run once stopping has begun.
+            stop_scheduler.cancel();
+            let _ = scheduler.await;
+            feeding.abort();
             eprintln!(
                 "stopping: waiting up to {}s for {} active runs",
                 grace.as_secs(),
@@ -91,6 +104,31 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         .await
         .context("serving the API")?;
     Ok(Exit::Success)
+}
+
+/// The catalog's workflows that have a schedule, republished at every reload.
+fn feed_schedules(catalog: &Catalog) -> (watch::Receiver<Workflows>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(scheduled_workflows(catalog));
+    let catalog = catalog.clone();
+    let mut changes = catalog.subscribe();
+    let feeding = tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            tx.send_replace(scheduled_workflows(&catalog));
+        }
+    });
+    (rx, feeding)
+}
+
+fn scheduled_workflows(catalog: &Catalog) -> Workflows {
+    let snapshot = catalog.snapshot();
+    let list = snapshot
+        .entries()
+        .filter_map(|e| {
+            let workflow = e.workflow().filter(|w| !w.schedule.start.is_empty())?;
+            Some(ScheduledWorkflow { workflow: workflow.clone(), source: e.source.clone() })
+        })
+        .collect();
+    Arc::new(list)
 }
 
 async fn wait_for_stop() {

@@ -68,9 +68,10 @@ pub async fn worker(args: Args) -> Result<Exit> {
 /// Runs one leased shell step.
 async fn run_step(ctx: TaskContext, work: PathBuf) -> Result<Outputs, TaskError> {
     let Some(command) = ctx.command().cloned() else {
+        let task_type = ctx.task_type();
         return Err(format!(
-            "task type {:?} has no command: `cairn worker` runs shell steps; write an SDK worker for task types",
-            ctx.task_type()
+            "task type {task_type:?} has no command: `cairn worker` runs shell steps only; \
+             use an SDK worker (cairn-client) with a {task_type:?} handler on this queue"
         )
         .into());
     };

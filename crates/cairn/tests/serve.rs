@@ -1,6 +1,6 @@
 //! End to end with real processes on loopback: `cairn serve`, `cairn worker`,
-//! and the test itself speaking the worker protocol where it must play a
-//! worker that dies or comes back.
+//! an SDK worker inside the test, and the test itself speaking the worker
+//! protocol where it must play a worker that dies or comes back.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_client::protocol::{AttemptEnd, CompleteRequest, HeartbeatItem, HeartbeatRequest, LeaseRequest};
-use cairn_client::{Client, ClientError, RunId};
+use cairn_client::{CancellationToken, Client, ClientError, Outputs, RunId, TaskContext, Worker};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cairn");
@@ -125,6 +125,19 @@ async fn finished(client: &Client, run: RunId, within: Duration) -> Value {
     }
 }
 
+fn beat(task: &cairn_client::protocol::LeasedTask, pct: Option<f32>) -> HeartbeatRequest {
+    HeartbeatRequest {
+        worker_id: "doomed".into(),
+        items: vec![HeartbeatItem {
+            task_id: task.task_id,
+            lease_token: task.lease_token,
+            progress_percent: pct,
+            progress_message: None,
+            details: None,
+        }],
+    }
+}
+
 fn task<'a>(run: &'a Value, name: &str) -> &'a Value {
     run["tasks"]
         .as_array()
@@ -188,6 +201,8 @@ async fn a_dead_workers_task_is_reaped_retried_elsewhere_and_its_late_calls_refu
     // The test plays the worker that dies: it leases and then goes silent.
     let req = LeaseRequest { worker_id: "doomed".into(), queue: "edge".into(), max_tasks: 1, wait_ms: 5_000 };
     let held = client.lease(&req).await.unwrap().tasks.remove(0);
+    // It starts (its first heartbeat), then dies.
+    client.heartbeat(&beat(&held, None)).await.unwrap();
     let _healthy = WorkerProc::start(&server.url, "edge", "healthy", &env.work());
     let r = finished(&client, run, Duration::from_secs(30)).await;
     assert_eq!(r["status"], "COMPLETED", "{r}");
@@ -209,17 +224,7 @@ async fn a_dead_workers_task_is_reaped_retried_elsewhere_and_its_late_calls_refu
 
     // The dead worker comes back: refused, and nothing changes.
     let before = client.get_run(run).await.unwrap();
-    let beat = HeartbeatRequest {
-        worker_id: "doomed".into(),
-        items: vec![HeartbeatItem {
-            task_id: held.task_id,
-            lease_token: held.lease_token,
-            progress_percent: Some(99.0),
-            progress_message: None,
-            details: None,
-        }],
-    };
-    let ack = client.heartbeat(&beat).await.unwrap();
+    let ack = client.heartbeat(&beat(&held, Some(99.0))).await.unwrap();
     assert_eq!(serde_json::to_value(ack.items[0].status).unwrap(), "lease_stale");
     let done = CompleteRequest {
         lease_token: held.lease_token,
@@ -307,4 +312,80 @@ async fn a_server_killed_with_sigkill_resumes_its_runs_after_restart() {
     for t in r["tasks"].as_array().unwrap() {
         assert_eq!(t["status"], "COMPLETED", "{t}");
     }
+}
+
+const SDK: &str = r#"
+type: graph
+params:
+  - N: "1"
+steps:
+  - name: double
+    queue: sdk
+    task_type: double
+    env:
+      - LABEL: "n=${N}"
+  - name: after
+    command: echo "doubled to ${DOUBLED}"
+    output: A
+    depends: [double]
+"#;
+
+/// Doubles the param `N`, reporting progress on the way.
+async fn double(ctx: TaskContext) -> cairn_client::TaskResult {
+    if let Some(c) = ctx.command() {
+        return Err(format!("a task_type step carries no command, got {c:?}").into());
+    }
+    let n: u64 = ctx.param("N").ok_or("N is missing")?.parse()?;
+    let label = ctx.param("LABEL").ok_or("the step's env is missing")?.to_owned();
+    ctx.progress(50.0, format!("{label}: half way"))?;
+    Ok(Outputs::from([("DOUBLED".to_owned(), (2 * n).to_string())]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_type_step_runs_on_an_sdk_workers_handler() {
+    let env = Env::new(&[("sdk", SDK)]);
+    let server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let worker = Worker::builder(client.clone())
+        .worker_id("sdk-1")
+        .queue("sdk")
+        .handler("double", double)
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+
+    let params = BTreeMap::from([("N".to_owned(), "21".to_owned())]);
+    let run = client.trigger_run("sdk", &params).await.unwrap();
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    let step = task(&r, "double");
+    assert_eq!(step["outputs"]["DOUBLED"], "42", "{step}");
+    assert_eq!(step["progress"]["percent"], 50.0, "{step}");
+    assert_eq!(step["progress"]["message"], "n=21: half way");
+    let actors: Vec<&str> =
+        step["transitions"].as_array().unwrap().iter().map(|t| t["actor"].as_str().unwrap()).collect();
+    assert!(actors.contains(&"worker:sdk-1"), "{actors:?}");
+    // The handler's outputs are variables for the steps after it.
+    assert_eq!(task(&r, "after")["outputs"]["A"], "doubled to 42");
+
+    stop.cancel();
+    let stats = running.await.unwrap().unwrap();
+    assert_eq!((stats.completed, stats.failed), (1, 0), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_worker_fails_a_task_type_step_and_says_to_use_an_sdk_worker() {
+    let env = Env::new(&[("sdk", SDK)]);
+    let server = env.server(30);
+    let _worker = WorkerProc::start(&server.url, "sdk", "shell-only", &env.work());
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "sdk").await;
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "FAILED", "{r}");
+    let step = task(&r, "double");
+    let last = step["transitions"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["to"], "FAILED");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(reason.contains(r#"task type "double""#) && reason.contains("SDK worker"), "{reason}");
 }

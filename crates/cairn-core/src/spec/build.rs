@@ -14,8 +14,8 @@ use super::error::{SpecError, did_you_mean};
 use super::graph;
 use super::keys;
 use super::model::{
-    Action, HandlerKind, Handlers, Label, Retention, Schedule, Schedules, Shell, StepIndex, Workflow,
-    WorkflowKind,
+    Action, HandlerKind, Handlers, Label, OverlapPolicy, Retention, Schedule, Schedules, Shell, StepIndex,
+    Workflow, WorkflowKind,
 };
 use super::params;
 use super::step::{self, Defaults, Draft, StepContext, parse_env, parse_retry, parse_shell, seconds};
@@ -94,6 +94,8 @@ pub(crate) fn build(root: &Node, file: Option<&Path>, d: &mut Diags) -> Option<W
         f.get("max_output_size").and_then(|n| d.uint(n, "max_output_size")).filter(|&n| n > 0);
     let skip_if_successful =
         f.get("skip_if_successful").and_then(|n| d.bool(n, "skip_if_successful")).unwrap_or(false);
+    let overlap = f.get("overlap_policy").map(|n| parse_overlap(n, "overlap_policy", d)).unwrap_or_default();
+    let catchup_window = f.get("catchup_window").and_then(|n| parse_window(n, "catchup_window", d));
     let preconditions =
         f.get("preconditions").map(|n| condition::parse_list(n, "preconditions", d)).unwrap_or_default();
     let shell = f.get("shell").and_then(|n| parse_shell(n, "shell", d));
@@ -163,6 +165,8 @@ pub(crate) fn build(root: &Node, file: Option<&Path>, d: &mut Diags) -> Option<W
         max_active_runs,
         max_output_size,
         skip_if_successful,
+        overlap,
+        catchup_window,
         preconditions,
         shell,
         working_dir,
@@ -176,6 +180,65 @@ pub(crate) fn build(root: &Node, file: Option<&Path>, d: &mut Diags) -> Option<W
         order,
         warnings: std::mem::take(&mut d.warnings),
     })
+}
+
+/// Reads `overlap_policy`: `skip`, `all` or `latest`.
+fn parse_overlap(node: &Node, path: &str, d: &mut Diags) -> OverlapPolicy {
+    let Some(text) = d.string(node, path) else { return OverlapPolicy::default() };
+    let text = text.trim();
+    OverlapPolicy::parse(text).unwrap_or_else(|| {
+        d.error_hint(
+            node.pos,
+            path,
+            format!("unknown overlap policy \"{text}\""),
+            did_you_mean(text, OverlapPolicy::NAMES)
+                .or_else(|| Some("use `skip`, `all` or `latest`".to_owned())),
+        );
+        OverlapPolicy::default()
+    })
+}
+
+/// Reads a duration written as Dagu writes `catchup_window`: numbers with
+/// units `d`, `h`, `m`, `s`, e.g. `"6h"`, `"2d12h"`, `"1h30m"`. Zero means none.
+fn parse_window(node: &Node, path: &str, d: &mut Diags) -> Option<std::time::Duration> {
+    let text = d.string(node, path)?;
+    match parse_duration(text.trim()) {
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
+        None => {
+            d.error_hint(
+                node.pos,
+                path,
+                format!("invalid duration \"{}\"", text.trim()),
+                "use a number with a unit `d`, `h`, `m` or `s`, e.g. \"6h\" or \"2d12h\"".to_owned(),
+            );
+            None
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let n: u64 = number.parse().ok()?;
+        let unit = tail.chars().next()?;
+        let seconds = match unit {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(seconds)?)?;
+        rest = &tail[unit.len_utf8()..];
+    }
+    Some(std::time::Duration::from_secs(total))
 }
 
 fn clamp_u32(v: u64) -> u32 {
@@ -275,6 +338,7 @@ fn name_step(draft: &mut Draft, position: usize, taken: &mut HashSet<String>) {
                 let prefix = match draft.step.action {
                     Action::Script { .. } => "script",
                     Action::Commands(_) | Action::Exec { .. } => "cmd",
+                    Action::Task { .. } => "task",
                 };
                 let mut n = position;
                 while taken.contains(&format!("{prefix}_{n}")) {
@@ -348,13 +412,19 @@ fn parse_cron_list(node: &Node, path: &str, d: &mut Diags) -> Vec<Schedule> {
         }
         match parse_cron(text) {
             Ok(s) => out.push(s),
-            Err(e) => d.error_hint(
-                n.pos,
-                &p,
-                format!("invalid cron expression \"{}\": {e}", text.trim()),
-                "use five fields: minute hour day-of-month month day-of-week, e.g. \"30 6 * * 1-5\""
-                    .to_owned(),
-            ),
+            Err(e) => {
+                let hint = if e.starts_with("unknown time zone") {
+                    "use an IANA time zone name, e.g. \"CRON_TZ=Europe/Paris 30 6 * * 1-5\""
+                } else {
+                    "use five fields: minute hour day-of-month month day-of-week, e.g. \"30 6 * * 1-5\""
+                };
+                d.error_hint(
+                    n.pos,
+                    &p,
+                    format!("invalid cron expression \"{}\": {e}", text.trim()),
+                    hint.to_owned(),
+                )
+            }
         }
     }
     out
@@ -368,6 +438,9 @@ pub(crate) fn parse_cron(text: &str) -> Result<Schedule, String> {
             let zone = first.split_once('=').map(|(_, z)| z.to_owned()).unwrap_or_default();
             if zone.is_empty() {
                 return Err("the time zone is empty".to_owned());
+            }
+            if jiff::tz::TimeZone::get(&zone).is_err() {
+                return Err(format!("unknown time zone \"{zone}\""));
             }
             (Some(zone), rest.to_owned())
         }

@@ -188,6 +188,9 @@ impl Step {
     /// multi-line command or `script:` is written to a file run by the shell
     /// (or by its `#!` line, or by `command:` when both are given); under
     /// `shell: direct` and for `exec:`, words are run without a shell.
+    ///
+    /// A `task_type` step ([`Action::Task`]) has no processes: an SDK worker
+    /// runs it from its task type and input.
     pub fn invocation(&self, workflow: &Workflow, scope: &Scope) -> Invocation {
         let shell = workflow.shell_for(Some(self), scope);
         let working_dir = self.working_dir(workflow, scope);
@@ -200,6 +203,8 @@ impl Step {
                 let argv = std::iter::once(program).chain(args).map(|w| vars::expand(w, scope)).collect();
                 vec![Process::Exec { argv }]
             }
+            // An SDK worker's handler runs it; there is no process.
+            Action::Task { .. } => Vec::new(),
         };
         let mut env = scope.exports();
         env.retain(|(k, _)| k != "PWD");

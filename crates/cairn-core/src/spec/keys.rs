@@ -85,6 +85,8 @@ pub(crate) static WORKFLOW: Schema = Schema {
         alias("max_active_runs", &["maxActiveRuns"]),
         alias("max_output_size", &["maxOutputSize"]),
         alias("skip_if_successful", &["skipIfSuccessful"]),
+        alias("overlap_policy", &["overlapPolicy"]),
+        alias("catchup_window", &["catchupWindow"]),
         alias("handler_on", &["handlerOn"]),
         alias("retry_policy", &["retryPolicy"]),
         alias("preconditions", &["precondition"]),
@@ -98,8 +100,6 @@ pub(crate) static WORKFLOW: Schema = Schema {
         alias("log_dir", &["logDir"]),
         yes("queue"),
         yes("steps"),
-        ignored("catchup_window", &["catchupWindow"], "catch-up of missed schedules is not implemented"),
-        ignored("overlap_policy", &["overlapPolicy"], "catch-up of missed schedules is not implemented"),
         ignored("log_output", &["logOutput"], "Cairn keeps stdout and stderr apart"),
         ignored("mail_on", &["mailOn"], NO_MAIL),
         ignored("smtp", &[], NO_MAIL),
@@ -126,7 +126,7 @@ pub(crate) static WORKFLOW: Schema = Schema {
 };
 
 /// Keys of steps and handlers alike; only steps may have `depends`.
-const STEP_COMMON: [Key; 33] = [
+const STEP_COMMON: [Key; 34] = [
     yes("name"),
     yes("id"),
     yes("description"),
@@ -148,6 +148,7 @@ const STEP_COMMON: [Key; 33] = [
     yes("queue"),
     alias("heartbeat_timeout_sec", &["heartbeatTimeoutSec"]),
     yes("progress"),
+    alias("task_type", &["taskType"]),
     ignored("mail_on_error", &["mailOnError"], NO_MAIL),
     ignored("log_output", &["logOutput"], "Cairn keeps stdout and stderr apart"),
     no("call", &["run"], NO_SUB_DAG),
@@ -164,18 +165,18 @@ const STEP_COMMON: [Key; 33] = [
 
 /// `common` followed by `last` (a const fn, so the step and handler key
 /// tables can share their common part).
-const fn with_last(common: [Key; 33], last: Key) -> [Key; 34] {
-    let mut out = [last; 34];
+const fn with_last(common: [Key; 34], last: Key) -> [Key; 35] {
+    let mut out = [last; 35];
     let mut i = 0;
-    while i < 33 {
+    while i < 34 {
         out[i] = common[i];
         i += 1;
     }
     out
 }
 
-static STEP_KEYS: [Key; 34] = with_last(STEP_COMMON, yes("depends"));
-static HANDLER_KEYS: [Key; 34] =
+static STEP_KEYS: [Key; 35] = with_last(STEP_COMMON, yes("depends"));
+static HANDLER_KEYS: [Key; 35] =
     with_last(STEP_COMMON, no("depends", &[], "handlers run after the steps; remove `depends`"));
 
 pub(crate) static STEP: Schema = Schema { what: "step keys", keys: &STEP_KEYS };

@@ -37,8 +37,9 @@ pub use condition::{CommandCheck, ConditionCheck};
 pub use error::{Diagnostic, Pos, SpecError};
 pub use invocation::{Invocation, Process, ResolvedShell};
 pub use model::{
-    Action, ContinueOn, EnvVar, Expected, HandlerKind, Handlers, Label, OutputPattern, Param, ParamType,
-    Precondition, Retention, Schedule, Schedules, Shell, Signal, Step, StepIndex, Workflow, WorkflowKind,
+    Action, ContinueOn, EnvVar, Expected, HandlerKind, Handlers, Label, OutputPattern, OverlapPolicy, Param,
+    ParamType, Precondition, Retention, Schedule, Schedules, Shell, Signal, Step, StepIndex, Workflow,
+    WorkflowKind,
 };
 pub use params::params_json;
 

@@ -45,6 +45,11 @@ pub struct Workflow {
     pub max_output_size: Option<u64>,
     /// Skip a scheduled run if one succeeded since the previous schedule time.
     pub skip_if_successful: bool,
+    /// What the scheduler does with a tick while a scheduled run is still active.
+    pub overlap: OverlapPolicy,
+    /// How late a tick missed while no server ran may still be fired once
+    /// when the server starts; `None` = missed ticks are not caught up.
+    pub catchup_window: Option<Duration>,
     /// All must hold or the run is canceled before any step starts.
     pub preconditions: Vec<Precondition>,
     /// The shell of every step that does not choose its own.
@@ -142,6 +147,48 @@ pub struct Schedule {
     pub timezone: Option<String>,
     /// The parsed expression, for computing the next times.
     pub cron: croner::Cron,
+}
+
+/// What the scheduler does with a tick that comes while a run the schedule
+/// started is still active (Dagu's `overlap_policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OverlapPolicy {
+    /// Drop the tick (the default).
+    #[default]
+    Skip,
+    /// Start a run for every tick, whatever is still running (within
+    /// `max_active_runs`: ticks beyond it wait their turn).
+    All,
+    /// Keep only the newest tick waiting, and start it when the active run ends.
+    Latest,
+}
+
+impl OverlapPolicy {
+    /// The key's values as written in YAML.
+    pub const NAMES: [&'static str; 3] = ["skip", "all", "latest"];
+
+    pub fn parse(text: &str) -> Option<OverlapPolicy> {
+        match text {
+            "skip" => Some(OverlapPolicy::Skip),
+            "all" => Some(OverlapPolicy::All),
+            "latest" => Some(OverlapPolicy::Latest),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapPolicy::Skip => "skip",
+            OverlapPolicy::All => "all",
+            OverlapPolicy::Latest => "latest",
+        }
+    }
+}
+
+impl fmt::Display for OverlapPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A label (`labels:` or Dagu's older `tags:`), lower-cased as Dagu does.
@@ -272,6 +319,15 @@ impl Step {
     pub fn key(&self) -> &str {
         self.id.as_deref().unwrap_or(&self.name)
     }
+
+    /// Cairn's `task_type:`, for a step an SDK worker runs; `None` for a
+    /// step with a command (workers see its name as its task type).
+    pub fn task_type(&self) -> Option<&str> {
+        match &self.action {
+            Action::Task { task_type } => Some(task_type),
+            Action::Commands(_) | Action::Script { .. } | Action::Exec { .. } => None,
+        }
+    }
 }
 
 /// What a step runs. A step has exactly one of these.
@@ -294,6 +350,14 @@ pub enum Action {
         program: String,
         /// Its arguments, unexpanded.
         args: Vec<String>,
+    },
+    /// Nothing to run here: an SDK worker polling the step's queue runs the
+    /// handler for `task_type` (Cairn's `task_type:` without a command). Its
+    /// inputs are the run's params and the step's env; such a step always
+    /// has a `queue`.
+    Task {
+        /// What the worker dispatches on.
+        task_type: String,
     },
 }
 

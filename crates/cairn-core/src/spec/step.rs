@@ -138,7 +138,8 @@ pub(crate) fn read_step(node: &Node, path: &str, ctx: &StepContext<'_>, d: &mut 
         Some(Shell::Program { .. }) => false,
         None => ctx.direct,
     };
-    let action = read_action(node, &f, path, direct, key_errors, d);
+    let task_type = read_task_type(&f, path, d);
+    let action = read_action(node, &f, path, direct, task_type, key_errors, d);
 
     let output = match f.get("output") {
         Some(n) if matches!(n.value, Value::Map(_)) => {
@@ -224,6 +225,14 @@ pub(crate) fn read_step(node: &Node, path: &str, ctx: &StepContext<'_>, d: &mut 
     } else {
         defaults.progress
     };
+    if f.has("task_type") && queue.is_none() {
+        d.error_hint(
+            f.key_pos("task_type"),
+            &p("task_type"),
+            "a task_type step runs on workers: give it a queue",
+            "add `queue:` naming the queue its SDK worker polls".to_owned(),
+        );
+    }
 
     let depends_pos = f.has("depends").then(|| f.key_pos("depends"));
     let depends = f.get("depends").and_then(|n| d.string_list(n, &p("depends"))).unwrap_or_default();
@@ -340,15 +349,53 @@ fn read_command(node: &Node, path: &str, d: &mut Diags) -> Option<CommandText> {
     Some(CommandText::List(lines))
 }
 
+/// Cairn's `task_type:`, trimmed; an empty one is an error.
+fn read_task_type(f: &Fields<'_>, path: &str, d: &mut Diags) -> Option<String> {
+    if !f.has("task_type") {
+        return None;
+    }
+    let path = join(path, "task_type");
+    let text = match f.get("task_type") {
+        // A value of the wrong kind is reported by `string`.
+        Some(n) => d.string(n, &path)?,
+        None => String::new(),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        d.error_hint(
+            f.key_pos("task_type"),
+            &path,
+            "the task type is empty",
+            "name the handler an SDK worker runs this step with, e.g. `task_type: resize`".to_owned(),
+        );
+        return None;
+    }
+    Some(text.to_owned())
+}
+
 fn read_action(
     node: &Node,
     f: &Fields<'_>,
     path: &str,
     direct: bool,
+    task_type: Option<String>,
     key_errors: bool,
     d: &mut Diags,
 ) -> Option<Action> {
     let p = |k: &str| join(path, k);
+    if f.has("task_type") {
+        for key in ["command", "script", "exec"] {
+            if f.has(key) {
+                d.error_hint(
+                    f.key_pos("task_type"),
+                    &p("task_type"),
+                    format!("`task_type` cannot be used together with `{key}`"),
+                    "a `task_type` step has no command: an SDK worker's handler runs it; remove one of them"
+                        .to_owned(),
+                );
+            }
+        }
+    }
     let command = f.get("command").and_then(|n| read_command(n, &p("command"), d));
     let script = f
         .get("script")
@@ -371,15 +418,21 @@ fn read_action(
         return read_exec(exec, &p("exec"), d);
     }
 
+    if command.is_none()
+        && script.is_none()
+        && let Some(task_type) = task_type
+    {
+        return Some(Action::Task { task_type });
+    }
     let action = match (command, script) {
         (None, None) => {
-            if !f.has("command") && !f.has("script") && !key_errors {
-                d.error_hint(
-                    node.pos,
-                    path,
-                    "the step has nothing to run",
-                    "add `command:`, `script:` or `exec:`".to_owned(),
-                );
+            if !f.has("command") && !f.has("script") && !f.has("task_type") && !key_errors {
+                let hint = if f.has("queue") {
+                    "add `command:`, `script:` or `exec:`, or `task_type:` for an SDK worker"
+                } else {
+                    "add `command:`, `script:` or `exec:`"
+                };
+                d.error_hint(node.pos, path, "the step has nothing to run", hint.to_owned());
             }
             return None;
         }

@@ -29,6 +29,7 @@ fn action(a: &Action) -> String {
         Action::Script { body, interpreter: None } => format!("script {body:?}"),
         Action::Script { body, interpreter: Some(i) } => format!("script via {i:?} {body:?}"),
         Action::Exec { program, args } => format!("exec {program:?} {args:?}"),
+        Action::Task { task_type } => format!("task {task_type:?}"),
     }
 }
 
@@ -503,6 +504,78 @@ fn yaml_errors_have_positions() {
 }
 
 #[test]
+fn task_type_steps_run_on_sdk_workers_without_a_command() {
+    assert_snapshot!(check(r#"
+type: graph
+defaults:
+  queue: images
+steps:
+  - name: resize
+    queue: gpu
+    task_type: resize
+    env: {WIDTH: 640}
+  - taskType: count
+    depends: resize
+  - name: shell
+    command: echo hi
+    queue: gpu
+handler_on:
+  exit: {task_type: notify}
+"#), @r#"
+    flow (Graph)
+      resize: task "resize" env=["WIDTH=640"] queue=gpu
+      task_2: task "count" after=["resize"] queue=images
+      shell: command "echo hi" queue=gpu
+      onExit: task "notify" queue=images
+    "#);
+    let w = workflow(
+        r#"
+steps:
+  - {name: a, queue: q, task_type: t}
+  - {name: b, queue: q, command: "true"}
+"#,
+    );
+    assert_eq!(w.steps[0].task_type(), Some("t"));
+    assert_eq!(w.steps[1].task_type(), None);
+    // Nothing runs here: the worker's handler is the whole step.
+    assert!(w.steps[0].invocation(&w, &scope()).processes.is_empty());
+}
+
+#[test]
+fn task_type_steps_need_a_queue_and_no_command() {
+    assert_snapshot!(check(r#"
+steps:
+  - name: local
+    task_type: resize
+  - name: both
+    queue: images
+    task_type: resize
+    command: ./resize.sh
+  - name: exec
+    queue: images
+    task_type: resize
+    exec: {command: /bin/true}
+  - name: empty
+    queue: images
+    task_type: "  "
+  - name: map
+    queue: images
+    task_type: {kind: resize}
+  - name: nothing
+    queue: images
+  - name: plain
+"#), @r#"
+    flow.yaml:4:5: steps[0].task_type: a task_type step runs on workers: give it a queue (add `queue:` naming the queue its SDK worker polls)
+    flow.yaml:7:5: steps[1].task_type: `task_type` cannot be used together with `command` (a `task_type` step has no command: an SDK worker's handler runs it; remove one of them)
+    flow.yaml:11:5: steps[2].task_type: `task_type` cannot be used together with `exec` (a `task_type` step has no command: an SDK worker's handler runs it; remove one of them)
+    flow.yaml:15:5: steps[3].task_type: the task type is empty (name the handler an SDK worker runs this step with, e.g. `task_type: resize`)
+    flow.yaml:18:16: steps[4].task_type: expected a string, found a map
+    flow.yaml:19:5: steps[5]: the step has nothing to run (add `command:`, `script:` or `exec:`, or `task_type:` for an SDK worker)
+    flow.yaml:21:5: steps[6]: the step has nothing to run (add `command:`, `script:` or `exec:`)
+    "#);
+}
+
+#[test]
 fn steps_given_as_a_map_are_sorted_by_name() {
     assert_snapshot!(check(r#"
 type: graph
@@ -796,4 +869,34 @@ steps:
 fn load_reads_files_and_reports_missing_ones() {
     let e = load("/nonexistent/dir/flow.yaml").unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/dir/flow.yaml: cannot read the workflow file"));
+}
+
+#[test]
+fn schedule_policies() {
+    let w = workflow(
+        r#"
+schedule: "CRON_TZ=UTC 0 * * * *"
+overlap_policy: latest
+catchupWindow: 2d12h
+steps: ["true"]
+"#,
+    );
+    assert_eq!(w.overlap, OverlapPolicy::Latest);
+    assert_eq!(w.catchup_window, Some(std::time::Duration::from_secs(60 * 3600)));
+    assert!(w.warnings.is_empty(), "{:?}", w.warnings);
+    let defaults = workflow("steps: [\"true\"]");
+    assert_eq!((defaults.overlap, defaults.catchup_window), (OverlapPolicy::Skip, None));
+    assert_eq!(workflow("catchup_window: 0s\nsteps: [\"true\"]").catchup_window, None);
+    assert_eq!(workflow("overlap_policy: all\nsteps: [\"true\"]").overlap, OverlapPolicy::All);
+
+    assert_snapshot!(check(r#"
+schedule: ["CRON_TZ=Mars/Olympus_Mons 0 * * * *"]
+overlap_policy: lastest
+catchup_window: 6 hours
+steps: ["true"]
+"#), @r#"
+        flow.yaml:2:12: schedule[0]: invalid cron expression "CRON_TZ=Mars/Olympus_Mons 0 * * * *": unknown time zone "Mars/Olympus_Mons" (use an IANA time zone name, e.g. "CRON_TZ=Europe/Paris 30 6 * * 1-5")
+        flow.yaml:3:17: overlap_policy: unknown overlap policy "lastest" (did you mean "latest"?)
+        flow.yaml:4:17: catchup_window: invalid duration "6 hours" (use a number with a unit `d`, `h`, `m` or `s`, e.g. "6h" or "2d12h")
+    "#);
 }

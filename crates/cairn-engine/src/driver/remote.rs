@@ -66,10 +66,10 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let attempt = self.slots[index].state.attempt();
         let ctx = self.context(index, attempt, CancellationToken::new());
         let command = self.runner.remote_command(&ctx);
-        let input: BTreeMap<String, String> = command
-            .as_ref()
-            .map(|c| c.env.iter().cloned().collect())
-            .unwrap_or_else(|| ctx.env.iter().cloned().collect());
+        let input: BTreeMap<String, String> = match &command {
+            Some(c) => c.env.iter().cloned().collect(),
+            None => self.runner.remote_input(&ctx),
+        };
         let task = &self.plan.tasks[index];
         let leased = LeasedTask {
             task_id: self.slots[index].id,
@@ -202,13 +202,25 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             let outcome = if slot.kill.is_some() {
                 AttemptOutcome::Killed { exit_code: None, outputs: BTreeMap::new() }
             } else {
+                // A worker that leased and never said a word did not start the
+                // task: a start failure, told apart from a lost heartbeat.
+                let (kind, error) = if lease.last_heartbeat_at == lease.started_at {
+                    let when = lease.started_at;
+                    (
+                        FailureKind::StartFailed,
+                        format!("never started (worker {worker} leased it at {when} and never reported)"),
+                    )
+                } else {
+                    let last = lease.last_heartbeat_at;
+                    (
+                        FailureKind::HeartbeatLost,
+                        format!("heartbeat lost (worker {worker}, last heartbeat {last})"),
+                    )
+                };
                 AttemptOutcome::Failed {
-                    kind: FailureKind::HeartbeatLost,
+                    kind,
                     exit_code: None,
-                    error: format!(
-                        "heartbeat lost (worker {worker}, last heartbeat {})",
-                        lease.last_heartbeat_at
-                    ),
+                    error,
                     outputs: BTreeMap::new(),
                     continue_matched: false,
                 }
