@@ -272,14 +272,14 @@ pub struct Occupancy {
 
 /// Why a tick cannot start now; `None` when it can.
 pub fn blocked(policy: OverlapPolicy, max_active_runs: Option<u32>, occ: Occupancy) -> Option<String> {
+    if policy != OverlapPolicy::All && occ.scheduled > 0 {
+        return Some("the previous scheduled run is still active".to_owned());
+    }
     if let Some(max) = max_active_runs
         && occ.active >= max as usize
     {
         let runs = if occ.active == 1 { "run is" } else { "runs are" };
         return Some(format!("max_active_runs is {max} and {} {runs} active", occ.active));
-    }
-    if policy != OverlapPolicy::All && occ.scheduled > 0 {
-        return Some("the previous scheduled run is still active".to_owned());
     }
     None
 }
@@ -667,7 +667,7 @@ impl<S: Store> Scheduler<S> {
     }
 
     fn skipped(&self, workflow: &str, at: Timestamp, reason: String) {
-        tracing::info!(workflow, scheduled_for = %at, %reason, "scheduled run skipped");
+        tracing::info!(workflow = %workflow, scheduled_for = %at, %reason, "scheduled run skipped");
         self.report(Report::Skipped { workflow: workflow.to_owned(), at, reason });
     }
 
@@ -814,6 +814,18 @@ mod tests {
         let mut table = Timetable::default();
         let problems = table.sync([&w], at("2026-01-01T00:00:00Z"));
         assert_eq!(problems, vec![Problem { workflow: w.name.clone(), error: err }]);
+        assert_eq!(table.next_wake(), None);
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_reported() {
+        let w = workflow("schedule: \"CRON_TZ=UTC 0 0 30 2 *\"\nsteps: [\"true\"]");
+        let mut table = Timetable::default();
+        let problems = table.sync([&w], at("2026-01-01T00:00:00Z"));
+        assert!(
+            matches!(&problems[..], [Problem { error: ScheduleError::NoTime { .. }, .. }]),
+            "{problems:?}"
+        );
         assert_eq!(table.next_wake(), None);
     }
 

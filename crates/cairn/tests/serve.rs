@@ -252,7 +252,9 @@ steps:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_from_the_api_stops_a_remote_step() {
     let env = Env::new(&[("sleepy", REMOTE_SLEEP)]);
-    let server = env.server(30);
+    // A worker hears of a cancel in its next heartbeat answer: a short
+    // timeout (heartbeats every second) keeps the test quick.
+    let server = env.server(3);
     let _worker = WorkerProc::start(&server.url, "edge", "w1", &env.work());
     let client = Client::new(&server.url).unwrap();
     let run = trigger(&client, "sleepy").await;
@@ -349,6 +351,8 @@ async fn a_task_type_step_runs_on_an_sdk_workers_handler() {
     let worker = Worker::builder(client.clone())
         .worker_id("sdk-1")
         .queue("sdk")
+        // A short long-poll lets the worker stop promptly at the end of the test.
+        .lease_wait(std::time::Duration::from_millis(200))
         .handler("double", double)
         .build()
         .unwrap();
