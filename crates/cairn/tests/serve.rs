@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::protocol::{AttemptEnd, CompleteRequest, HeartbeatItem, HeartbeatRequest, LeaseRequest};
@@ -392,4 +393,50 @@ async fn cairn_worker_fails_a_task_type_step_and_says_to_use_an_sdk_worker() {
     assert_eq!(last["to"], "FAILED");
     let reason = last["reason"].as_str().unwrap();
     assert!(reason.contains(r#"task type "double""#) && reason.contains("SDK worker"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_workers_complete_ten_thousand_tasks_exactly_once() {
+    let n = 10_000;
+    let mut yaml = String::from("type: graph\nsteps:\n");
+    for i in 0..n {
+        yaml.push_str(&format!("  - name: t{i}\n    task_type: count\n    queue: many\n"));
+    }
+    let env = Env::new(&[("many", &yaml)]);
+    let server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let seen = seen.clone();
+        let worker = Worker::builder(client.clone())
+            .worker_id(format!("w{w}"))
+            .queue("many")
+            .concurrency(200)
+            .lease_wait(Duration::from_millis(200))
+            .handler("count", move |ctx: TaskContext| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(ctx.task_id());
+                    Ok(Outputs::new())
+                }
+            })
+            .build()
+            .unwrap();
+        workers.push(tokio::spawn(worker.run(stop.clone())));
+    }
+    let run = trigger(&client, "many").await;
+    let r = finished(&client, run, Duration::from_secs(300)).await;
+    assert_eq!(r["status"], "COMPLETED");
+    stop.cancel();
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (n, n), "every task handled exactly once");
+    for t in r["tasks"].as_array().unwrap() {
+        assert_eq!((t["status"].as_str(), t["attempts"].as_u64()), (Some("COMPLETED"), Some(1)), "{t}");
+    }
 }
