@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cairn_core::event::{self, Event, ProgressEvent, TransitionEvent};
 use cairn_core::lease::LeaseSettings;
@@ -250,6 +251,32 @@ impl<S: Store> Manager<S> {
         });
         runs.insert(run, ActiveRun { workflow, commands, driving: driving.abort_handle() });
         run
+    }
+
+    /// A graceful stop: lease nothing more, give active runs up to `grace`
+    /// to finish, then interrupt the local attempts still running (each goes
+    /// back to PENDING with the reason recorded) and stop driving. Remote
+    /// attempts keep their leases; the next server resumes everything.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.hub.close();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active_runs() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let drivers: Vec<_> = lock(&self.runs).values().map(|r| r.commands.clone()).collect();
+        let mut waiting = Vec::new();
+        for commands in drivers {
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::Interrupt { reply: tx }).is_ok() {
+                waiting.push(rx);
+            }
+        }
+        // A process gets its kill grace to go, then the group is killed.
+        let limit = crate::process::KILL_GRACE + Duration::from_secs(2);
+        for rx in waiting {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
+        self.halt();
     }
 
     /// Stops driving every run at once and records nothing, as a crash

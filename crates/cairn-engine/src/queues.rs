@@ -34,6 +34,8 @@ struct Queue {
 #[derive(Default)]
 pub struct QueueHub {
     queues: Mutex<HashMap<String, Queue>>,
+    /// A stopping server leases nothing more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for QueueHub {
@@ -72,7 +74,18 @@ impl QueueHub {
     /// Leases up to `req.max_tasks` tasks to `req.worker_id`, long-polling
     /// up to `req.wait_ms` for the first. Each task is started (RUNNING and
     /// its lease committed) by its run's driver before it is returned.
+    /// Stops leasing: every later lease call answers at once with nothing.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for q in self.queues.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            q.wake.notify_waiters();
+        }
+    }
+
     pub async fn lease(&self, req: &LeaseRequest) -> Vec<LeasedTask> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Vec::new();
+        }
         let max = req.max_tasks.clamp(1, 1000) as usize;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(60_000));
         loop {
@@ -95,7 +108,7 @@ impl QueueHub {
                     leased.push(task);
                 }
             }
-            if !leased.is_empty() {
+            if !leased.is_empty() || self.closed.load(std::sync::atomic::Ordering::SeqCst) {
                 return leased;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {

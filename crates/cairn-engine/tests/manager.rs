@@ -370,3 +370,55 @@ async fn a_worker_that_leased_and_never_reported_is_a_start_failure() {
     assert!(last.reason.starts_with("never started (worker silent leased it at"), "{}", last.reason);
     assert_eq!(last.actor, Actor::Reaper);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_interrupts_local_steps_and_the_next_server_runs_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).unwrap());
+    let clock = EngineClock::system();
+    let options = |owner: String| ManagerOptions {
+        owner,
+        log_root: dir.path().join("logs"),
+        lease: LeaseSettings::with_timeout(Duration::from_secs(30)),
+    };
+    let marker = dir.path().join("first-attempt");
+    let started = dir.path().join("started");
+    // The first attempt waits to be stopped; the second finishes at once.
+    let yaml = format!(
+        "steps:\n  - name: slow\n    command: sh -c 'touch {s}; if [ -f {m} ]; then exit 0; fi; touch {m}; exec sleep 300'\n",
+        s = started.display(),
+        m = marker.display()
+    );
+    let me = cairn_engine::owner::LocalOwner::current();
+    let gone = cairn_engine::owner::LocalOwner { pid: 999_999_998, ..me.clone() }.server_name();
+    let old = Manager::new(store.clone(), clock.clone(), options(gone));
+    let wf = Arc::new(cairn_core::spec::parse(&yaml, None).unwrap());
+    let run = old.submit(wf, yaml.clone(), &[], "api").await.unwrap();
+    for _ in 0..2_000 {
+        if started.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    old.shutdown(Duration::ZERO).await;
+    let d = store.run_detail(run).await.unwrap().unwrap();
+    let t = &d.tasks[0];
+    assert_eq!(t.status, TaskStatus::Pending, "interrupted, not failed");
+    let last = d.transitions[&t.id].last().unwrap();
+    assert!(last.reason.starts_with("interrupted: the server stopped"), "{}", last.reason);
+    assert_eq!(d.attempts[&t.id][0].outcome, Some(TaskStatus::Failed));
+
+    let new = Manager::new(store.clone(), clock, options(me.server_name()));
+    assert_eq!(new.resume().await.unwrap(), 1);
+    let mut status = RunStatus::Running;
+    for _ in 0..2_000 {
+        status = store.run(run).await.unwrap().unwrap().status;
+        if status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, RunStatus::Completed);
+    let d = store.run_detail(run).await.unwrap().unwrap();
+    assert_eq!(d.tasks[0].attempt, 2);
+}

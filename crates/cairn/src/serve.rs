@@ -31,7 +31,7 @@ pub struct Args {
     /// A running attempt whose lease is not extended for this long is lost
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     heartbeat_timeout: u64,
-    /// On SIGTERM, how long running runs may take to finish before the server stops
+    /// On SIGTERM, how long active runs may take to finish before their local steps are interrupted
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     grace: u64,
 }
@@ -93,13 +93,10 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
                 grace.as_secs(),
                 stopping.active_runs()
             );
-            let deadline = tokio::time::Instant::now() + grace;
-            while stopping.active_runs() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            // What is still running is left as a crash would leave it: the
-            // next server resumes it (remote attempts keep their leases).
-            stopping.halt();
+            // Local steps still running after the grace are interrupted and
+            // recorded as such; the next server resumes the runs (remote
+            // attempts keep their leases meanwhile).
+            stopping.shutdown(grace).await;
         })
         .await
         .context("serving the API")?;

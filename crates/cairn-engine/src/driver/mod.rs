@@ -91,6 +91,8 @@ enum KillReason {
     StepTimeout(Duration),
     RunCanceled,
     RunTimeout(Duration),
+    /// The server is stopping: the attempt is interrupted, not failed.
+    Shutdown,
 }
 
 struct Slot {
@@ -144,6 +146,11 @@ pub enum Command {
     },
     Cancel {
         actor: Actor,
+    },
+    /// Stop starting work, interrupt running local attempts (back to
+    /// PENDING, recorded), and answer once none is left.
+    Interrupt {
+        reply: oneshot::Sender<()>,
     },
     /// Where the attempt holding `token` keeps its logs (answered at once).
     LogPaths {
@@ -214,6 +221,9 @@ pub struct Driver<S: Store, R: TaskRunner> {
     replies: Vec<Reply>,
     /// Fired once the run's creation is committed.
     created: Option<oneshot::Sender<()>>,
+    /// Set by an interrupt: nothing new starts, and the sender is answered
+    /// once no local attempt runs any more.
+    draining: Option<oneshot::Sender<()>>,
     /// Continues a run recorded in the store instead of creating one.
     restored: bool,
     /// For a restored run: what each finished task produced, handed to the
@@ -304,6 +314,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             cmd_rx,
             replies: Vec::new(),
             created: None,
+            draining: None,
             restored: false,
             restored_outputs: Vec::new(),
         })
@@ -390,6 +401,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             self.flush().await?;
             if self.phase == Phase::Done {
                 return Ok(self.run_status);
+            }
+            if self.draining.is_some() && !self.slots.iter().any(|s| s.lease.is_some() && !s.remote) {
+                let _ = self.draining.take().map(|tx| tx.send(()));
             }
             let wake = self.next_wake();
             let clock = self.clock.clone();
@@ -596,6 +610,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     }
 
     fn dispatch(&mut self, now: Timestamp) {
+        if self.draining.is_some() {
+            return;
+        }
         let stopping = self.canceled_by.is_some() || self.timed_out;
         if !stopping && self.start_at.is_some_and(|at| now < at) {
             return;
@@ -846,6 +863,24 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             AttemptOutcome::Killed { exit_code, outputs } => match kill {
                 Some(KillReason::StepTimeout(t)) => {
                     (FailureKind::Timeout, exit_code, format!("timed out after {}", human(t)), outputs, false)
+                }
+                Some(KillReason::Shutdown) => {
+                    // Not the step's fault: it waits, PENDING, for a server to resume the run.
+                    let reason =
+                        "interrupted: the server stopped; the step runs again when the run is resumed";
+                    let result = AttemptResult { exit_code, error: Some(reason.to_owned()), outputs };
+                    self.end(
+                        index,
+                        token,
+                        TaskStatus::Pending,
+                        now,
+                        reason.to_owned(),
+                        result,
+                        None,
+                        actor.clone(),
+                    );
+                    self.release(index);
+                    return;
                 }
                 Some(KillReason::RunCanceled) | Some(KillReason::RunTimeout(_)) | None => {
                     let reason = match kill {

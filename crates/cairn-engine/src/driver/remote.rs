@@ -39,6 +39,15 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 });
                 let _ = reply.send(paths);
             }
+            Command::Interrupt { reply } => {
+                for slot in self.slots.iter_mut().filter(|s| !s.remote && s.lease.is_some()) {
+                    slot.kill = Some(super::KillReason::Shutdown);
+                    if let Some(c) = &slot.cancel {
+                        c.cancel();
+                    }
+                }
+                self.draining = Some(reply);
+            }
             Command::Cancel { actor } => {
                 if self.canceled_by.is_none()
                     && !self.timed_out
