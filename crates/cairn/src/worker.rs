@@ -88,18 +88,41 @@ async fn run_step(ctx: TaskContext, work: PathBuf) -> Result<Outputs, TaskError>
             }
         })
     };
+    let done = CancellationToken::new();
+    let shipping = tokio::spawn(ship_logs(ctx.clone(), stdout.clone(), stderr.clone(), done.clone()));
     let result = run_processes(&ctx, &command, &dir, &stdout, &stderr, &sink).await;
     drop(sink);
     let _ = forward.await;
-    for (path, stream) in [(&stdout, LogStream::Stdout), (&stderr, LogStream::Stderr)] {
-        if let Ok(bytes) = tokio::fs::read(path).await
-            && !bytes.is_empty()
-            && let Err(e) = ctx.log(stream, bytes).await
+    done.cancel();
+    let _ = shipping.await;
+    result
+}
+
+/// Sends what a step writes to the server while it runs (every half
+/// second), and the rest once it ended, so `cairn logs` and the API can
+/// follow a remote step live.
+async fn ship_logs(ctx: TaskContext, stdout: PathBuf, stderr: PathBuf, done: CancellationToken) {
+    let mut sent = [0u64; 2];
+    loop {
+        let last_round = done.is_cancelled();
+        for (i, (path, stream)) in
+            [(&stdout, LogStream::Stdout), (&stderr, LogStream::Stderr)].into_iter().enumerate()
         {
-            tracing::warn!(error = %e, "could not send a step's log to the server");
+            let Some(chunk) = read_from(path, sent[i]).await else { continue };
+            let len = chunk.len() as u64;
+            match ctx.log(stream, chunk).await {
+                Ok(()) => sent[i] += len,
+                Err(e) => tracing::warn!(error = %e, "could not send a step's log to the server"),
+            }
+        }
+        if last_round {
+            return;
+        }
+        tokio::select! {
+            _ = done.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
-    result
 }
 
 async fn run_processes(
@@ -158,6 +181,16 @@ async fn run_processes(
         outputs.insert(name.clone(), captured.trim().to_owned());
     }
     Ok(outputs)
+}
+
+/// The bytes of `path` past `offset`; `None` when there are none (yet).
+async fn read_from(path: &Path, offset: u64) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await.ok()?;
+    file.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+    let mut chunk = Vec::new();
+    file.read_to_end(&mut chunk).await.ok()?;
+    (!chunk.is_empty()).then_some(chunk)
 }
 
 fn last_line(text: &str) -> &str {

@@ -181,6 +181,14 @@ async fn local_and_remote_steps_complete_with_a_real_worker() {
         remote["transitions"].as_array().unwrap().iter().map(|t| t["actor"].as_str().unwrap()).collect();
     assert!(actors.contains(&"worker:w1"), "{actors:?}");
     assert_eq!(remote["progress"]["percent"], 50.0);
+    // The worker sent the step's output to the server, where the API serves it.
+    let log = cairn_client::reqwest::get(format!("{}/api/v1/runs/{run}/logs/remote", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("remote got local-step"), "{log}");
 }
 
 const REMOTE_RETRY: &str = r#"

@@ -36,6 +36,10 @@ use crate::queues::{Offer, QueueHub};
 use crate::runner::{AttemptContext, AttemptOutcome, Precheck, ProgressSink, TaskRunner};
 use crate::time::EngineClock;
 
+/// The metric the server documents (`cairn_server::metrics`); progress the
+/// rate limit holds back is counted here, where it happens.
+const HEARTBEATS_TOTAL: &str = "cairn_heartbeats_total";
+
 /// How to run one workflow.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -1032,6 +1036,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             }));
             return true;
         }
+        // Held back by the rate limit: the next stored value replaces it.
+        metrics::counter!(HEARTBEATS_TOTAL, "result" => "coalesced").increment(1);
         false
     }
 
