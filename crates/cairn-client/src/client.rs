@@ -11,8 +11,9 @@ use std::fmt;
 use std::time::Duration;
 
 use cairn_core::protocol::{
-    CompleteRequest, CompleteResponse, HeartbeatAck, HeartbeatRequest, HeartbeatResponse, LEASE_TOKEN_HEADER,
-    LeaseRequest, LeaseResponse, LogStream, TaskHeartbeatRequest,
+    CompleteBatchRequest, CompleteBatchResponse, CompleteRequest, CompleteResponse, HeartbeatAck,
+    HeartbeatRequest, HeartbeatResponse, LEASE_TOKEN_HEADER, LeaseRequest, LeaseResponse, LogStream,
+    TaskHeartbeatRequest,
 };
 use cairn_core::{LeaseToken, RunId, TaskId};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
@@ -209,6 +210,20 @@ impl Client {
         req: &CompleteRequest,
     ) -> Result<CompleteResponse, ClientError> {
         let rb = self.request(Method::POST, &["tasks", &task.to_string(), "complete"])?.json(req);
+        self.send_json(rb).await
+    }
+
+    /// Ends many attempts in one call (`POST /workers/complete`, at most 1000
+    /// items). The answer has one ack per item, in request order: the task's
+    /// status, or the error the single [`Client::complete`] would have got
+    /// ([`crate::classify_item_error`] turns it into a [`ClientError`]). A
+    /// stale item does not fail the call. Idempotent for each item's token, so
+    /// the whole call is safe to retry after a timeout or a 5xx.
+    pub async fn complete_batch(
+        &self,
+        req: &CompleteBatchRequest,
+    ) -> Result<CompleteBatchResponse, ClientError> {
+        let rb = self.request(Method::POST, &["workers", "complete"])?.json(req);
         self.send_json(rb).await
     }
 

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use cairn_core::protocol::ItemError;
 use serde::Deserialize;
 
 /// The error code a server answers with (HTTP 409) when a lease token is no
@@ -214,6 +215,29 @@ pub fn classify_response(status: u16, body: &[u8], retry_after: Option<Duration>
     }
 }
 
+/// Classifies one item's error in a batch answer (`{"code", "message"}` of
+/// a [`CompleteAck`](cairn_core::protocol::CompleteAck)) as the single call
+/// would have been classified: `lease_stale` is [`ClientError::LeaseStale`],
+/// `unavailable` and `internal` are transient (retry the item), not-found
+/// codes are [`ClientError::NotFound`], and other refusals are
+/// [`ClientError::Rejected`]. `status` in the result is the HTTP status the
+/// single call would have had. A code this client does not know counts as a
+/// server failure: retrying an idempotent item is safe.
+pub fn classify_item_error(error: &ItemError) -> ClientError {
+    let status = match error.code.as_str() {
+        LEASE_STALE | "conflict" => 409,
+        "bad_request" | "invalid_input" => 400,
+        "payload_too_large" => 413,
+        "unsupported_media_type" => 415,
+        "workflow_invalid" => 422,
+        "unavailable" => 503,
+        code if code == "not_found" || code.ends_with("_not_found") => 404,
+        _ => 500,
+    };
+    let body = serde_json::json!({ "code": error.code, "message": error.message }).to_string();
+    classify_response(status, body.as_bytes(), None)
+}
+
 fn body_text(body: &[u8], status: u16) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -323,6 +347,29 @@ mod tests {
         }
         let decode = ClientError::Decode { status: 200, message: "eof".into() };
         assert!(!decode.is_retryable() && !decode.certainly_not_applied());
+    }
+
+    #[test]
+    fn batch_item_errors_classify_as_the_single_call_would() {
+        let item = |code: &str| classify_item_error(&ItemError { code: code.into(), message: "why".into() });
+        assert_eq!(item("lease_stale"), ClientError::LeaseStale { message: "why".into() });
+        for code in ["unavailable", "internal", "something_new"] {
+            let e = item(code);
+            assert!(e.is_retryable() && !e.certainly_not_applied(), "{code}: {e:?}");
+        }
+        assert!(matches!(
+            item("unavailable"),
+            ClientError::Transient { kind: TransientKind::Unavailable, .. }
+        ));
+        assert!(
+            matches!(item("task_not_found"), ClientError::NotFound { ref code, .. } if code == "task_not_found")
+        );
+        assert!(matches!(item("not_found"), ClientError::NotFound { .. }));
+        for (code, status) in [("conflict", 409), ("invalid_input", 400), ("bad_request", 400)] {
+            let e = item(code);
+            assert!(matches!(e, ClientError::Rejected { status: s, .. } if s == status), "{code}: {e:?}");
+            assert!(!e.is_retryable());
+        }
     }
 
     #[test]

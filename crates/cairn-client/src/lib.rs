@@ -6,13 +6,15 @@
 //! - [`Backoff`] is the retry policy: exponential, jittered, bounded.
 //! - [`Worker`] leases tasks in batches, runs each with the handler for its
 //!   task type, keeps every lease alive with one batched heartbeat loop that
-//!   carries progress and checkpoints, completes them, and shuts down
+//!   carries progress and checkpoints, completes them in batches (one call
+//!   for the completions of a few milliseconds), and shuts down
 //!   gracefully. A handler sees its task through a [`TaskContext`].
 //!
 //! The protocol itself is described in `docs/workers.md`.
 
 mod backoff;
 mod client;
+mod completion;
 mod context;
 mod error;
 mod heartbeat;
@@ -21,7 +23,9 @@ mod worker;
 pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, RunPage, RunQuery};
 pub use context::{CheckpointError, TaskContext};
-pub use error::{ApiErrorBody, ClientError, LEASE_STALE, TransientKind, classify_response};
+pub use error::{
+    ApiErrorBody, ClientError, LEASE_STALE, TransientKind, classify_item_error, classify_response,
+};
 pub use heartbeat::CancelReason;
 pub use worker::{
     BuildError, Outputs, StatsHandle, TaskError, TaskResult, Worker, WorkerBuilder, WorkerError, WorkerStats,

@@ -8,17 +8,19 @@
 //! late (after a partition, a pause, a lost lease) the server refuses with
 //! `lease_stale` and nothing changes. Completion is idempotent for one token,
 //! so it is retried on any transient error, even a timeout after sending.
+//! Completions go out in batches ([`crate::completion`]): one call for all the
+//! tasks that end within a few milliseconds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cairn_core::progress::ProgressLimits;
-use cairn_core::protocol::{AttemptEnd, CompleteRequest, LeaseRequest, LeasedTask};
+use cairn_core::protocol::{AttemptEnd, CompleteItem, LeaseRequest, LeasedTask};
 use cairn_core::{Clock, SystemClock};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -27,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::completion::{BatchLimits, Completer, MAX_BATCH_ITEMS};
 use crate::heartbeat::{CancelReason, HeldKey, HeldTasks, heartbeat_loop};
 use crate::{Backoff, Client, ClientError, TaskContext};
 
@@ -88,7 +91,9 @@ pub(crate) struct Config {
     cancel_grace: Duration,
     /// Leasing and heartbeating after a transient error.
     pub(crate) backoff: Backoff,
-    completion_backoff: Backoff,
+    pub(crate) completion_backoff: Backoff,
+    /// When a batch of completions goes out.
+    pub(crate) completion_batch: BatchLimits,
     shutdown_outcome: AttemptEnd,
 }
 
@@ -103,6 +108,8 @@ pub(crate) struct Runtime {
     pub(crate) stats: StatsInner,
     pub(crate) clock: Arc<dyn Clock>,
     handler_names: Vec<String>,
+    /// The server has no batch completion route: complete one task per call.
+    pub(crate) completions_singly: AtomicBool,
 }
 
 impl Runtime {
@@ -122,6 +129,7 @@ pub(crate) struct StatsInner {
     canceled: AtomicU64,
     stale: AtomicU64,
     completion_errors: AtomicU64,
+    pub(crate) completion_calls: AtomicU64,
     lease_errors: AtomicU64,
     pub(crate) heartbeat_calls: AtomicU64,
     pub(crate) heartbeat_items: AtomicU64,
@@ -145,6 +153,9 @@ pub struct WorkerStats {
     pub stale: u64,
     /// Completions given up after retrying; the server's reaper recovers those.
     pub completion_errors: u64,
+    /// Completion calls sent: batch calls (each carrying many tasks), and
+    /// single ones where the server has no batch route.
+    pub completion_calls: u64,
     /// Lease calls that failed (and were retried).
     pub lease_errors: u64,
     /// Batch heartbeat calls sent, and the task items they carried.
@@ -171,6 +182,7 @@ impl StatsHandle {
             canceled: get(&s.canceled),
             stale: get(&s.stale),
             completion_errors: get(&s.completion_errors),
+            completion_calls: get(&s.completion_calls),
             lease_errors: get(&s.lease_errors),
             heartbeat_calls: get(&s.heartbeat_calls),
             heartbeat_items: get(&s.heartbeat_items),
@@ -199,6 +211,7 @@ pub struct WorkerBuilder {
     cancel_grace: Duration,
     backoff: Backoff,
     completion_backoff: Backoff,
+    completion_batch: BatchLimits,
     progress_limits: ProgressLimits,
     progress_flush: Option<Duration>,
     shutdown_outcome: AttemptEnd,
@@ -296,6 +309,17 @@ impl WorkerBuilder {
         self
     }
 
+    /// Completions of tasks that end close together go out in one call: a
+    /// batch is sent once it has `max_items` completions (1 to 1000; default
+    /// 500) or `window` after its first one ended (default 5 ms), whichever
+    /// comes first. `max_items` 1 sends each completion alone, at once, but
+    /// still through the batch route.
+    pub fn completion_batch(mut self, max_items: usize, window: Duration) -> Self {
+        self.completion_batch.max_items = max_items.clamp(1, MAX_BATCH_ITEMS);
+        self.completion_batch.window = window;
+        self
+    }
+
     /// Client-side progress rate limits (default: 500 ms or 5 points, as the server's).
     pub fn progress_limits(mut self, limits: ProgressLimits) -> Self {
         self.progress_limits = limits;
@@ -350,6 +374,7 @@ impl WorkerBuilder {
                 cancel_grace: self.cancel_grace,
                 backoff: self.backoff,
                 completion_backoff: self.completion_backoff,
+                completion_batch: self.completion_batch,
                 shutdown_outcome: self.shutdown_outcome,
             },
             held: Mutex::new(HeldTasks::new(self.progress_limits, self.progress_flush)),
@@ -357,6 +382,7 @@ impl WorkerBuilder {
             stats: StatsInner::default(),
             clock: self.clock,
             handler_names,
+            completions_singly: AtomicBool::new(false),
         };
         Ok(Worker { rt: Arc::new(rt), handlers: self.handlers, fallback: self.fallback })
     }
@@ -440,6 +466,7 @@ impl Worker {
             cancel_grace: Duration::from_secs(10),
             backoff: Backoff::default(),
             completion_backoff: Backoff::for_completion(),
+            completion_batch: BatchLimits::default(),
             progress_limits: ProgressLimits::default(),
             progress_flush: Some(Duration::from_secs(1)),
             shutdown_outcome: AttemptEnd::Canceled,
@@ -473,6 +500,8 @@ impl Worker {
         );
         let hb_stop = CancellationToken::new();
         let mut hb = AbortOnDrop(tokio::spawn(heartbeat_loop(rt.clone(), hb_stop.clone())));
+        let (completer, completions) = Completer::start(rt.clone());
+        let mut completions = AbortOnDrop(completions);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut failures: u32 = 0;
         let mut fatal = None;
@@ -521,7 +550,7 @@ impl Worker {
                         // Held before it runs, so the heartbeat loop covers it from now on.
                         let key = rt.held().insert(&task, cancel.clone(), rt.clock.now());
                         let handler = handlers.get(&task.task_type).or(fallback.as_ref()).cloned();
-                        tasks.spawn(run_task(rt.clone(), task, key, cancel, handler));
+                        tasks.spawn(run_task(rt.clone(), completer.clone(), task, key, cancel, handler));
                     }
                     rt.wake.notify_one();
                 }
@@ -544,6 +573,11 @@ impl Worker {
         }
 
         drain(&rt, &mut tasks, &shutdown).await;
+        // Every task has its completion's answer: the loop ends with the last clone.
+        drop(completer);
+        if let Err(e) = (&mut completions.0).await {
+            tracing::error!(error = %e, "completion loop failed");
+        }
         hb_stop.cancel();
         if let Err(e) = (&mut hb.0).await {
             tracing::error!(error = %e, "heartbeat loop failed");
@@ -629,6 +663,7 @@ impl Drop for HeldGuard {
 /// Runs one leased task from handler to completion.
 async fn run_task(
     rt: Arc<Runtime>,
+    completer: Completer,
     task: LeasedTask,
     key: HeldKey,
     cancel: CancellationToken,
@@ -663,7 +698,7 @@ async fn run_task(
             drop_stale(&rt);
             return;
         }
-        complete(&rt, &task, ending).await;
+        complete(&rt, &completer, &task, ending).await;
     }
     .instrument(span)
     .await;
@@ -812,21 +847,23 @@ pub(crate) fn decide(
     }
 }
 
-/// Completes the attempt, retrying transient errors (completion is
-/// idempotent for one token). The heartbeat loop keeps the lease alive
-/// meanwhile. A stale answer is dropped: the task is someone else's now.
-async fn complete(rt: &Runtime, task: &LeasedTask, ending: Ending) {
+/// Completes the attempt in the next batch, which retries transient errors
+/// (completion is idempotent for one token). The heartbeat loop keeps the
+/// lease alive meanwhile. A stale answer is dropped: the task is someone
+/// else's now.
+async fn complete(rt: &Runtime, completer: &Completer, task: &LeasedTask, ending: Ending) {
     let outcome = ending.outcome;
-    let req = CompleteRequest {
+    let error = ending.error.clone();
+    let item = CompleteItem {
+        task_id: task.task_id,
         lease_token: task.lease_token,
         outcome,
         exit_code: None,
         outputs: ending.outputs,
         error: ending.error,
     };
-    let res = rt.config.completion_backoff.retry("complete", || rt.client.complete(task.task_id, &req)).await;
-    match res {
-        Ok(answer) => {
+    match completer.complete(item).await {
+        Ok(status) => {
             let counter = match outcome {
                 AttemptEnd::Succeeded => &rt.stats.completed,
                 AttemptEnd::Failed => &rt.stats.failed,
@@ -834,10 +871,8 @@ async fn complete(rt: &Runtime, task: &LeasedTask, ending: Ending) {
             };
             counter.fetch_add(1, Ordering::Relaxed);
             match outcome {
-                AttemptEnd::Succeeded => tracing::info!(status = %answer.status, "task succeeded"),
-                _ => tracing::info!(
-                    ?outcome, status = %answer.status, error = req.error.as_deref().unwrap_or(""), "task ended"
-                ),
+                AttemptEnd::Succeeded => tracing::info!(%status, "task succeeded"),
+                _ => tracing::info!(?outcome, %status, error = error.as_deref().unwrap_or(""), "task ended"),
             }
         }
         Err(ClientError::LeaseStale { .. }) => {

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_client::protocol::{
-    AckStatus, AttemptEnd, CompleteRequest, HeartbeatAck, HeartbeatItem, HeartbeatRequest, HeartbeatResponse,
+    AckStatus, AttemptEnd, CompleteAck, CompleteBatchRequest, CompleteBatchResponse, CompleteItem,
+    CompleteRequest, HeartbeatAck, HeartbeatItem, HeartbeatRequest, HeartbeatResponse, ItemError,
     LeaseRequest, LeaseResponse, LeasedTask,
 };
 use cairn_client::{
@@ -174,13 +175,42 @@ fn acks(req: &Req, f: impl Fn(TaskId) -> (AckStatus, bool)) -> Answer {
     answer(200, serde_json::to_value(HeartbeatResponse { items }).unwrap())
 }
 
-fn completes(log: &Mutex<Vec<Req>>) -> Vec<(String, CompleteRequest)> {
-    log.lock()
-        .unwrap()
+const BATCH: &str = "/api/v1/workers/complete";
+
+/// Every completion sent, batched or single, in order, as (task, request).
+fn completes(log: &Mutex<Vec<Req>>) -> Vec<(TaskId, CompleteRequest)> {
+    log.lock().unwrap().iter().flat_map(completions_in).collect()
+}
+
+fn completions_in(r: &Req) -> Vec<(TaskId, CompleteRequest)> {
+    if r.path() == BATCH {
+        let batch: CompleteBatchRequest = serde_json::from_slice(&r.body).unwrap();
+        batch.items.into_iter().map(CompleteItem::into_request).collect()
+    } else if let Some(task) =
+        r.path().strip_prefix("/api/v1/tasks/").and_then(|p| p.strip_suffix("/complete"))
+    {
+        vec![(task.parse().unwrap(), serde_json::from_slice(&r.body).unwrap())]
+    } else {
+        vec![]
+    }
+}
+
+/// Answers a batch completion item by item with `f`: a status, or an error code.
+fn complete_acks(req: &Req, f: impl Fn(TaskId) -> Result<TaskStatus, &'static str>) -> Answer {
+    let batch: CompleteBatchRequest = serde_json::from_slice(&req.body).unwrap();
+    let items = batch
+        .items
         .iter()
-        .filter(|r| r.path().ends_with("/complete"))
-        .map(|r| (r.path().to_owned(), serde_json::from_slice(&r.body).unwrap()))
-        .collect()
+        .map(|i| match f(i.task_id) {
+            Ok(status) => CompleteAck { task_id: i.task_id, status: Some(status), error: None },
+            Err(code) => CompleteAck {
+                task_id: i.task_id,
+                status: None,
+                error: Some(ItemError { code: code.into(), message: format!("{code} says the script") }),
+            },
+        })
+        .collect();
+    answer(200, serde_json::to_value(CompleteBatchResponse { items }).unwrap())
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -198,6 +228,9 @@ async fn worker_protocol_requests_have_the_documented_shapes() {
     let (base, log) = serve(|r| match r.path() {
         "/api/v1/workers/lease" => answer(200, json!({ "tasks": [leased(1, "resize", &[("W", "640")])] })),
         "/api/v1/workers/heartbeat" => acks(r, |_| (AckStatus::Ok, true)),
+        BATCH => {
+            complete_acks(r, |t| if t == task_id(2) { Err("lease_stale") } else { Ok(TaskStatus::Failed) })
+        }
         p if p.ends_with("/complete") => answer(200, json!({ "status": "COMPLETED" })),
         p if p.ends_with("/logs") => {
             Answer { status: 204, body: String::new(), headers: vec![], delay: Duration::ZERO }
@@ -234,10 +267,29 @@ async fn worker_protocol_requests_have_the_documented_shapes() {
     };
     assert_eq!(client.complete(task_id(1), &done).await.unwrap().status, TaskStatus::Completed);
     client.append_log(task_id(1), token(1), LogStream::Stderr, b"line 1\nline 2\n".to_vec()).await.unwrap();
+    let batch = CompleteBatchRequest {
+        worker_id: "w1".into(),
+        items: vec![
+            CompleteItem::new(task_id(1), done.clone()),
+            CompleteItem {
+                task_id: task_id(2),
+                lease_token: token(2),
+                outcome: AttemptEnd::Failed,
+                exit_code: Some(3),
+                outputs: BTreeMap::new(),
+                error: Some("boom".into()),
+            },
+        ],
+    };
+    let acked = client.complete_batch(&batch).await.unwrap();
+    assert_eq!(acked.items[0].status, Some(TaskStatus::Failed));
+    assert_eq!(acked.items[1].status, None);
+    let stale = cairn_client::classify_item_error(acked.items[1].error.as_ref().unwrap());
+    assert!(matches!(stale, ClientError::LeaseStale { .. }), "{stale:?}");
 
     let log = log.lock().unwrap();
     assert!(log.iter().all(|r| r.header("authorization") == Some("Bearer api-secret")));
-    let (lease, beat, complete, logs) = (&log[0], &log[1], &log[2], &log[3]);
+    let (lease, beat, complete, logs, batched) = (&log[0], &log[1], &log[2], &log[3], &log[4]);
     assert_eq!((lease.method.as_str(), lease.path()), ("POST", "/api/v1/workers/lease"));
     assert_eq!(lease.json(), json!({ "worker_id": "w1", "queue": "images", "max_tasks": 4, "wait_ms": 250 }));
     assert_eq!(beat.path(), "/api/v1/workers/heartbeat");
@@ -260,6 +312,17 @@ async fn worker_protocol_requests_have_the_documented_shapes() {
     );
     assert_eq!(logs.header("x-cairn-lease-token"), Some(&*token(1).to_string()));
     assert_eq!(logs.body, b"line 1\nline 2\n");
+    assert_eq!((batched.method.as_str(), batched.path()), ("POST", BATCH));
+    assert_eq!(batched.header("content-type"), Some("application/json"));
+    assert_eq!(
+        batched.json(),
+        json!({ "worker_id": "w1", "items": [
+            { "task_id": task_id(1).to_string(), "lease_token": token(1).to_string(), "outcome": "succeeded",
+              "exit_code": null, "outputs": { "OUT": "x.png" }, "error": null },
+            { "task_id": task_id(2).to_string(), "lease_token": token(2).to_string(), "outcome": "failed",
+              "exit_code": 3, "outputs": {}, "error": "boom" },
+        ]})
+    );
 }
 
 #[tokio::test]
@@ -390,7 +453,9 @@ async fn a_timeout_after_sending_may_have_been_applied() {
 // ---------- the worker ----------
 
 /// Leases `first_lease` once, then nothing; acks task 3 with a cancel
-/// request and task 4 as stale; fails the first completion of `flaky` with a 502.
+/// request and task 4 as stale; answers the first completion of `flaky`
+/// with an item error `unavailable`, and every completion of task 9 with an
+/// item error `lease_stale`.
 fn worker_script(
     first_lease: Vec<LeasedTask>,
     flaky: Option<TaskId>,
@@ -412,14 +477,15 @@ fn worker_script(
                 (AckStatus::Ok, false)
             }
         }),
-        _ => {
+        BATCH => complete_acks(r, |t| {
             let mut failures = complete_failures.lock().unwrap();
-            if *failures > 0 && flaky.is_some_and(|t| r.path().contains(&t.to_string())) {
+            if *failures > 0 && flaky == Some(t) {
                 *failures -= 1;
-                return answer(502, json!({ "code": "bad_gateway", "message": "try again" }));
+                return Err("unavailable");
             }
-            answer(200, json!({ "status": "COMPLETED" }))
-        }
+            if t == task_id(9) { Err("lease_stale") } else { Ok(TaskStatus::Completed) }
+        }),
+        _ => answer(404, json!({ "code": "not_found", "message": "no route" })),
     }
 }
 
@@ -433,19 +499,20 @@ async fn worker_dispatches_heartbeats_and_completes() {
     let tasks = vec![
         leased(1, "count", &[("N", "3")]),
         leased(2, "nope", &[]),
-        leased(3, "wait", &[]), // the server asks to cancel it
-        leased(4, "wait", &[]), // its lease turns out stale
+        leased(3, "wait", &[]),  // the server asks to cancel it
+        leased(4, "wait", &[]),  // its lease turns out stale
+        leased(9, "count", &[]), // its completion turns out stale
     ];
     let (base, log) = serve(worker_script(tasks, Some(task_id(1)))).await;
     let client = Client::new(&base).unwrap();
     let worker = Worker::builder(client)
         .worker_id("w1")
         .queue("q")
-        .concurrency(4)
+        .concurrency(5)
         .lease_wait(Duration::from_millis(100))
         .completion_backoff(Backoff { initial: Duration::from_millis(10), ..Backoff::for_completion() })
         .handler("count", |ctx: TaskContext| async move {
-            let n: u32 = ctx.param("N").ok_or("N is missing")?.parse()?;
+            let n: u32 = ctx.param("N").unwrap_or("0").parse()?;
             for i in 1..=n {
                 ctx.progress(100.0 * i as f32 / n as f32, format!("{i} of {n}"))?;
                 ctx.checkpoint(json!({ "done": i }))?;
@@ -464,22 +531,19 @@ async fn worker_dispatches_heartbeats_and_completes() {
         stats.snapshot().completed + stats.snapshot().failed + stats.snapshot().canceled == 3
     })
     .await;
-    wait_for("the stale task to be dropped", || stats.snapshot().stale == 1).await;
+    wait_for("the stale tasks to be dropped", || stats.snapshot().stale == 2).await;
     shutdown.cancel();
     let end = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
-    assert_eq!((end.leased, end.completed, end.failed, end.canceled, end.stale), (4, 1, 1, 1, 1));
+    assert_eq!((end.leased, end.completed, end.failed, end.canceled, end.stale), (5, 1, 1, 1, 2));
+    assert_eq!(end.completion_errors, 0);
     assert_eq!(end.running, 0);
     assert!(end.heartbeat_calls >= 1);
 
     let done = completes(&log);
-    let by_task = |n: u8| {
-        done.iter()
-            .filter(|(p, _)| p.contains(&task_id(n).to_string()))
-            .map(|(_, c)| c.clone())
-            .collect::<Vec<_>>()
-    };
+    let by_task =
+        |n: u8| done.iter().filter(|(t, _)| *t == task_id(n)).map(|(_, c)| c.clone()).collect::<Vec<_>>();
     let a = by_task(1);
-    assert_eq!(a.len(), 2, "the first completion got a 502 and was retried");
+    assert_eq!(a.len(), 2, "the first completion was answered `unavailable` and was retried");
     assert_eq!(a[1].outcome, AttemptEnd::Succeeded);
     assert_eq!(a[1].lease_token, token(1));
     assert_eq!(a[1].outputs.get("COUNT").map(String::as_str), Some("3"));
@@ -490,11 +554,16 @@ async fn worker_dispatches_heartbeats_and_completes() {
     assert_eq!(c[0].outcome, AttemptEnd::Canceled);
     assert_eq!(c[0].error.as_deref(), Some("canceled on request; the handler said: stopped"));
     assert!(by_task(4).is_empty(), "a stale lease is never completed");
+    assert_eq!(by_task(9).len(), 1, "a stale completion is never retried");
+    assert!(
+        log.lock().unwrap().iter().all(|r| !r.path().starts_with("/api/v1/tasks/")),
+        "completions go through the batch route"
+    );
 
     // The last progress and checkpoint went out before the completion.
     let log = log.lock().unwrap();
     let first_complete =
-        log.iter().position(|r| r.path().contains(&format!("{}/complete", task_id(1)))).unwrap();
+        log.iter().position(|r| completions_in(r).iter().any(|(t, _)| *t == task_id(1))).unwrap();
     let last_item = log[..first_complete]
         .iter()
         .filter(|r| r.path() == "/api/v1/workers/heartbeat")
@@ -545,7 +614,7 @@ async fn shutdown_waits_out_the_grace_then_cancels() {
     assert!(started.elapsed() >= Duration::from_millis(250), "the grace period was given");
     assert_eq!((end.completed, end.canceled), (1, 1), "the quick task finished within the grace");
     let c = completes(&log);
-    let waited = c.iter().find(|(p, _)| p.contains(&task_id(5).to_string())).unwrap();
+    let waited = c.iter().find(|(t, _)| *t == task_id(5)).unwrap();
     assert_eq!(waited.1.outcome, AttemptEnd::Canceled);
     assert!(waited.1.error.as_deref().unwrap().contains("shut down before the task finished"));
     let leases = log.lock().unwrap().iter().filter(|r| r.path() == "/api/v1/workers/lease").count();
@@ -616,4 +685,111 @@ async fn dropping_a_running_worker_stops_its_handlers() {
     run.abort();
     wait_for("the handler to be dropped", || dropped.load(std::sync::atomic::Ordering::SeqCst)).await;
     wait_for("the lease to be let go", || stats.snapshot().running == 0).await;
+}
+
+/// Tasks that end together share one batch call; a transient failure of the
+/// whole call resends it whole (completion is idempotent per token).
+#[tokio::test]
+async fn completions_of_tasks_ending_together_share_a_call_retried_whole() {
+    let tasks: Vec<LeasedTask> = (10..16).map(|n| leased(n, "quick", &[])).collect();
+    let leased_once = Mutex::new(Some(tasks));
+    let batch_calls = Mutex::new(0);
+    let (base, log) = serve(move |r| match r.path() {
+        "/api/v1/workers/lease" => match leased_once.lock().unwrap().take() {
+            Some(tasks) => answer(200, json!({ "tasks": tasks })),
+            None => Answer { delay: Duration::from_millis(100), ..answer(200, json!({ "tasks": [] })) },
+        },
+        "/api/v1/workers/heartbeat" => acks(r, |_| (AckStatus::Ok, false)),
+        BATCH => {
+            let mut calls = batch_calls.lock().unwrap();
+            *calls += 1;
+            if *calls == 1 {
+                return answer(502, json!({ "code": "bad_gateway", "message": "try again" }));
+            }
+            complete_acks(r, |_| Ok(TaskStatus::Completed))
+        }
+        _ => answer(404, json!({ "code": "not_found", "message": "no route" })),
+    })
+    .await;
+    let start = tokio::sync::Barrier::new(6);
+    let start = Arc::new(start);
+    let worker = Worker::builder(Client::new(&base).unwrap())
+        .queue("q")
+        .concurrency(6)
+        .lease_wait(Duration::from_millis(100))
+        .completion_batch(500, Duration::from_millis(200))
+        .completion_backoff(Backoff { initial: Duration::from_millis(10), ..Backoff::for_completion() })
+        .handler("quick", move |_ctx: TaskContext| {
+            let start = start.clone();
+            async move {
+                start.wait().await; // all six end together
+                Ok(Outputs::new())
+            }
+        })
+        .build()
+        .unwrap();
+    let stats = worker.stats();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    wait_for("six completions", || stats.snapshot().completed == 6).await;
+    shutdown.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
+    assert_eq!((end.completed, end.completion_errors, end.completion_calls), (6, 0, 2));
+    let log = log.lock().unwrap();
+    let batches: Vec<Vec<TaskId>> = log
+        .iter()
+        .filter(|r| r.path() == BATCH)
+        .map(|r| completions_in(r).into_iter().map(|(t, _)| t).collect())
+        .collect();
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    assert_eq!(batches[0].len(), 6, "one call for the six: {batches:?}");
+    assert_eq!(batches[0], batches[1], "the failed call was sent again, whole");
+}
+
+/// A server without the batch route (an older one) gets one call per task.
+#[tokio::test]
+async fn a_server_without_batch_completion_gets_single_calls() {
+    let tasks: Vec<LeasedTask> = (20..23).map(|n| leased(n, "quick", &[])).collect();
+    let leased_once = Mutex::new(Some(tasks));
+    let (base, log) = serve(move |r| match r.path() {
+        "/api/v1/workers/lease" => match leased_once.lock().unwrap().take() {
+            Some(tasks) => answer(200, json!({ "tasks": tasks })),
+            None => Answer { delay: Duration::from_millis(100), ..answer(200, json!({ "tasks": [] })) },
+        },
+        "/api/v1/workers/heartbeat" => acks(r, |_| (AckStatus::Ok, false)),
+        p if p.starts_with("/api/v1/tasks/") && p.ends_with("/complete") => {
+            answer(200, json!({ "status": "COMPLETED" }))
+        }
+        _ => answer(404, json!({ "code": "not_found", "message": "no route" })),
+    })
+    .await;
+    let worker = Worker::builder(Client::new(&base).unwrap())
+        .queue("q")
+        .concurrency(3)
+        .lease_wait(Duration::from_millis(100))
+        .handler("quick", |_ctx: TaskContext| async { Ok(Outputs::new()) })
+        .build()
+        .unwrap();
+    let stats = worker.stats();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    wait_for("three completions", || stats.snapshot().completed == 3).await;
+    shutdown.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
+    assert_eq!((end.completed, end.completion_errors), (3, 0));
+    let log = log.lock().unwrap();
+    let mut singles: Vec<TaskId> = log
+        .iter()
+        .filter(|r| r.path().starts_with("/api/v1/tasks/"))
+        .flat_map(completions_in)
+        .map(|(t, _)| t)
+        .collect();
+    singles.sort();
+    assert_eq!(singles, [task_id(20), task_id(21), task_id(22)], "each task completed by its own call");
+    // Batches already on their way when the first 404 came back; none after it.
+    let batch_calls = log.iter().filter(|r| r.path() == BATCH).count();
+    assert!((1..=3).contains(&batch_calls), "{batch_calls}");
+    let first_single = log.iter().position(|r| r.path().starts_with("/api/v1/tasks/")).unwrap();
+    let last_batch = log.iter().rposition(|r| r.path() == BATCH).unwrap();
+    assert!(last_batch < first_single || batch_calls > 1, "no batch call once the route is known missing");
 }

@@ -167,6 +167,85 @@ pub struct CompleteResponse {
     pub status: TaskStatus,
 }
 
+/// `POST /api/v1/workers/complete`: ends many attempts in one call. Each
+/// item is what [`CompleteRequest`] carries, with its `task_id`. Items are
+/// independent: one with a stale token does not stop the others.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteBatchRequest {
+    pub worker_id: String,
+    pub items: Vec<CompleteItem>,
+}
+
+/// One attempt's end in a [`CompleteBatchRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteItem {
+    pub task_id: TaskId,
+    pub lease_token: LeaseToken,
+    pub outcome: AttemptEnd,
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    pub error: Option<String>,
+}
+
+impl CompleteItem {
+    /// The item for `task` that a single completion `req` would be.
+    pub fn new(task: TaskId, req: CompleteRequest) -> CompleteItem {
+        CompleteItem {
+            task_id: task,
+            lease_token: req.lease_token,
+            outcome: req.outcome,
+            exit_code: req.exit_code,
+            outputs: req.outputs,
+            error: req.error,
+        }
+    }
+
+    /// The task and the single completion this item stands for.
+    pub fn into_request(self) -> (TaskId, CompleteRequest) {
+        let req = CompleteRequest {
+            lease_token: self.lease_token,
+            outcome: self.outcome,
+            exit_code: self.exit_code,
+            outputs: self.outputs,
+            error: self.error,
+        };
+        (self.task_id, req)
+    }
+}
+
+/// The answer to a batch completion: one [`CompleteAck`] per request item,
+/// in request order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteBatchResponse {
+    pub items: Vec<CompleteAck>,
+}
+
+/// One item's answer: `status` (the task's status now, as the single
+/// completion answers it) when the item was applied — or had been, with the
+/// same token — else `error`, with the code the single completion would have
+/// answered (`lease_stale`: nothing changed, do not retry; `unavailable`,
+/// `internal`: retry the item, it is idempotent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteAck {
+    pub task_id: TaskId,
+    pub status: Option<TaskStatus>,
+    pub error: Option<ItemError>,
+}
+
+/// Why one item of a batch was not applied: a stable `code` (as in the API's
+/// error table) and a `message` for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ItemError {
+    pub code: String,
+    pub message: String,
+}
+
 /// `POST /api/v1/tasks/{task_id}/heartbeat`: one task's heartbeat, the item
 /// of [`HeartbeatRequest`] without its `task_id` (it is in the path). A stale
 /// token gets 409 `lease_stale`; otherwise the answer is a [`HeartbeatAck`].
@@ -233,6 +312,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.outcome, c.exit_code), (AttemptEnd::Failed, Some(3)));
+        let b: CompleteBatchRequest = serde_json::from_str(
+            r#"{"worker_id":"w1","items":[{"task_id":"01JD8X3Q6V6N3W0Y5Z2QK7R9TB","lease_token":"0123456789abcdef0123456789abcdef","outcome":"succeeded"}]}"#,
+        )
+        .unwrap();
+        let (task, single) = b.items[0].clone().into_request();
+        assert_eq!(task.to_string(), "01JD8X3Q6V6N3W0Y5Z2QK7R9TB");
+        assert_eq!(
+            (single.outcome, single.exit_code, single.outputs.len()),
+            (AttemptEnd::Succeeded, None, 0)
+        );
+        assert_eq!(CompleteItem::new(task, single), b.items[0]);
+        let ack = CompleteAck {
+            task_id: task,
+            status: None,
+            error: Some(ItemError { code: "lease_stale".into(), message: "gone".into() }),
+        };
+        assert_eq!(
+            serde_json::to_string(&ack).unwrap(),
+            r#"{"task_id":"01JD8X3Q6V6N3W0Y5Z2QK7R9TB","status":null,"error":{"code":"lease_stale","message":"gone"}}"#
+        );
         let p = RemoteProcess::Exec { argv: vec!["true".into()] };
         assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"kind":"exec","argv":["true"]}"#);
     }

@@ -19,7 +19,7 @@ pub mod time;
 pub use driver::{Command, Driver, RunEvent, RunOptions, StaleLease, attempt_log_paths, human};
 pub use error::EngineError;
 pub use manager::{Manager, ManagerOptions};
-pub use plan::{ContinueOn, Handler, PlannedTask, Role, RunPlan};
+pub use plan::{Carried, ContinueOn, Handler, PlannedTask, Role, RunPlan};
 pub use queues::QueueHub;
 pub use recover::{Recovery, recover};
 pub use runner::{AttemptContext, AttemptOutcome, NoopRunner, Precheck, ProgressSink, TaskRunner};

@@ -19,13 +19,14 @@ use cairn_core::protocol::{
 use cairn_core::record::Actor;
 use cairn_core::spec::{self, Workflow};
 use cairn_core::{LeaseToken, RunId, TaskId, TaskStatus};
-use cairn_store::{AdoptRun, Change, Store};
+use cairn_store::{AdoptRun, Change, RunDetail, Store};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Command, Driver, RunEvent, RunOptions, StaleLease};
 use crate::error::EngineError;
 use crate::owner::LocalOwner;
+use crate::plan::Carried;
 use crate::queues::QueueHub;
 use crate::shell::{self, ShellRunner};
 use crate::time::EngineClock;
@@ -199,6 +200,95 @@ impl<S: Store> Manager<S> {
             .restore(&detail)?;
         self.launch(driver, workflow.name.clone());
         Ok(())
+    }
+
+    /// Retries a finished run: a new run of its workflow as it was submitted,
+    /// with the same params, that runs again `from_step` and what depends on
+    /// it — or, without `from_step`, every step that did not complete and
+    /// what depends on those. Steps that are not run again are carried over
+    /// (recorded SKIPPED with the run they completed in, their outputs kept).
+    pub async fn retry(self: &Arc<Self>, run: RunId, from_step: Option<&str>) -> Result<RunId, EngineError> {
+        let detail =
+            self.store.run_detail(run).await?.ok_or_else(|| EngineError::NotFound(format!("run {run}")))?;
+        if !detail.run.status.is_terminal() {
+            return Err(EngineError::Conflict(format!("run {run} is still {}", detail.run.status)));
+        }
+        let source = self.store.spec_source(run).await?.unwrap_or_default();
+        let path = detail.run.spec_path.as_ref().map(PathBuf::from);
+        let workflow =
+            spec::parse(&source, path.as_deref()).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let workflow = Arc::new(workflow);
+        let params: Vec<(String, String)> = detail.run.params.clone().into_iter().collect();
+        let params_json = serde_json::to_string(&detail.run.params).ok();
+        let runner =
+            ShellRunner::new(workflow.clone(), &params, params_json).map_err(EngineError::Invalid)?;
+        let mut plan = shell::plan(&workflow, &params, source, "retry");
+        if detail.tasks.len() != plan.tasks.len() {
+            return Err(EngineError::Conflict(format!("run {run} no longer matches its own workflow")));
+        }
+        let is_step = |i: usize| plan.tasks[i].role == crate::plan::Role::Step;
+        let mut again: Vec<bool> = match from_step {
+            Some(name) => {
+                let Some(start) = (0..plan.tasks.len()).find(|&i| is_step(i) && plan.tasks[i].name == name)
+                else {
+                    return Err(EngineError::Invalid(format!("run {run} has no step {name:?}")));
+                };
+                (0..plan.tasks.len()).map(|i| i == start).collect()
+            }
+            None => (0..plan.tasks.len())
+                .map(|i| {
+                    is_step(i)
+                        && !matches!(detail.tasks[i].status, TaskStatus::Completed)
+                        && carried_from(&detail, i).is_none()
+                })
+                .collect(),
+        };
+        if !again.iter().any(|&a| a) {
+            return Err(EngineError::Conflict(format!(
+                "run {run} has nothing to retry: every step completed"
+            )));
+        }
+        // What depends on a step that runs again runs again too.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..plan.tasks.len() {
+                if !again[i] && is_step(i) && plan.tasks[i].depends.iter().any(|&d| again[d]) {
+                    again[i] = true;
+                    changed = true;
+                }
+            }
+        }
+        let mut carried = Vec::with_capacity(plan.tasks.len());
+        for (i, t) in detail.tasks.iter().enumerate() {
+            if !is_step(i) || again[i] {
+                carried.push(None);
+                continue;
+            }
+            // A task this run carried over itself completed further back:
+            // carry it from where it ran, with what it produced there.
+            let c = match carried_from(&detail, i) {
+                Some(origin) => {
+                    let there = self.store.run_detail(origin).await?;
+                    let task = there.as_ref().and_then(|d| d.tasks.get(i));
+                    Carried {
+                        from_run: origin,
+                        exit_code: task.and_then(|t| t.exit_code),
+                        outputs: task.map(|t| t.outputs.clone()).unwrap_or_default(),
+                    }
+                }
+                None => Carried { from_run: run, exit_code: t.exit_code, outputs: t.outputs.clone() },
+            };
+            carried.push(Some(c));
+        }
+        plan.carried = carried;
+        let opts = self.run_options(RunId::new(self.clock.now()), &workflow);
+        let (created_tx, created_rx) = oneshot::channel();
+        let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
+            .on_created(created_tx);
+        let new = self.launch(driver, workflow.name.clone());
+        created_rx.await.map_err(|_| EngineError::Conflict(format!("run {new} could not be created")))?;
+        Ok(new)
     }
 
     fn run_options(&self, run_id: RunId, workflow: &Workflow) -> RunOptions {
@@ -422,4 +512,12 @@ fn to_event(run: RunId, workflow: &str, tasks: &[(TaskId, String, Option<String>
             actor,
         }),
     }
+}
+
+/// The run a task of `detail` was carried over from, if it was (its last
+/// transition says `completed in run X; not run again`).
+fn carried_from(detail: &RunDetail, index: usize) -> Option<RunId> {
+    let task = detail.tasks.get(index).filter(|t| t.status == TaskStatus::Skipped)?;
+    let reason = &detail.transitions.get(&task.id)?.last()?.reason;
+    reason.strip_prefix("completed in run ")?.split(';').next()?.parse().ok()
 }

@@ -22,6 +22,11 @@ pub struct RunPlan {
     pub spec_source: String,
     pub spec_path: Option<String>,
     pub trigger: String,
+    /// Keep the `details` checkpoints of remote attempts (Cairn's `keep_details`).
+    pub keep_details: bool,
+    /// For a retry: per task, the result it is carried over with from the
+    /// run being retried instead of running again. Empty = none carried.
+    pub carried: Vec<Option<Carried>>,
     /// The workflow has its own preconditions: the runner's
     /// [`precheck_run`](crate::TaskRunner::precheck_run) decides whether any step runs.
     pub preconditions: bool,
@@ -59,6 +64,14 @@ impl PlannedTask {
             task_type: None,
         }
     }
+}
+
+/// A task that completed in an earlier run and is not run again by a retry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Carried {
+    pub from_run: cairn_core::RunId,
+    pub exit_code: Option<i32>,
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// A workflow step, or a handler run when the steps are done.

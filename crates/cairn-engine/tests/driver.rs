@@ -170,6 +170,8 @@ fn plan(tasks: Vec<PlannedTask>) -> RunPlan {
         spec_path: None,
         trigger: "manual".into(),
         preconditions: false,
+        keep_details: false,
+        carried: Vec::new(),
     }
 }
 

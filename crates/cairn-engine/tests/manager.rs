@@ -48,6 +48,12 @@ impl Fixture {
         self.manager.lease(&req).await.tasks
     }
 
+    /// A long-poll lease: returns once a task is offered (real time, up to 10 s).
+    async fn lease_when_ready(&self, worker: &str) -> LeasedTask {
+        let req = LeaseRequest { worker_id: worker.into(), queue: "q".into(), max_tasks: 1, wait_ms: 10_000 };
+        self.manager.lease(&req).await.tasks.remove(0)
+    }
+
     async fn detail(&self, run: RunId) -> RunDetail {
         self.manager.store().run_detail(run).await.unwrap().unwrap()
     }
@@ -421,4 +427,97 @@ async fn a_graceful_stop_interrupts_local_steps_and_the_next_server_runs_them_ag
     assert_eq!(status, RunStatus::Completed);
     let d = store.run_detail(run).await.unwrap().unwrap();
     assert_eq!(d.tasks[0].attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_reach_the_next_attempt_only_where_the_workflow_keeps_them() {
+    for keep in [true, false] {
+        let f = Fixture::new();
+        let yaml = format!(
+            "keep_details: {keep}\nsteps:\n  - name: resumable\n    command: \"true\"\n    queue: q\n    retry_policy:\n      limit: 1\n"
+        );
+        let run = f.submit(&yaml).await;
+        let first = f.lease("w1", 1).await.remove(0);
+        assert_eq!(first.details, None);
+        let mut req = beat(&first, Some(10.0));
+        req.items[0].details = Some(serde_json::json!({"offset": 4096}));
+        assert_eq!(f.manager.heartbeat(req).await.items[0].status, AckStatus::Ok);
+        f.manual.advance(Duration::from_secs(1));
+        f.manager.heartbeat(beat(&first, Some(12.0))).await;
+        f.manual.advance(Duration::from_secs(1));
+        f.manager.heartbeat(beat(&first, Some(40.0))).await;
+        let task = first.task_id;
+        let samples = f.manager.store().progress_samples(task).await.unwrap();
+        let points: Vec<f32> = samples.iter().map(|s| s.percent).collect();
+        assert_eq!(points, vec![10.0, 40.0], "a sample per 10 points, not per report");
+        assert_eq!(f.manager.complete(task, done(&first, AttemptEnd::Failed)).await, Ok(TaskStatus::Pending));
+        let second = f.lease("w2", 1).await.remove(0);
+        let want = keep.then(|| serde_json::json!({"offset": 4096}));
+        assert_eq!(second.details, want, "keep_details: {keep}");
+        let d = f.detail(run).await;
+        assert_eq!(d.tasks[0].details, want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_runs_again_only_what_did_not_complete_and_carries_the_rest() {
+    let f = Fixture::new();
+    let yaml = r#"
+type: graph
+steps:
+  - name: fetch
+    command: echo fetched
+    output: DATA
+  - name: load
+    command: "true"
+    queue: q
+    depends: [fetch]
+  - name: report
+    command: echo "report on ${DATA}"
+    output: REPORT
+    depends: [load]
+"#;
+    let run = f.submit(yaml).await;
+    let load = f.lease_when_ready("w1").await;
+    assert_eq!(
+        f.manager.complete(load.task_id, done(&load, AttemptEnd::Failed)).await,
+        Ok(TaskStatus::Failed)
+    );
+    let first = f.finished(run).await;
+    assert_eq!(first.run.status, RunStatus::Failed);
+
+    let retry = f.manager.retry(run, None).await.unwrap();
+    let again = f.lease_when_ready("w1").await;
+    assert_eq!((again.run_id, again.step.as_str()), (retry, "load"));
+    assert_eq!(
+        f.manager.complete(again.task_id, done(&again, AttemptEnd::Succeeded)).await,
+        Ok(TaskStatus::Completed)
+    );
+    let d = f.finished(retry).await;
+    assert_eq!(d.run.status, RunStatus::Completed);
+    assert_eq!(d.run.trigger, "retry");
+    let fetch = d.tasks.iter().find(|t| t.name == "fetch").unwrap();
+    assert_eq!(fetch.status, TaskStatus::Skipped);
+    assert_eq!(fetch.attempt, 0, "carried over, not run again");
+    assert_eq!(
+        d.transitions[&fetch.id].last().unwrap().reason,
+        format!("completed in run {run}; not run again")
+    );
+    let report = d.tasks.iter().find(|t| t.name == "report").unwrap();
+    assert_eq!(
+        report.outputs.get("REPORT").map(String::as_str),
+        Some("report on fetched"),
+        "carried outputs stay visible"
+    );
+
+    // Nothing left to retry; and a retry from a chosen step reruns it and what follows.
+    assert!(f.manager.retry(retry, None).await.unwrap_err().to_string().contains("nothing to retry"));
+    let from = f.manager.retry(retry, Some("report")).await.unwrap();
+    let d = f.finished(from).await;
+    let states: Vec<(&str, TaskStatus)> = d.tasks.iter().map(|t| (t.name.as_str(), t.status)).collect();
+    assert_eq!(
+        states,
+        [("fetch", TaskStatus::Skipped), ("load", TaskStatus::Skipped), ("report", TaskStatus::Completed)]
+    );
+    assert!(f.manager.retry(retry, Some("nope")).await.unwrap_err().to_string().contains("no step \"nope\""));
 }

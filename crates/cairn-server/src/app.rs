@@ -128,6 +128,7 @@ pub(crate) fn api<S: Store, C: Control>() -> (Router<AppState<S, C>>, OpenApi) {
         .add(workers::__path_heartbeat, workers::heartbeat::<S, C>)
         .add(workers::__path_task_heartbeat, workers::task_heartbeat::<S, C>)
         .add(workers::__path_complete, workers::complete::<S, C>)
+        .add(workers::__path_complete_batch, workers::complete_batch::<S, C>)
         .add(workers::__path_append_log, workers::append_log::<S, C>)
         .add(events::__path_events, events::events::<S, C>)
         .finish()

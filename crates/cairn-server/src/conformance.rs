@@ -49,6 +49,7 @@ macro_rules! control_conformance_suite {
             cancel_stops_a_run_and_a_finished_run_is_a_conflict,
             retry_starts_a_new_run_of_a_failed_one,
             worker_protocol_leases_heartbeats_and_completes_once,
+            batch_completion_completes_many_and_reports_stale_items,
             stale_tokens_change_nothing,
             events_follow_a_triggered_run,
         );
@@ -451,6 +452,97 @@ pub async fn worker_protocol_leases_heartbeats_and_completes_once<C: Control>(h:
     let completions =
         far["transitions"].as_array().into_iter().flatten().filter(|t| t["to"] == "COMPLETED").count();
     assert_eq!(completions, 1, "completed exactly once: {far}");
+}
+
+/// `POST /workers/complete` ends several attempts in one call and answers
+/// per item, in order: a repeated item is answered the same (within the call
+/// and when the whole call is repeated), and a stale token is an item error
+/// `lease_stale` that neither changes its task nor fails the other items.
+pub async fn batch_completion_completes_many_and_reports_stale_items<C: Control>(h: Harness<C>) {
+    let runs = [
+        h.trigger("remote", json!({})).await,
+        h.trigger("remote", json!({})).await,
+        h.trigger("remote", json!({})).await,
+    ];
+    let mut leased: Vec<(TaskId, String)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + RUN_LIMIT;
+    while leased.len() < runs.len() {
+        assert!(tokio::time::Instant::now() < deadline, "leased only {leased:?}");
+        let a = h
+            .post(
+                "/api/v1/workers/lease",
+                json!({"worker_id": "w1", "queue": QUEUE, "max_tasks": 10, "wait_ms": 10_000}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        for t in a.json()["tasks"].as_array().expect("tasks") {
+            let task: TaskId = t["task_id"].as_str().expect("task_id").parse().expect("a task id");
+            leased.push((task, t["lease_token"].as_str().expect("lease_token").to_owned()));
+        }
+    }
+    let stale = cairn_core::LeaseToken::random().to_string();
+    let item = |(task, token): &(TaskId, String), outcome: &str| json!({"task_id": task, "lease_token": token, "outcome": outcome, "exit_code": 0, "outputs": {"N": "1"}});
+    let batch = json!({"worker_id": "w1", "items": [
+        item(&leased[0], "succeeded"),
+        item(&leased[1], "failed"),
+        item(&(leased[2].0, stale.clone()), "succeeded"),
+        item(&leased[0], "succeeded"),
+        item(&leased[2], "succeeded"),
+    ]});
+    let a = h.post("/api/v1/workers/complete", batch.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let answer = a.json();
+    let items = answer["items"].as_array().expect("items");
+    let got: Vec<(String, Value, Value)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["task_id"].as_str().unwrap_or_default().to_owned(),
+                i["status"].clone(),
+                i["error"]["code"].clone(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, Value, Value)> = [
+        (leased[0].0, json!("COMPLETED"), Value::Null),
+        (leased[1].0, json!("FAILED"), Value::Null),
+        (leased[2].0, Value::Null, json!("lease_stale")),
+        (leased[0].0, json!("COMPLETED"), Value::Null),
+        (leased[2].0, json!("COMPLETED"), Value::Null),
+    ]
+    .into_iter()
+    .map(|(t, s, c)| (t.to_string(), s, c))
+    .collect();
+    assert_eq!(got, want, "one answer per item, in order: {answer}");
+    assert!(items[2]["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+
+    let again = h.post("/api/v1/workers/complete", batch).await;
+    assert_eq!(
+        (again.status, again.json()),
+        (a.status, answer.clone()),
+        "repeating the call answers the same"
+    );
+
+    for run in runs {
+        let done = h.wait_terminal(run, RUN_LIMIT).await;
+        let far = task_of(&done, "far");
+        let ends = far["transitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| matches!(t["to"].as_str(), Some("COMPLETED" | "FAILED")))
+            .count();
+        assert_eq!(ends, 1, "ended exactly once: {far}");
+    }
+    let statuses: Vec<String> = {
+        let mut out = Vec::new();
+        for (task, _) in &leased {
+            let shown = h.get(&format!("/api/v1/tasks/{task}")).await.json();
+            out.push(shown["task"]["status"].as_str().unwrap_or_default().to_owned());
+        }
+        out
+    };
+    assert_eq!(statuses, ["COMPLETED", "FAILED", "COMPLETED"], "the stale item changed nothing");
 }
 
 /// After the lease is gone, its token changes nothing: heartbeats are

@@ -73,26 +73,9 @@ impl<S: Store> Control for EngineControl<S> {
         &self,
         run: RunId,
         from_step: Option<String>,
-        actor: Actor,
+        _actor: Actor,
     ) -> Result<RunId, ControlError> {
-        if from_step.is_some() {
-            return Err(ControlError::Invalid {
-                field: "from_step".into(),
-                message: "retrying from a chosen step is not supported yet; omit it to run the whole workflow again".into(),
-            });
-        }
-        let record = self
-            .manager
-            .store()
-            .run(run)
-            .await?
-            .ok_or_else(|| ControlError::NotFound { what: format!("run {run}") })?;
-        if !record.status.is_terminal() {
-            return Err(ControlError::Conflict { message: format!("run {run} is still {}", record.status) });
-        }
-        let params: Vec<String> = record.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let new = self.trigger(&record.workflow, params, actor).await?;
-        Ok(new)
+        self.manager.retry(run, from_step.as_deref()).await.map_err(engine_error)
     }
 
     async fn lease(&self, req: LeaseRequest) -> Result<LeaseResponse, ControlError> {

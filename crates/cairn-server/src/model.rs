@@ -110,6 +110,10 @@ pub struct TaskView {
     pub transitions: Vec<TransitionView>,
     /// Every attempt, in order.
     pub attempt_records: Vec<AttemptView>,
+    /// The latest checkpoint a worker reported, when the workflow keeps them
+    /// (`keep_details`); the next attempt resumes from it.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 /// `GET /tasks/{id}`: a task with the run it belongs to.
@@ -117,6 +121,17 @@ pub struct TaskView {
 pub struct TaskDetailView {
     pub run: RunSummary,
     pub task: TaskView,
+    /// The task's progress history: sparse samples, attempt by attempt.
+    pub progress_samples: Vec<ProgressSampleView>,
+}
+
+/// One point of a task's progress history.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProgressSampleView {
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub percent: f32,
+    pub message: Option<String>,
 }
 
 /// What a step needs to judge an overrun: its timeout, by step name.
@@ -176,6 +191,7 @@ impl TaskView {
             durations: DurationsView::from(Durations::from_log(log, now)),
             transitions: log.iter().map(TransitionView::from).collect(),
             attempt_records: attempts.iter().map(AttemptView::from).collect(),
+            details: t.details.clone(),
         }
     }
 }

@@ -51,6 +51,8 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         protocol::TaskHeartbeatRequest,
         protocol::CompleteRequest,
         protocol::CompleteResponse,
+        protocol::CompleteBatchRequest,
+        protocol::CompleteBatchResponse,
         protocol::LogStream,
     )),
     tags(
@@ -59,7 +61,7 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         (name = "runs", description = "Run history, one run, cancel, retry"),
         (name = "tasks", description = "One task with its transition log and attempts"),
         (name = "logs", description = "An attempt's stdout and stderr, read or followed"),
-        (name = "workers", description = "The worker protocol: lease, heartbeat, complete, stream logs"),
+        (name = "workers", description = "The worker protocol: lease, heartbeat, complete (one or many), stream logs"),
         (name = "events", description = "Live transitions and progress over a WebSocket"),
     )
 )]

@@ -240,6 +240,17 @@ async fn every_error_answers_its_code_and_status() {
         h.post(&format!("/api/v1/tasks/{task}/complete"), complete.clone())
             .await
             .assert_error(status, code, field);
+        // In a batch, the same error is the item's answer; the call succeeds.
+        let mut item = complete.clone();
+        item["task_id"] = json!(task);
+        let a = h.post("/api/v1/workers/complete", json!({"worker_id": "w", "items": [item]})).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        let ack = &a.json()["items"][0];
+        assert_eq!(
+            (&ack["task_id"], &ack["status"], &ack["error"]["code"]),
+            (&json!(task), &Value::Null, &json!(code))
+        );
+        assert!(ack["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{ack}");
     }
 }
 
@@ -287,6 +298,31 @@ async fn bad_input_is_400_naming_the_field() {
             "/api/v1/workers/heartbeat",
             json!({"worker_id": "w", "items": [{"task_id": task, "lease_token": token, "details": [1]}]}).to_string(),
             Some("items[0].details"),
+        ),
+        (
+            "/api/v1/workers/complete",
+            json!({"worker_id": "w", "items": [{"task_id": task, "lease_token": token}]}).to_string(),
+            Some("items[0].outcome"),
+        ),
+        (
+            "/api/v1/workers/complete",
+            json!({"worker_id": "w", "items": [
+                {"task_id": task, "lease_token": token, "outcome": "succeeded"},
+                {"task_id": "nope", "lease_token": token, "outcome": "succeeded"},
+            ]})
+            .to_string(),
+            Some("items[1].task_id"),
+        ),
+        (
+            "/api/v1/workers/complete",
+            json!({"worker_id": "", "items": []}).to_string(),
+            Some("worker_id"),
+        ),
+        (
+            "/api/v1/workers/complete",
+            json!({"worker_id": "w", "items": vec![json!({"task_id": task, "lease_token": token, "outcome": "failed"}); 1001]})
+                .to_string(),
+            Some("items"),
         ),
         (&heartbeat_uri, json!({"worker_id": "w"}).to_string(), Some("lease_token")),
         (&complete_uri, json!({"lease_token": token}).to_string(), Some("outcome")),
@@ -709,6 +745,7 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/v1/workers/heartbeat"),
         ("post", "/api/v1/tasks/{task_id}/heartbeat"),
         ("post", "/api/v1/tasks/{task_id}/complete"),
+        ("post", "/api/v1/workers/complete"),
         ("post", "/api/v1/tasks/{task_id}/logs"),
         ("get", "/api/v1/events"),
     ];

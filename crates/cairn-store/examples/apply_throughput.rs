@@ -225,6 +225,8 @@ async fn heartbeats(store: Arc<SqliteStore>, clock: Arc<SystemClock>, batch: usi
                                 percent: round as f32 * 10.0,
                                 message: Some(message.clone()),
                             }),
+                            sample: false,
+                            details: None,
                         })
                     });
                     let t = Instant::now();

@@ -114,6 +114,10 @@ pub struct Heartbeat {
     pub lease_expires_at: Timestamp,
     /// The latest progress, when it changed since the last heartbeat.
     pub progress: Option<Progress>,
+    /// Also keep `progress` as a sample of the task's progress history.
+    pub sample: bool,
+    /// The worker's latest checkpoint, when it is to be kept.
+    pub details: Option<serde_json::Value>,
 }
 
 /// What became of one change of a batch.

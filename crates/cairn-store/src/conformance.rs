@@ -53,6 +53,7 @@ macro_rules! store_conformance_suite {
             terminal_tasks_never_change_again,
             running_tasks_always_carry_start_heartbeat_and_expiry,
             heartbeats_extend_and_never_shorten_leases,
+            heartbeats_keep_details_and_progress_samples,
             retry_keeps_the_failed_attempt_record,
             task_reads_one_task_as_its_run_shows_it,
             expired_leases_and_next_expiry,
@@ -197,7 +198,15 @@ pub fn heartbeat(
     expires: Timestamp,
     progress: Option<Progress>,
 ) -> Change {
-    Change::Heartbeat(Heartbeat { task, token, at, lease_expires_at: expires, progress })
+    Change::Heartbeat(Heartbeat {
+        task,
+        token,
+        at,
+        lease_expires_at: expires,
+        progress,
+        sample: false,
+        details: None,
+    })
 }
 
 pub fn run_change(run: RunId, from: RunStatus, to: RunStatus, at: Timestamp, error: Option<&str>) -> Change {
@@ -374,6 +383,7 @@ pub async fn create_and_read_round_trip<S: Store>(store: Arc<S>) {
             exit_code: None,
             error: None,
             outputs: BTreeMap::new(),
+            details: None,
         };
         assert_eq!(record, &want);
         assert_eq!(log(&d, new.id), std::slice::from_ref(&new.transition));
@@ -754,6 +764,41 @@ pub async fn heartbeats_extend_and_never_shorten_leases<S: Store>(store: Arc<S>)
     apply_ok(&*store, vec![end(id, token, 1, Pending, t(31_000), AttemptResult::default())]).await;
     apply_ok(&*store, vec![start(id, 2, t(32_000)).0]).await;
     assert_eq!(task(&detail(&*store, run).await, id).progress, None);
+}
+
+/// Heartbeats keep the latest details (only when they carry some, across
+/// attempts) and, when asked, a sample of the progress history.
+pub async fn heartbeats_keep_details_and_progress_samples<S: Store>(store: Arc<S>) {
+    use TaskStatus::*;
+    let (run, ids) = create(&*store, new_run("beat", 1, t(0))).await;
+    let id = ids[0];
+    drive(&*store, id, Pending, t(0)).await;
+    let token = LeaseToken::random();
+    apply_ok(&*store, vec![start_with(id, 1, t(10), token, t(40_000)).0]).await;
+    let beat = |at: i64, pct: f32, sample: bool, details: Option<serde_json::Value>| {
+        let progress = Some(Progress { percent: pct, message: Some(format!("at {pct}")) });
+        let Change::Heartbeat(mut hb) = heartbeat(id, token, t(at), t(at + 30_000), progress) else {
+            unreachable!()
+        };
+        hb.sample = sample;
+        hb.details = details;
+        Change::Heartbeat(hb)
+    };
+    let checkpoint = serde_json::json!({"offset": 1200});
+    apply_ok(&*store, vec![beat(1_000, 10.0, true, Some(checkpoint.clone()))]).await;
+    apply_ok(&*store, vec![beat(2_000, 12.0, false, None)]).await;
+    apply_ok(&*store, vec![beat(3_000, 30.0, true, None)]).await;
+    let d = detail(&*store, run).await;
+    assert_eq!(task(&d, id).details.as_ref(), Some(&checkpoint), "a heartbeat without details keeps them");
+    let samples = store.progress_samples(id).await.unwrap();
+    let points: Vec<(u32, Timestamp, f32)> = samples.iter().map(|s| (s.attempt, s.at, s.percent)).collect();
+    assert_eq!(points, vec![(1, t(1_000), 10.0), (1, t(3_000), 30.0)]);
+    assert_eq!(samples[1].message.as_deref(), Some("at 30"));
+    // The checkpoint outlives the attempt, for the next one to resume from.
+    apply_ok(&*store, vec![end(id, token, 1, Pending, t(4_000), AttemptResult::default())]).await;
+    apply_ok(&*store, vec![start(id, 2, t(5_000)).0]).await;
+    assert_eq!(task(&detail(&*store, run).await, id).details.as_ref(), Some(&checkpoint));
+    assert!(store.progress_samples(TaskId::new(t(0))).await.unwrap().is_empty());
 }
 
 /// RUNNING -> PENDING ends the attempt with its error and exit code, sets the

@@ -23,7 +23,8 @@ pub use change::{
 };
 pub use error::StoreError;
 pub use model::{
-    AttemptRecord, ExpiredLease, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail, TaskRecord,
+    AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
+    TaskRecord,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -52,6 +53,12 @@ pub trait Store: Send + Sync + 'static {
     /// The workflow text a run was submitted with ([`NewRun::spec_source`]),
     /// to show or retry the run as it was.
     fn spec_source(&self, run: RunId) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// A task's progress history (sparse samples), oldest first.
+    fn progress_samples(
+        &self,
+        task: TaskId,
+    ) -> impl Future<Output = Result<Vec<ProgressSample>, StoreError>> + Send;
 
     /// A run with its tasks, every transition (task and run) and every attempt.
     fn run_detail(&self, id: RunId) -> impl Future<Output = Result<Option<RunDetail>, StoreError>> + Send;

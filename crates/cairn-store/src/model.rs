@@ -47,6 +47,17 @@ pub struct TaskRecord {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub outputs: BTreeMap<String, String>,
+    /// The latest checkpoint a worker reported, when its workflow keeps them.
+    pub details: Option<serde_json::Value>,
+}
+
+/// One point of a task's progress history.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ProgressSample {
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub percent: f32,
+    pub message: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

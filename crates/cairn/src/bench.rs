@@ -186,6 +186,8 @@ fn plan(name: &str, tasks: Vec<PlannedTask>) -> RunPlan {
         spec_path: None,
         trigger: "bench".to_owned(),
         preconditions: false,
+        keep_details: false,
+        carried: Vec::new(),
     }
 }
 

@@ -94,6 +94,7 @@ pub(crate) fn build(root: &Node, file: Option<&Path>, d: &mut Diags) -> Option<W
         f.get("max_output_size").and_then(|n| d.uint(n, "max_output_size")).filter(|&n| n > 0);
     let skip_if_successful =
         f.get("skip_if_successful").and_then(|n| d.bool(n, "skip_if_successful")).unwrap_or(false);
+    let keep_details = f.get("keep_details").and_then(|n| d.bool(n, "keep_details")).unwrap_or(false);
     let overlap = f.get("overlap_policy").map(|n| parse_overlap(n, "overlap_policy", d)).unwrap_or_default();
     let catchup_window = f.get("catchup_window").and_then(|n| parse_window(n, "catchup_window", d));
     let preconditions =
@@ -165,6 +166,7 @@ pub(crate) fn build(root: &Node, file: Option<&Path>, d: &mut Diags) -> Option<W
         max_active_runs,
         max_output_size,
         skip_if_successful,
+        keep_details,
         overlap,
         catchup_window,
         preconditions,

@@ -85,6 +85,7 @@ pub(crate) static WORKFLOW: Schema = Schema {
         alias("max_active_runs", &["maxActiveRuns"]),
         alias("max_output_size", &["maxOutputSize"]),
         alias("skip_if_successful", &["skipIfSuccessful"]),
+        alias("keep_details", &["keepDetails"]),
         alias("overlap_policy", &["overlapPolicy"]),
         alias("catchup_window", &["catchupWindow"]),
         alias("handler_on", &["handlerOn"]),

@@ -45,6 +45,9 @@ pub struct Workflow {
     pub max_output_size: Option<u64>,
     /// Skip a scheduled run if one succeeded since the previous schedule time.
     pub skip_if_successful: bool,
+    /// Cairn: keep the `details` checkpoints workers send with their
+    /// heartbeats (shown while a task runs, handed to its next attempt).
+    pub keep_details: bool,
     /// What the scheduler does with a tick while a scheduled run is still active.
     pub overlap: OverlapPolicy,
     /// How late a tick missed while no server ran may still be fired once

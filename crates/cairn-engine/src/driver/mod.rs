@@ -128,6 +128,36 @@ struct Slot {
     last_end: Option<(LeaseToken, TaskStatus)>,
     /// The latest checkpoint a remote attempt reported, for the next attempt.
     details: Option<serde_json::Value>,
+    /// Which progress reports of the current attempt become history samples.
+    samples: SampleGate,
+    /// Completed in the run this one retries: SKIPPED here, but its
+    /// dependents run as after a success.
+    carried: bool,
+}
+
+/// Keeps the progress history sparse: a report becomes a sample when it is
+/// the attempt's first, moved at least 10 points, reached 100%, or came a
+/// minute after the last sample.
+#[derive(Clone, Copy, Debug, Default)]
+struct SampleGate {
+    last: Option<(Timestamp, f32)>,
+}
+
+impl SampleGate {
+    fn take(&mut self, p: &Progress, now: Timestamp) -> bool {
+        let due = match self.last {
+            None => true,
+            Some((at, pct)) => {
+                (p.percent - pct).abs() >= 10.0
+                    || (p.percent >= 100.0 && pct < 100.0)
+                    || now.since(at) >= Duration::from_secs(60)
+            }
+        };
+        if due {
+            self.last = Some((now, p.percent));
+        }
+        due
+    }
 }
 
 /// Requests from outside the driver's loop: the worker protocol and cancel.
@@ -259,6 +289,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 worker: None,
                 last_end: None,
                 details: None,
+                samples: SampleGate::default(),
+                carried: false,
                 state: TaskState::restore(TaskStatus::Submitted, 0, now),
                 waiting_on: t.depends.len(),
                 dependents: Vec::new(),
@@ -437,7 +469,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 }
                 Some((index, p)) = self.progress_rx.recv() => {
                     let now = self.clock.now();
-                    self.on_progress(index, p, now);
+                    self.on_progress(index, p, now, None);
                     self.drain_progress(now);
                 }
                 _ = sleep_opt(&clock, wake) => {
@@ -489,7 +521,13 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         if plan.preconditions {
             self.spawn_run_precheck();
         }
+        let carried = |i: usize| plan.carried.get(i).and_then(Option::as_ref);
         for (i, t) in plan.tasks.iter().enumerate() {
+            if let Some(c) = carried(i) {
+                let reason = format!("carried over from run {}", c.from_run);
+                self.task_change(i, TaskStatus::Pending, now, reason, Actor::Scheduler);
+                continue;
+            }
             match t.role {
                 Role::Handler(h) if h != Handler::Init => {
                     self.task_change(
@@ -514,6 +552,17 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     self.task_change(i, TaskStatus::Blocked, now, reason, Actor::Scheduler);
                 }
             }
+        }
+        // Carried tasks end at once, in dependency order by index, so their
+        // dependents find them finished.
+        for i in 0..plan.tasks.len() {
+            let Some(c) = carried(i) else { continue };
+            let reason = format!("completed in run {}; not run again", c.from_run);
+            self.task_change(i, TaskStatus::Skipped, now, reason, Actor::Scheduler);
+            self.slots[i].carried = true;
+            let ctx = self.context(i, 0, CancellationToken::new());
+            self.runner.outputs_known(&ctx, c.exit_code, &c.outputs);
+            self.finished(i, now);
         }
     }
 
@@ -579,6 +628,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     async fn flush(&mut self) -> Result<(), EngineError> {
         if self.batch.is_empty() {
+            // Nothing waits for a commit: answers about what is already stored go now.
+            self.send_replies();
             return Ok(());
         }
         let changes = std::mem::take(&mut self.batch);
@@ -589,13 +640,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         if let Some(tx) = self.created.take() {
             let _ = tx.send(());
         }
-        for reply in self.replies.drain(..) {
-            match reply {
-                Reply::Lease(tx, task) => drop(tx.send(Some(*task))),
-                Reply::Ack(tx, ack) => drop(tx.send(ack)),
-                Reply::Complete(tx, status) => drop(tx.send(Ok(status))),
-            }
-        }
+        self.send_replies();
         for e in self.pending_events.drain(..) {
             if let Some(tx) = &self.events {
                 let _ = tx.send(e);
@@ -605,6 +650,16 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             self.launch(index);
         }
         Ok(())
+    }
+
+    fn send_replies(&mut self) {
+        for reply in self.replies.drain(..) {
+            match reply {
+                Reply::Lease(tx, task) => drop(tx.send(Some(*task))),
+                Reply::Ack(tx, ack) => drop(tx.send(ack)),
+                Reply::Complete(tx, status) => drop(tx.send(Ok(status))),
+            }
+        }
     }
 
     // ---- dispatch -------------------------------------------------------
@@ -681,6 +736,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let slot = &mut self.slots[index];
         slot.lease = Some(lease);
         slot.worker = Some(worker);
+        slot.samples = SampleGate::default();
         slot.deadline = self.plan.tasks[index].timeout.map(|t| now.saturating_add(t));
         slot.kill = None;
         lease
@@ -844,6 +900,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 at: now,
                 lease_expires_at: lease.expires_at,
                 progress: Some(p),
+                // An attempt's last word is always worth a sample.
+                sample: true,
+                details: None,
             }));
         }
         let slot = &mut self.slots[index];
@@ -973,7 +1032,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             TaskStatus::Completed => None,
             TaskStatus::Failed if self.slots[index].failure_passed => None,
             TaskStatus::Failed => Some((TaskStatus::Abandoned, "failed")),
-            TaskStatus::Skipped if task.continue_on.skipped => None,
+            TaskStatus::Skipped if task.continue_on.skipped || self.slots[index].carried => None,
             TaskStatus::Skipped => Some((TaskStatus::Skipped, "was skipped")),
             TaskStatus::Canceled => Some((TaskStatus::Abandoned, "was canceled")),
             _ => Some((TaskStatus::Abandoned, "was abandoned")),
@@ -1004,9 +1063,16 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
     }
 
-    /// Shows a progress report and stores it (with a lease extension) when
-    /// the rate limit lets it through; says whether it was stored.
-    fn on_progress(&mut self, index: usize, p: Progress, now: Timestamp) -> bool {
+    /// Shows a progress report and stores it (with a lease extension and
+    /// `details`, if any) when the rate limit lets it through; says whether
+    /// it was stored.
+    fn on_progress(
+        &mut self,
+        index: usize,
+        p: Progress,
+        now: Timestamp,
+        details: Option<serde_json::Value>,
+    ) -> bool {
         let slot = &mut self.slots[index];
         let Some(lease) = slot.lease else { return false };
         if slot.state.status() != TaskStatus::Running {
@@ -1027,12 +1093,15 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         if let Some(p) = slot.limiter.offer(p, now) {
             let lease = lease.extended(now, &slot.lease_settings);
             slot.lease = Some(lease);
+            let sample = slot.samples.take(&p, now);
             self.batch.push(Change::Heartbeat(Heartbeat {
                 task: slot.id,
                 token: lease.token,
                 at: now,
                 lease_expires_at: lease.expires_at,
                 progress: Some(p),
+                sample,
+                details,
             }));
             return true;
         }
@@ -1043,7 +1112,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     fn drain_progress(&mut self, now: Timestamp) {
         while let Ok((index, p)) = self.progress_rx.try_recv() {
-            self.on_progress(index, p, now);
+            self.on_progress(index, p, now, None);
         }
     }
 
@@ -1132,12 +1201,15 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             let lease = lease.extended(now, &slot.lease_settings);
             slot.lease = Some(lease);
             let progress = slot.limiter.flush_due(now);
+            let sample = progress.as_ref().is_some_and(|p| slot.samples.take(p, now));
             self.batch.push(Change::Heartbeat(Heartbeat {
                 task: slot.id,
                 token: lease.token,
                 at: now,
                 lease_expires_at: lease.expires_at,
                 progress,
+                sample,
+                details: None,
             }));
         }
     }

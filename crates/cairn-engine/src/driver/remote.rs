@@ -122,12 +122,17 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         };
         let lease = lease.extended(now, &slot.lease_settings);
         slot.lease = Some(lease);
-        if item.details.is_some() {
-            slot.details = item.details;
+        // Checkpoints are kept only where the workflow asks (`keep_details`).
+        let details = item.details.filter(|_| self.plan.keep_details);
+        if details.is_some() {
+            slot.details = details.clone();
         }
         let cancel_requested = slot.kill.is_some();
         let progress = item.progress_percent.and_then(|pct| Progress::new(pct, item.progress_message).ok());
-        let stored = progress.is_some_and(|p| self.on_progress(index, p, now));
+        let stored = match progress {
+            Some(p) => self.on_progress(index, p, now, details.clone()),
+            None => false,
+        };
         if !stored {
             let slot = &self.slots[index];
             self.batch.push(Change::Heartbeat(Heartbeat {
@@ -136,6 +141,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 at: now,
                 lease_expires_at: lease.expires_at,
                 progress: None,
+                sample: false,
+                details,
             }));
         }
         let expires = self.slots[index].lease.map(|l| l.expires_at);
@@ -162,12 +169,15 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let holds = slot.state.status() == TaskStatus::Running
             && slot.lease.is_some_and(|l| l.token == req.lease_token && !l.is_expired(now));
         if !holds {
-            // The same completion again is answered the same; anything else is stale.
-            let answer = match slot.last_end {
-                Some((token, status)) if token == req.lease_token => Ok(status),
-                _ => Err(StaleLease),
-            };
-            let _ = reply.send(answer);
+            // The same completion again is answered the same — after the
+            // commit that records it, which may still be pending in this
+            // turn's batch; anything else is stale (that changes nothing).
+            match slot.last_end {
+                Some((token, status)) if token == req.lease_token => {
+                    self.replies.push(Reply::Complete(reply, status))
+                }
+                _ => drop(reply.send(Err(StaleLease))),
+            }
             return;
         }
         let outcome = match req.outcome {

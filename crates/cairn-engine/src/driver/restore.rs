@@ -47,6 +47,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 expires_at: l.expires_at,
             });
             slot.worker = t.lease.as_ref().map(|l| l.worker.clone());
+            slot.details = t.details.clone();
             if t.status.is_terminal() {
                 self.restored_outputs[i] = Some((t.exit_code, t.outputs.clone()));
             }

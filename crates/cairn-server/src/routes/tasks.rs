@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::parse_id;
-use crate::model::{RunSummary, TaskDetailView, TaskView, Timeouts};
+use crate::model::{ProgressSampleView, RunSummary, TaskDetailView, TaskView, Timeouts};
 use crate::routes::runs::{needs_timeouts, run_timeouts};
 
 /// A task with its run, every transition, every attempt, its progress and durations.
@@ -40,8 +40,18 @@ pub(crate) async fn get_task<S: Store, C: Control>(
         Timeouts::new()
     };
     let now = state.clock.now();
+    let samples = state.store.progress_samples(id).await?;
     Ok(Json(TaskDetailView {
         run: RunSummary::new(&d.run, now),
         task: TaskView::new(&d.task, &d.transitions, &d.attempts, &timeouts, now),
+        progress_samples: samples
+            .into_iter()
+            .map(|s| ProgressSampleView {
+                attempt: s.attempt,
+                at: s.at,
+                percent: s.percent,
+                message: s.message,
+            })
+            .collect(),
     }))
 }

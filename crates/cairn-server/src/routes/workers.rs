@@ -1,21 +1,23 @@
 //! The worker protocol over HTTP: lease tasks from a queue, heartbeat them
-//! (one or many per call, carrying progress), complete them, stream their
-//! logs. The bodies are `cairn_core::protocol`'s types; this module checks
+//! (one or many per call, carrying progress), complete them (one or many
+//! per call), stream their logs. The bodies are `cairn_core::protocol`'s types; this module checks
 //! what the types cannot say (ranges, sizes) and hands the rest to
 //! [`Control`].
 //!
 //! Every call after the lease names the attempt's lease token; a stale one
 //! changes nothing and is answered 409 `lease_stale` (or, inside a batch
-//! heartbeat, an item with status `lease_stale`).
+//! heartbeat or a batch completion, an item that says `lease_stale`).
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn_core::protocol::{
-    AckStatus, CompleteRequest, CompleteResponse, HeartbeatAck, HeartbeatItem, HeartbeatRequest,
-    HeartbeatResponse, LEASE_TOKEN_HEADER, LeaseRequest, LeaseResponse, LogStream, MAX_DETAILS_BYTES,
-    TaskHeartbeatRequest,
+    AckStatus, CompleteAck, CompleteBatchRequest, CompleteBatchResponse, CompleteItem, CompleteRequest,
+    CompleteResponse, HeartbeatAck, HeartbeatItem, HeartbeatRequest, HeartbeatResponse, ItemError,
+    LEASE_TOKEN_HEADER, LeaseRequest, LeaseResponse, LogStream, MAX_DETAILS_BYTES, TaskHeartbeatRequest,
 };
 use cairn_core::{LeaseToken, TaskId};
 use cairn_store::Store;
@@ -34,6 +36,8 @@ pub(crate) const MAX_LEASE_TASKS: u32 = 1000;
 pub(crate) const MAX_WAIT_MS: u64 = 60_000;
 /// Most items one batch heartbeat may carry.
 pub(crate) const MAX_HEARTBEAT_ITEMS: usize = 10_000;
+/// Most items one batch completion may carry.
+pub(crate) const MAX_COMPLETE_ITEMS: usize = 1000;
 /// Longest worker id, queue name or progress message accepted, in bytes.
 const MAX_NAME_BYTES: usize = 200;
 
@@ -180,6 +184,74 @@ pub(crate) async fn complete<S: Store, C: Control>(
     Ok(Json(answer))
 }
 
+/// Ends many attempts in one call: each item is a single completion with its
+/// `task_id`, and all are handed to the engine at once, so the ones of one
+/// run share its commits. Answers one item per request item, in order: the
+/// task's status, or the error the single completion would have answered
+/// (`lease_stale`, …) — an item's error never fails the others. An item
+/// repeated in the call is applied once and answered the same each time.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workers/complete",
+    tag = "workers",
+    request_body = CompleteBatchRequest,
+    responses(
+        (status = 200, description = "One answer per item, in request order", body = CompleteBatchResponse),
+        (status = 400, description = "A bad body (`bad_request`) or value (`invalid_input`, e.g. field `items` for too many); nothing was applied", body = ErrorBody),
+        (status = 413, description = "The body is too large (code `payload_too_large`); send fewer items", body = ErrorBody),
+    )
+)]
+pub(crate) async fn complete_batch<S: Store, C: Control>(
+    State(state): State<AppState<S, C>>,
+    ApiJson(req): ApiJson<CompleteBatchRequest>,
+) -> Result<Json<CompleteBatchResponse>, ApiError> {
+    check_name("worker_id", &req.worker_id)?;
+    if req.items.len() > MAX_COMPLETE_ITEMS {
+        return Err(ApiError::invalid(
+            "items",
+            format!("at most {MAX_COMPLETE_ITEMS} items per call, got {}", req.items.len()),
+        ));
+    }
+    let (unique, first_of) = dedup_items(req.items);
+    let control = &state.control;
+    let answers = futures_util::future::join_all(unique.into_iter().map(|item| async move {
+        let (task, single) = item.into_request();
+        let outcome = single.outcome;
+        match control.complete(task, single).await {
+            Ok(answer) => {
+                tracing::debug!(%task, ?outcome, status = %answer.status, "attempt completed");
+                CompleteAck { task_id: task, status: Some(answer.status), error: None }
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                let error = ItemError { code: e.code.as_str().to_owned(), message: e.message };
+                CompleteAck { task_id: task, status: None, error: Some(error) }
+            }
+        }
+    }))
+    .await;
+    tracing::debug!(worker = %req.worker_id, items = first_of.len(), "batch completion");
+    Ok(Json(CompleteBatchResponse { items: first_of.into_iter().map(|i| answers[i].clone()).collect() }))
+}
+
+/// The items with a repeated `(task_id, lease_token)` left out (the first is
+/// kept), and for each request item the index of its kept one: a repeat is
+/// answered as its first, not raced against it.
+fn dedup_items(items: Vec<CompleteItem>) -> (Vec<CompleteItem>, Vec<usize>) {
+    let mut seen = HashMap::with_capacity(items.len());
+    let mut unique = Vec::with_capacity(items.len());
+    let mut first_of = Vec::with_capacity(items.len());
+    for item in items {
+        let next = unique.len();
+        let i = *seen.entry((item.task_id, item.lease_token)).or_insert(next);
+        if i == next {
+            unique.push(item);
+        }
+        first_of.push(i);
+    }
+    (unique, first_of)
+}
+
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -278,4 +350,38 @@ fn count_acks(acks: &[HeartbeatAck]) {
     let stale = acks.iter().filter(|a| a.status == AckStatus::LeaseStale).count() as u64;
     record_heartbeats(HeartbeatResult::Accepted, acks.len() as u64 - stale);
     record_heartbeats(HeartbeatResult::Rejected, stale);
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_core::protocol::AttemptEnd;
+    use cairn_core::{LeaseToken, TaskId};
+
+    use super::*;
+
+    fn item(task: u8, token: u8, outcome: AttemptEnd) -> CompleteItem {
+        CompleteItem {
+            task_id: TaskId::from_bytes([task; 16]),
+            lease_token: LeaseToken::from_bytes([token; 16]),
+            outcome,
+            exit_code: None,
+            outputs: Default::default(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_repeated_item_is_answered_as_its_first() {
+        let items = vec![
+            item(1, 1, AttemptEnd::Succeeded),
+            item(2, 2, AttemptEnd::Failed),
+            item(1, 1, AttemptEnd::Failed),
+            item(1, 9, AttemptEnd::Succeeded),
+            item(2, 2, AttemptEnd::Failed),
+        ];
+        let (unique, first_of) = dedup_items(items.clone());
+        assert_eq!(unique, vec![items[0].clone(), items[1].clone(), items[3].clone()]);
+        assert_eq!(first_of, [0, 1, 0, 2, 1]);
+        assert_eq!(dedup_items(Vec::new()), (Vec::new(), Vec::new()));
+    }
 }

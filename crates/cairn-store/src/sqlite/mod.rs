@@ -27,7 +27,7 @@ use cairn_core::{RunId, TaskId, Timestamp};
 use crate::Store;
 use crate::change::{Change, Outcome};
 use crate::error::StoreError;
-use crate::model::{ExpiredLease, RunDetail, RunQuery, RunRecord, TaskDetail};
+use crate::model::{ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, TaskDetail};
 use crate::validate::validate_batch;
 
 pub use writer::WriteStats;
@@ -253,6 +253,14 @@ impl Store for SqliteStore {
     fn spec_source(&self, run: RunId) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| read::spec_source(c, run)).await }
+    }
+
+    fn progress_samples(
+        &self,
+        task: TaskId,
+    ) -> impl Future<Output = Result<Vec<ProgressSample>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::progress_samples(c, task)).await }
     }
 }
 

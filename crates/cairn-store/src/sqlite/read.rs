@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::Error;
 use crate::error::StoreError;
 use crate::model::{
-    AttemptRecord, ExpiredLease, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail, TaskRecord,
+    AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
+    TaskRecord,
 };
 
 /// Page size of [`crate::Store::list_runs`] when the query names none.
@@ -201,7 +202,7 @@ fn read_task(snapshot: &Connection, id: TaskId) -> Result<Option<TaskDetail>, Er
         return Ok(None);
     };
     let task_no: i64 = row.get(0)?;
-    let run_no: i64 = row.get(22)?;
+    let run_no: i64 = row.get(23)?;
     // The run's id is read next; the record is completed with it below.
     let mut task = task_record(row, RunId::from_bytes([0; 16]))?;
     drop(rows);
@@ -431,7 +432,26 @@ fn task_record(row: &Row<'_>, run: RunId) -> Result<TaskRecord, Error> {
         exit_code: row.get(19)?,
         error: row.get(20)?,
         outputs: json_map(row.get::<_, Option<String>>(21)?.as_deref())?,
+        details: row
+            .get::<_, Option<String>>(22)?
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("details of task {id}: {e}")))?,
     })
+}
+
+/// A task's progress samples, oldest first.
+pub(super) fn progress_samples(conn: &Connection, task: TaskId) -> Result<Vec<ProgressSample>, Error> {
+    let mut stmt = conn.prepare_cached(include_str!("sql/task_progress_samples.sql"))?;
+    let rows = stmt.query_map([task.to_bytes()], |row| {
+        Ok(ProgressSample {
+            attempt: row.get(0)?,
+            at: Timestamp::from_micros(row.get(1)?),
+            percent: row.get::<_, f64>(2)? as f32,
+            message: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Four columns from `first`: lease_token, worker, last_heartbeat_at, lease_expires_at.

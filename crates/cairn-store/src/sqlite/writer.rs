@@ -236,6 +236,7 @@ statements!(
     heartbeat,
     update_run,
     adopt_run,
+    insert_progress_sample,
 );
 
 const TASK_STATE: &str = include_str!("sql/task_state.sql");
@@ -500,16 +501,38 @@ impl Statements<'_> {
             Some(p) => (Some(f64::from(p.percent)), p.message.as_deref()),
             None => (None, None),
         };
-        let updated = self.heartbeat.execute(params![
-            hb.task.to_bytes(),
-            hb.token.to_bytes(),
-            hb.at.as_micros(),
-            hb.lease_expires_at.as_micros(),
-            hb.progress.is_some(),
-            percent,
-            message,
-        ])?;
-        if updated == 1 {
+        let details =
+            hb.details.as_ref().map(serde_json::to_string).transpose().map_err(|e| {
+                StoreError::InvalidChange(format!("heartbeat details of task {}: {e}", hb.task))
+            })?;
+        let updated: Option<(i64, u32)> = self
+            .heartbeat
+            .query_row(
+                params![
+                    hb.task.to_bytes(),
+                    hb.token.to_bytes(),
+                    hb.at.as_micros(),
+                    hb.lease_expires_at.as_micros(),
+                    hb.progress.is_some(),
+                    percent,
+                    message,
+                    details,
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((task_no, attempt)) = updated {
+            if hb.sample
+                && let Some(p) = &hb.progress
+            {
+                self.insert_progress_sample.execute(params![
+                    task_no,
+                    attempt,
+                    hb.at.as_micros(),
+                    f64::from(p.percent),
+                    p.message.as_deref(),
+                ])?;
+            }
             return Ok(Outcome::Applied);
         }
         let task = hb.task;
