@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::driver::{Command, Driver, RunEvent, RunOptions, StaleLease};
 use crate::error::EngineError;
 use crate::owner::LocalOwner;
-use crate::plan::Carried;
+use crate::plan::{Carried, RunPlan};
 use crate::queues::QueueHub;
 use crate::shell::{self, ShellRunner};
 use crate::time::EngineClock;
@@ -182,7 +182,13 @@ impl<S: Store> Manager<S> {
         Ok(resumed)
     }
 
-    async fn restart(self: &Arc<Self>, id: RunId) -> Result<(), EngineError> {
+    /// A recorded run's workflow as it was submitted (its stored text and
+    /// params), its runner and plan, for resuming or retrying it.
+    async fn rebuild(
+        &self,
+        id: RunId,
+        trigger: Option<&str>,
+    ) -> Result<(RunDetail, Arc<Workflow>, ShellRunner, RunPlan), EngineError> {
         let detail =
             self.store.run_detail(id).await?.ok_or_else(|| EngineError::NotFound(format!("run {id}")))?;
         let source = self.store.spec_source(id).await?.unwrap_or_default();
@@ -194,7 +200,15 @@ impl<S: Store> Manager<S> {
         let params_json = serde_json::to_string(&detail.run.params).ok();
         let runner =
             ShellRunner::new(workflow.clone(), &params, params_json).map_err(EngineError::Invalid)?;
-        let plan = shell::plan(&workflow, &params, source, &detail.run.trigger);
+        let plan = shell::plan(&workflow, &params, source, trigger.unwrap_or(&detail.run.trigger));
+        if detail.tasks.len() != plan.tasks.len() {
+            return Err(EngineError::Conflict(format!("run {id} no longer matches its own workflow")));
+        }
+        Ok((detail, workflow, runner, plan))
+    }
+
+    async fn restart(self: &Arc<Self>, id: RunId) -> Result<(), EngineError> {
+        let (detail, workflow, runner, plan) = self.rebuild(id, None).await?;
         let opts = self.run_options(id, &workflow);
         let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
             .restore(&detail)?;
@@ -208,23 +222,9 @@ impl<S: Store> Manager<S> {
     /// what depends on those. Steps that are not run again are carried over
     /// (recorded SKIPPED with the run they completed in, their outputs kept).
     pub async fn retry(self: &Arc<Self>, run: RunId, from_step: Option<&str>) -> Result<RunId, EngineError> {
-        let detail =
-            self.store.run_detail(run).await?.ok_or_else(|| EngineError::NotFound(format!("run {run}")))?;
+        let (detail, workflow, runner, mut plan) = self.rebuild(run, Some("retry")).await?;
         if !detail.run.status.is_terminal() {
             return Err(EngineError::Conflict(format!("run {run} is still {}", detail.run.status)));
-        }
-        let source = self.store.spec_source(run).await?.unwrap_or_default();
-        let path = detail.run.spec_path.as_ref().map(PathBuf::from);
-        let workflow =
-            spec::parse(&source, path.as_deref()).map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let workflow = Arc::new(workflow);
-        let params: Vec<(String, String)> = detail.run.params.clone().into_iter().collect();
-        let params_json = serde_json::to_string(&detail.run.params).ok();
-        let runner =
-            ShellRunner::new(workflow.clone(), &params, params_json).map_err(EngineError::Invalid)?;
-        let mut plan = shell::plan(&workflow, &params, source, "retry");
-        if detail.tasks.len() != plan.tasks.len() {
-            return Err(EngineError::Conflict(format!("run {run} no longer matches its own workflow")));
         }
         let is_step = |i: usize| plan.tasks[i].role == crate::plan::Role::Step;
         let mut again: Vec<bool> = match from_step {
