@@ -448,3 +448,53 @@ async fn eight_workers_complete_ten_thousand_tasks_exactly_once() {
         assert_eq!((t["status"].as_str(), t["attempts"].as_u64()), (Some("COMPLETED"), Some(1)), "{t}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_killed_with_sigkill_has_its_step_reaped_and_run_by_another() {
+    let started = tempfile::tempdir().unwrap();
+    let first = started.path().join("first-attempt");
+    // The first attempt hangs until its worker dies; the second finishes.
+    let yaml = format!(
+        "steps:\n  - name: job\n    command: sh -c 'if [ -f {m} ]; then echo second; exit 0; fi; touch {m}; exec sleep 300'\n    queue: edge\n    output: OUT\n    retry_policy:\n      limit: 1\n",
+        m = first.display()
+    );
+    let env = Env::new(&[("victim", &yaml)]);
+    let timeout = 1;
+    let server = env.server(timeout);
+    let client = Client::new(&server.url).unwrap();
+    let mut doomed = WorkerProc::start(&server.url, "edge", "doomed", &env.work());
+    let run = trigger(&client, "victim").await;
+    let start = Instant::now();
+    // Until the worker has heartbeat once, the server cannot tell it started
+    // (a silent lease ends as "never started"): wait for that sign of life.
+    loop {
+        let r = client.get_run(run).await.unwrap();
+        let lease = &task(&r, "job")["lease"];
+        let beat = lease["last_heartbeat_at"].as_str().unwrap_or_default().to_owned();
+        let started = task(&r, "job")["transitions"].as_array().unwrap().last().unwrap()["at"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if first.exists() && !beat.is_empty() && beat != started {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the first attempt never reported: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill(); // SIGKILL: the worker cannot say anything any more.
+    let killed = jiff::Timestamp::now();
+    let _healthy = WorkerProc::start(&server.url, "edge", "healthy", &env.work());
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    let job = task(&r, "job");
+    assert_eq!(job["outputs"]["OUT"], "second");
+    let log = job["transitions"].as_array().unwrap();
+    let reaped = log.iter().find(|t| t["actor"] == "reaper").expect("reaped");
+    assert!(reaped["reason"].as_str().unwrap().contains("heartbeat lost (worker doomed"), "{reaped}");
+    let at = reaped["at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let after_kill = at.duration_since(killed).as_secs_f64();
+    assert!(after_kill <= (timeout + 1) as f64, "reaped {after_kill}s after the kill");
+    let workers: Vec<&str> =
+        job["attempt_records"].as_array().unwrap().iter().map(|a| a["worker"].as_str().unwrap()).collect();
+    assert_eq!(workers, ["doomed", "healthy"]);
+}
