@@ -13,7 +13,7 @@ use cairn_core::progress::predict_finish;
 use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::spec::{Action, Diagnostic, ParamType, Step, Workflow, WorkflowKind};
 use cairn_core::{RunId, RunStatus, TaskId, TaskStatus, Timestamp};
-use cairn_store::{AttemptRecord, RunRecord, TaskRecord};
+use cairn_store::{AttemptRecord, RunDetail, RunRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -114,6 +114,12 @@ pub struct TaskView {
     /// (`keep_details`); the next attempt resumes from it.
     #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
+    /// The last attempt's stdout and stderr files, where the reader has the
+    /// data directory (`cairn status --json`); the API serves logs instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_file: Option<String>,
 }
 
 /// `GET /tasks/{id}`: a task with the run it belongs to.
@@ -140,6 +146,39 @@ pub type Timeouts = BTreeMap<String, std::time::Duration>;
 /// The timeouts of a workflow's steps and handlers.
 pub fn timeouts(w: &Workflow) -> Timeouts {
     w.steps.iter().chain(w.handlers.iter()).filter_map(|s| Some((s.name.clone(), s.timeout?))).collect()
+}
+
+impl RunView {
+    /// A run with every task, from its records; `timeouts` judge the overrun
+    /// predictions of running tasks.
+    pub fn new(d: &RunDetail, timeouts: &Timeouts, now: Timestamp) -> RunView {
+        let mut outputs = BTreeMap::new();
+        let tasks = d
+            .tasks
+            .iter()
+            .map(|t| {
+                outputs.extend(t.outputs.clone());
+                let log = d.transitions.get(&t.id).map_or(&[][..], Vec::as_slice);
+                let attempts = d.attempts.get(&t.id).map_or(&[][..], Vec::as_slice);
+                TaskView::new(t, log, attempts, timeouts, now)
+            })
+            .collect();
+        let r = &d.run;
+        RunView {
+            run_id: r.id,
+            workflow: r.workflow.clone(),
+            status: r.status,
+            trigger: r.trigger.clone(),
+            params: r.params.clone(),
+            submitted_at: r.submitted_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: r.error.clone(),
+            outputs,
+            tasks,
+            transitions: d.run_transitions.iter().map(RunTransitionView::from).collect(),
+        }
+    }
 }
 
 impl TaskView {
@@ -192,6 +231,8 @@ impl TaskView {
             transitions: log.iter().map(TransitionView::from).collect(),
             attempt_records: attempts.iter().map(AttemptView::from).collect(),
             details: t.details.clone(),
+            stdout_file: None,
+            stderr_file: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use cairn_engine::{EngineClock, human};
 use cairn_store::{RunQuery, Store};
 
 use crate::out::outln;
-use crate::report::RunLine;
+use crate::report::RunSummary;
 use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
@@ -50,7 +50,7 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let now = clock.now();
     if args.json {
         for r in &runs {
-            outln!("{}", serde_json::to_string(&RunLine::new(r, now))?);
+            outln!("{}", serde_json::to_string(&RunSummary::new(r, now))?);
         }
         return Ok(Exit::Success);
     }
@@ -60,7 +60,7 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     }
     outln!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION");
     for r in &runs {
-        let line = RunLine::new(r, now);
+        let line = RunSummary::new(r, now);
         let submitted = r.submitted_at.to_jiff().strftime("%Y-%m-%d %H:%M:%S").to_string();
         let took = human(std::time::Duration::from_secs_f64(line.duration));
         outln!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", r.id, r.workflow, r.status.as_str(), submitted, took);

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::home::Home;
 use crate::out::outln;
-use crate::report::RunReport;
+use crate::report::{RunView, run_report, run_timeouts};
 use crate::view::View;
 use crate::{Exit, workflow};
 
@@ -75,7 +75,8 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         .run_detail(run_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
-    let report = RunReport::new(&detail, &home.log_root(), clock.now());
+    let timeouts = run_timeouts(store.as_ref(), run_id).await;
+    let report = run_report(&detail, &timeouts, &home.log_root(), clock.now());
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else if !args.quiet {
@@ -105,7 +106,7 @@ async fn cancel_on_signals((mut int, mut term): (Signal, Signal), cancel: Cancel
     }
 }
 
-fn summarize(r: &RunReport) {
+fn summarize(r: &RunView) {
     let took = r.finished_at.map(|f| human(f.since(r.submitted_at))).unwrap_or_default();
     let short = &r.run_id.to_string()[..12];
     eprintln!("run {} {} in {took}", r.run_id, r.status.as_str());

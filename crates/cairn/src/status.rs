@@ -8,7 +8,7 @@ use cairn_engine::{EngineClock, human};
 use cairn_store::{SqliteStore, Store};
 
 use crate::out::outln;
-use crate::report::RunReport;
+use crate::report::{RunView, run_report, run_timeouts};
 use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
@@ -27,7 +27,8 @@ pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let store = home.open(&clock).await?;
     let id = resolve_run(&store, &args.run_id).await?;
     let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
-    let report = RunReport::new(&detail, &home.log_root(), clock.now());
+    let timeouts = run_timeouts(store.as_ref(), id).await;
+    let report = run_report(&detail, &timeouts, &home.log_root(), clock.now());
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Exit::Success);
@@ -59,7 +60,7 @@ pub async fn resolve_run(store: &SqliteStore, prefix: &str) -> Result<cairn_core
     }
 }
 
-pub fn print_report(r: &RunReport) {
+pub fn print_report(r: &RunView) {
     let took = r.finished_at.map(|f| format!(" in {}", human(f.since(r.submitted_at)))).unwrap_or_default();
     outln!("run {}  {}  {}{}  ({})", r.run_id, r.workflow, r.status.as_str(), took, r.trigger);
     if let Some(e) = &r.error {
@@ -85,10 +86,10 @@ pub fn print_report(r: &RunReport) {
             t.status.as_str(),
             t.attempts,
             t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-            human(d.blocked_duration),
-            human(d.pending_duration),
-            human(d.execution_duration),
-            human(d.total_duration),
+            secs(d.blocked_duration),
+            secs(d.pending_duration),
+            secs(d.execution_duration),
+            secs(d.total_duration),
         );
     }
     outln!();
@@ -110,4 +111,9 @@ pub fn print_report(r: &RunReport) {
             outln!("    progress {:.0}% {}", p.percent, p.message.as_deref().unwrap_or(""));
         }
     }
+}
+
+/// Seconds as people read them (`1.5s`, `250ms`).
+fn secs(s: f64) -> String {
+    human(std::time::Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default())
 }

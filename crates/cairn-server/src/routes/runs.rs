@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_core::{RunId, RunStatus, TaskStatus, spec};
-use cairn_store::{RunDetail, RunQuery, Store};
+use cairn_store::{RunQuery, Store};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -14,8 +14,7 @@ use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiQuery, OptionalJson, actor, parse_id, parse_number};
 use crate::model::{
-    CancelAccepted, RetryRequest, RunCreated, RunPage, RunSummary, RunTransitionView, RunView, TaskView,
-    Timeouts, timeouts,
+    CancelAccepted, RetryRequest, RunCreated, RunPage, RunSummary, RunView, Timeouts, timeouts,
 };
 
 /// Page size when `limit` is not given, and the largest allowed.
@@ -105,7 +104,7 @@ pub(crate) async fn get_run<S: Store, C: Control>(
     } else {
         Timeouts::new()
     };
-    Ok(Json(run_view(&detail, &timeouts, state.clock.now())))
+    Ok(Json(RunView::new(&detail, &timeouts, state.clock.now())))
 }
 
 pub(crate) fn run_not_found(id: RunId) -> ApiError {
@@ -124,35 +123,6 @@ pub(crate) async fn run_timeouts<S: Store>(store: &S, run: RunId) -> Timeouts {
     match store.spec_source(run).await {
         Ok(Some(source)) => spec::parse(&source, None).map(|w| timeouts(&w)).unwrap_or_default(),
         _ => Timeouts::new(),
-    }
-}
-
-fn run_view(d: &RunDetail, timeouts: &Timeouts, now: cairn_core::Timestamp) -> RunView {
-    let mut outputs = std::collections::BTreeMap::new();
-    let tasks = d
-        .tasks
-        .iter()
-        .map(|t| {
-            outputs.extend(t.outputs.clone());
-            let log = d.transitions.get(&t.id).map_or(&[][..], Vec::as_slice);
-            let attempts = d.attempts.get(&t.id).map_or(&[][..], Vec::as_slice);
-            TaskView::new(t, log, attempts, timeouts, now)
-        })
-        .collect();
-    let r = &d.run;
-    RunView {
-        run_id: r.id,
-        workflow: r.workflow.clone(),
-        status: r.status,
-        trigger: r.trigger.clone(),
-        params: r.params.clone(),
-        submitted_at: r.submitted_at,
-        started_at: r.started_at,
-        finished_at: r.finished_at,
-        error: r.error.clone(),
-        outputs,
-        tasks,
-        transitions: d.run_transitions.iter().map(RunTransitionView::from).collect(),
     }
 }
 
