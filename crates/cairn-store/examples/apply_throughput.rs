@@ -1,22 +1,28 @@
-//! Measures the SQLite store's write path: one run of N no-op tasks, each
-//! going SUBMITTED -> PENDING -> RUNNING -> COMPLETED (4 transition rows,
-//! 3 task updates, an attempt opened and closed), applied in batches of
-//! about `--batch` changes by `--callers` concurrent callers, on a file.
+//! Measures a store's write path: one run of N no-op tasks, each going
+//! SUBMITTED -> PENDING -> RUNNING -> COMPLETED (4 transition rows, 3 task
+//! updates, an attempt opened and closed), applied in batches of about
+//! `--batch` changes by `--callers` concurrent callers. SQLite on a file by
+//! default; with `--postgres URL`, PostgreSQL in a scratch database created
+//! on that server for the run and dropped after it.
 //!
 //! ```text
 //! cargo run --release -p cairn-store --example apply_throughput -- --tasks 100000
+//! cargo run --release -p cairn-store --example apply_throughput -- --tasks 100000 \
+//!     --postgres postgres://postgres@127.0.0.1:5432/postgres
 //! ```
 //!
-//! Then two smaller figures on the same file: the latency of one-change
+//! Then two smaller figures on the same store: the latency of one-change
 //! batches applied one after another (what a lone dispatch waits for), and
 //! heartbeats with progress against 10,000 RUNNING tasks, in batches.
 //!
 //! Prints one JSON line per figure in the shape of docs/BENCHMARKS.md.
-//! Durability stays on: WAL with `synchronous` FULL unless `--sync normal`,
-//! and the setting in effect is printed.
+//! Durability stays on: WAL with `synchronous` FULL unless `--sync normal`
+//! on SQLite, `synchronous_commit` as the server has it on PostgreSQL, and
+//! the setting in effect is printed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_core::lease::Lease;
@@ -24,8 +30,8 @@ use cairn_core::progress::Progress;
 use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{Clock, LeaseToken, RunId, RunStatus, SystemClock, TaskId, TaskStatus};
 use cairn_store::{
-    AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, SqliteOptions, SqliteStore, Store,
-    Synchronous, TaskChange, TaskUpdate,
+    AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, PostgresOptions, PostgresStore,
+    SqliteOptions, SqliteStore, Store, Synchronous, TaskChange, TaskUpdate,
 };
 
 struct Args {
@@ -34,10 +40,12 @@ struct Args {
     callers: usize,
     sync: Synchronous,
     dir: Option<std::path::PathBuf>,
+    postgres: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { tasks: 100_000, batch: 1_000, callers: 4, sync: Synchronous::Full, dir: None };
+    let mut a =
+        Args { tasks: 100_000, batch: 1_000, callers: 4, sync: Synchronous::Full, dir: None, postgres: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -53,9 +61,11 @@ fn args() -> Result<Args, String> {
                 }
             }
             "--dir" => a.dir = Some(value()?.into()),
+            "--postgres" => a.postgres = Some(value()?),
             other => {
                 return Err(format!(
-                    "unknown flag {other}; flags: --tasks N --batch CHANGES --callers N --sync full|normal --dir PATH"
+                    "unknown flag {other}; flags: --tasks N --batch CHANGES --callers N --sync full|normal --dir PATH \
+                     --postgres URL"
                 ));
             }
         }
@@ -85,7 +95,20 @@ fn task_change(
     })
 }
 
-async fn drive(store: Arc<SqliteStore>, clock: Arc<SystemClock>, tasks: Vec<TaskId>, per_batch: usize) {
+/// Which store, and how durable its commits are.
+struct Label {
+    store: &'static str,
+    /// The durability setting in effect, as a JSON member.
+    durability: String,
+}
+
+async fn drive<S: Store>(
+    store: Arc<S>,
+    clock: Arc<SystemClock>,
+    tasks: Vec<TaskId>,
+    per_batch: usize,
+    applies: Arc<AtomicU64>,
+) {
     for chunk in tasks.chunks(per_batch) {
         let pending = chunk.iter().map(|&t| {
             task_change(t, 0, TaskStatus::Submitted, TaskStatus::Pending, TaskUpdate::Plain, &clock)
@@ -98,6 +121,7 @@ async fn drive(store: Arc<SqliteStore>, clock: Arc<SystemClock>, tasks: Vec<Task
             task_change(t, 1, TaskStatus::Running, TaskStatus::Completed, update, &clock)
         });
         check(store.apply(ends.collect()).await);
+        applies.fetch_add(3, Ordering::Relaxed);
     }
 }
 
@@ -164,7 +188,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// One change per batch, one batch at a time: each waits for its own commit.
-async fn single_change_latency(store: &SqliteStore, clock: &SystemClock) {
+async fn single_change_latency<S: Store>(store: &S, label: &Label, clock: &SystemClock) {
     const N: usize = 300;
     let run = new_run(N, clock);
     let ids: Vec<TaskId> = run.tasks.iter().map(|t| t.id).collect();
@@ -179,9 +203,10 @@ async fn single_change_latency(store: &SqliteStore, clock: &SystemClock) {
     took.sort();
     let total: Duration = took.iter().sum();
     println!(
-        "{{\"workload\":\"store_apply_single\",\"store\":\"sqlite\",\"synchronous\":\"{}\",\"n\":{N},\
+        "{{\"workload\":\"store_apply_single\",\"store\":\"{}\",{},\"n\":{N},\
          \"seconds\":{:.3},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
-        store.synchronous(),
+        label.store,
+        label.durability,
         total.as_secs_f64(),
         percentile(&took, 0.5),
         percentile(&took, 0.99),
@@ -190,7 +215,13 @@ async fn single_change_latency(store: &SqliteStore, clock: &SystemClock) {
 
 /// Heartbeats with progress (percent and a 200-byte message) for 10,000
 /// RUNNING tasks, in batches of `batch` from `callers` callers.
-async fn heartbeats(store: Arc<SqliteStore>, clock: Arc<SystemClock>, batch: usize, callers: usize) {
+async fn heartbeats<S: Store>(
+    store: Arc<S>,
+    label: &Label,
+    clock: Arc<SystemClock>,
+    batch: usize,
+    callers: usize,
+) {
     const TASKS: usize = 10_000;
     const ROUNDS: usize = 10;
     let run = new_run(TASKS, &clock);
@@ -245,9 +276,10 @@ async fn heartbeats(store: Arc<SqliteStore>, clock: Arc<SystemClock>, batch: usi
     took.sort();
     let n = TASKS * ROUNDS;
     println!(
-        "{{\"workload\":\"store_heartbeat\",\"store\":\"sqlite\",\"synchronous\":\"{}\",\"n\":{n},\"batch\":{batch},\
+        "{{\"workload\":\"store_heartbeat\",\"store\":\"{}\",{},\"n\":{n},\"batch\":{batch},\
          \"seconds\":{seconds:.3},\"heartbeats_per_s\":{:.0},\"batch_p50_ms\":{:.3},\"batch_p99_ms\":{:.3}}}",
-        store.synchronous(),
+        label.store,
+        label.durability,
         n as f64 / seconds,
         percentile(&took, 0.5),
         percentile(&took, 0.99),
@@ -261,22 +293,16 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
-    let tmp = tempfile::tempdir().expect("a temp dir");
-    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
-    let path = dir.join(format!("apply-throughput-{}.db", std::process::id()));
-    let options = SqliteOptions { synchronous: args.sync, ..Default::default() };
-    let store = Arc::new(SqliteStore::open(&path, options).expect("open the store"));
+/// The three figures on one store. `transactions` reports what the store
+/// committed, when it counts (SQLite's group commit shares transactions);
+/// otherwise every `apply` is one.
+async fn bench<S: Store>(
+    store: Arc<S>,
+    label: &Label,
+    args: &Args,
+    transactions: impl Fn() -> Option<(u64, u64)>,
+) {
     let clock = Arc::new(SystemClock::new());
-
     let run = new_run(args.tasks, &clock);
     let ids: Vec<TaskId> = run.tasks.iter().map(|t| t.id).collect();
 
@@ -287,23 +313,26 @@ async fn main() {
     // Contiguous slices per caller, as an executor draining one run would take them.
     let per_caller = ids.len().div_ceil(args.callers.max(1)).max(1);
     let per_batch = args.batch.max(1);
+    let applies = Arc::new(AtomicU64::new(1));
     let mut callers = tokio::task::JoinSet::new();
     for slice in ids.chunks(per_caller) {
-        callers.spawn(drive(store.clone(), clock.clone(), slice.to_vec(), per_batch));
+        callers.spawn(drive(store.clone(), clock.clone(), slice.to_vec(), per_batch, applies.clone()));
     }
     while let Some(done) = callers.join_next().await {
         done.expect("a caller panicked");
     }
     let total = started.elapsed();
     let moved = total - created;
-    let stats = store.write_stats();
     let n = args.tasks as f64;
     let changes = 3.0 * n;
+    let (transactions, committed) =
+        transactions().unwrap_or((applies.load(Ordering::Relaxed), changes as u64 + 1));
     println!(
-        "{{\"workload\":\"store_apply\",\"store\":\"sqlite\",\"synchronous\":\"{}\",\"n\":{},\"batch\":{},\"callers\":{},\
+        "{{\"workload\":\"store_apply\",\"store\":\"{}\",{},\"n\":{},\"batch\":{},\"callers\":{},\
          \"seconds\":{:.3},\"create_seconds\":{:.3},\"changes_per_s\":{:.0},\"tasks_per_s\":{:.0},\
          \"per_unit_ms\":{:.4},\"transactions\":{},\"changes_per_transaction\":{:.0},\"rss_mb\":{:.1}}}",
-        store.synchronous(),
+        label.store,
+        label.durability,
         args.tasks,
         per_batch,
         args.callers,
@@ -312,12 +341,83 @@ async fn main() {
         changes / moved.as_secs_f64(),
         n / total.as_secs_f64(),
         total.as_secs_f64() * 1000.0 / n,
-        stats.transactions,
-        stats.changes as f64 / stats.transactions.max(1) as f64,
+        transactions,
+        committed as f64 / transactions.max(1) as f64,
         peak_rss_mb().unwrap_or(0.0),
     );
-    single_change_latency(&store, &clock).await;
-    heartbeats(store.clone(), clock.clone(), per_batch, args.callers).await;
+    single_change_latency(&*store, label, &clock).await;
+    heartbeats(store, label, clock, per_batch, args.callers).await;
+}
+
+/// `url` pointing at database `name` instead (URL or key=value form).
+fn with_dbname(url: &str, name: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (rest, query) = match rest.split_once('?') {
+                Some((rest, query)) => (rest, format!("?{query}")),
+                None => (rest, String::new()),
+            };
+            let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
+            format!("{scheme}://{authority}/{name}{query}")
+        }
+        None => format!("{url} dbname={name}"),
+    }
+}
+
+async fn admin(url: &str, sql: &str) {
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to the PostgreSQL server");
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.expect(sql);
+}
+
+async fn on_postgres(args: &Args, url: &str) {
+    let name = format!("cairn_bench_{}", std::process::id());
+    admin(url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    admin(url, &format!("CREATE DATABASE {name}")).await;
+    let store = Arc::new(
+        PostgresStore::connect(&with_dbname(url, &name), PostgresOptions::default()).await.expect("connect"),
+    );
+    let label = Label {
+        store: "postgres",
+        durability: format!("\"synchronous_commit\":\"{}\"", store.synchronous_commit()),
+    };
+    bench(store.clone(), &label, args, || None).await;
+    store.close().await.expect("close the store");
+    drop(store);
+    admin(url, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
+async fn on_sqlite(args: &Args) {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let path = dir.join(format!("apply-throughput-{}.db", std::process::id()));
+    let options = SqliteOptions { synchronous: args.sync, ..Default::default() };
+    let store = Arc::new(SqliteStore::open(&path, options).expect("open the store"));
+    let label = Label { store: "sqlite", durability: format!("\"synchronous\":\"{}\"", store.synchronous()) };
+    let stats = {
+        let store = store.clone();
+        move || {
+            let stats = store.write_stats();
+            Some((stats.transactions, stats.changes))
+        }
+    };
+    bench(store.clone(), &label, args, stats).await;
     store.close().await.expect("close the store");
     let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    match args.postgres.clone() {
+        Some(url) => on_postgres(&args, &url).await,
+        None => on_sqlite(&args).await,
+    }
 }

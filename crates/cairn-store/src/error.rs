@@ -20,12 +20,18 @@ pub enum StoreError {
     Database(String),
     #[error("the store is shut down")]
     Closed,
+    /// The connection to the database broke while a commit was under way:
+    /// the batch may or may not have been applied. Read before repeating it.
+    #[error(
+        "the database connection was lost while committing; the batch may or may not have been applied: {0}"
+    )]
+    CommitUnknown(String),
 }
 
 impl StoreError {
     /// True when the failed call certainly changed nothing, so repeating it
     /// cannot apply it twice.
     pub fn is_certainly_not_applied(&self) -> bool {
-        !matches!(self, StoreError::Closed)
+        !matches!(self, StoreError::Closed | StoreError::CommitUnknown(_))
     }
 }

@@ -1,5 +1,6 @@
 //! Cairn's storage: the [`Store`] contract every backend satisfies, the
-//! records it reads and writes, and the embedded SQLite backend.
+//! records it reads and writes, the embedded SQLite backend and the
+//! PostgreSQL backend that several servers can share.
 //!
 //! Architecture invariant: every status change is written together with its
 //! transition row in one transaction, and a change whose expected current
@@ -10,7 +11,11 @@
 pub mod change;
 pub mod error;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
+
+mod conflict;
+mod query;
 mod validate;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -26,12 +31,13 @@ pub use model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
     TaskRecord,
 };
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use cairn_core::{RunId, TaskId, Timestamp};
 
 /// What the engine needs from storage. Implemented by [`SqliteStore`] (the
-/// embedded default) and, later, PostgreSQL; `conformance` (feature
+/// embedded default) and [`PostgresStore`]; `conformance` (feature
 /// `conformance`) holds the one test suite every implementation must pass.
 ///
 /// Writes go through [`Store::apply`] in batches, so a backend can commit many

@@ -19,9 +19,7 @@ use crate::model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
     TaskRecord,
 };
-
-/// Page size of [`crate::Store::list_runs`] when the query names none.
-pub(crate) const DEFAULT_PAGE: usize = 100;
+use crate::query::{DEFAULT_PAGE, id_prefix_range};
 
 pub(super) struct ReadPool {
     /// `None` once closed.
@@ -309,34 +307,6 @@ pub(super) fn runs_by_prefix(conn: &Connection, prefix: &str, limit: usize) -> R
     runs(conn, RUNS_ID_RANGE, params![low, high, i64::try_from(limit).unwrap_or(i64::MAX)])
 }
 
-/// The smallest and largest 16-byte ids whose 26-character text starts with
-/// `prefix` (Crockford base32, any case); `None` when no id can.
-fn id_prefix_range(prefix: &str) -> Option<([u8; 16], [u8; 16])> {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let prefix = prefix.trim().as_bytes();
-    if prefix.len() > 26 {
-        return None;
-    }
-    let (mut low, mut high) = (0u128, 0u128);
-    for i in 0..26 {
-        // The first character carries only the top 3 of the 128 bits.
-        let max = if i == 0 { 7 } else { 31 };
-        let (lo, hi) = match prefix.get(i) {
-            Some(c) => {
-                let v = ALPHABET.iter().position(|a| *a == c.to_ascii_uppercase())? as u128;
-                if v > max {
-                    return None;
-                }
-                (v, v)
-            }
-            None => (0, max),
-        };
-        low = (low << 5) | lo;
-        high = (high << 5) | hi;
-    }
-    Some((low.to_be_bytes(), high.to_be_bytes()))
-}
-
 fn runs(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RunRecord>, Error> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
@@ -486,28 +456,5 @@ fn json_map(text: Option<&str>) -> Result<BTreeMap<String, String>, Error> {
         None => Ok(BTreeMap::new()),
         Some(text) => serde_json::from_str(text)
             .map_err(|e| StoreError::Corrupt(format!("bad JSON map {text:?}: {e}")).into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_prefix_ranges_cover_exactly_the_ids_with_that_prefix() {
-        let id = RunId::from_bytes([0x01, 0x9A, 0x3C, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42]);
-        let text = id.to_string();
-        for len in 0..=26 {
-            for prefix in [text[..len].to_owned(), text[..len].to_ascii_lowercase()] {
-                let (lo, hi) = id_prefix_range(&prefix).unwrap();
-                assert!(lo <= id.to_bytes() && id.to_bytes() <= hi, "{prefix}");
-                assert!(RunId::from_bytes(lo).to_string().starts_with(&text[..len]));
-                assert!(RunId::from_bytes(hi).to_string().starts_with(&text[..len]));
-            }
-        }
-        assert_eq!(id_prefix_range(""), Some(([0; 16], [0xFF; 16])));
-        assert_eq!(id_prefix_range("8"), None, "the first character is at most 7");
-        assert_eq!(id_prefix_range("0U"), None, "U is not Crockford base32");
-        assert_eq!(id_prefix_range(&"0".repeat(27)), None);
     }
 }

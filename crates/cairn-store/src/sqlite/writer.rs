@@ -22,13 +22,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use cairn_core::record::{Actor, Transition};
-use cairn_core::{LeaseToken, RunStatus, TaskStatus, Timestamp};
+use cairn_core::record::Actor;
+use cairn_core::{LeaseToken, RunStatus, TaskStatus};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::Error;
 use crate::change::{AdoptRun, Change, Heartbeat, NewRun, Outcome, RunChange, TaskChange, TaskUpdate};
+use crate::conflict::{self, RunState, TaskState};
 use crate::error::StoreError;
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, StoreError>>;
@@ -260,11 +261,7 @@ impl Statements<'_> {
             .optional()?;
         Ok(match adopted {
             Some(_) => Outcome::Applied,
-            None => Outcome::Conflict(format!(
-                "run {} is finished, missing, or no longer owned by {}",
-                adopt.run,
-                adopt.from.as_deref().unwrap_or("nobody")
-            )),
+            None => Outcome::Conflict(conflict::adopt_run(adopt)),
         })
     }
 
@@ -288,7 +285,7 @@ impl Statements<'_> {
             )
             .optional()?;
         let Some(run_no) = run_no else {
-            return Ok(Outcome::Conflict(format!("run {} already exists", run.id)));
+            return Ok(Outcome::Conflict(conflict::run_exists(run.id)));
         };
         self.insert_run_spec.execute(params![run_no, run.spec_source])?;
         self.insert_run_transition.execute(params![
@@ -353,27 +350,15 @@ impl Statements<'_> {
     }
 
     fn run_conflict(&self, change: &RunChange, from: RunStatus) -> Result<Outcome, Error> {
-        let t = &change.transition;
-        let state: Option<(u8, i64)> = self
+        let state = self
             .conn
             .prepare_cached(RUN_STATE)?
-            .query_row([change.run.to_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row([change.run.to_bytes()], |row| {
+                Ok(RunState { status: row.get(0)?, last_at: row.get(1)? })
+            })
             .optional()?;
-        let run = change.run;
-        let why = match state {
-            None => format!("run {run} does not exist"),
-            Some((status, _)) if status != from.code() => {
-                let status = RunStatus::from_code(status).map_or("(unknown)", |s| s.as_str());
-                format!("run {run} is {status}, not {from}")
-            }
-            Some((_, last)) => format!(
-                "run {run}: the change to {} at {} is before its last change at {}; \
-                 a run's timestamps never go backwards",
-                t.to,
-                t.at,
-                Timestamp::from_micros(last)
-            ),
-        };
+        let why = conflict::run_change(change, from, state)
+            .unwrap_or_else(|| conflict::run_changed_meanwhile(change));
         Ok(Outcome::Conflict(why))
     }
 
@@ -465,34 +450,9 @@ impl Statements<'_> {
     /// Says which precondition of a refused task change failed. Only runs on
     /// the slow path, after the compare-and-set matched no row.
     fn task_conflict(&self, change: &TaskChange, from: TaskStatus) -> Result<Outcome, Error> {
-        let t: &Transition = &change.transition;
-        let token = match &change.update {
-            TaskUpdate::EndAttempt { token, .. } => Some(*token),
-            _ => None,
-        };
-        let task = change.task;
-        let why = match self.task_state(change)? {
-            None => format!("task {task} does not exist"),
-            Some(state) if state.status != from.code() => {
-                format!("task {task} is {}, not {from}", status_name(state.status))
-            }
-            Some(state) if token.is_some() && state.token != token => {
-                format!("stale lease token for task {task}")
-            }
-            Some(state) if state.last_at > t.at.as_micros() => format!(
-                "task {task}: the change to {} at {} is before its last change at {}; \
-                 a task's timestamps never go backwards",
-                t.to,
-                t.at,
-                Timestamp::from_micros(state.last_at)
-            ),
-            Some(state) if t.to == TaskStatus::Running && state.attempt >= t.attempt => format!(
-                "task {task}: attempt {} does not follow its current attempt {}; \
-                 each start must number a new attempt",
-                t.attempt, state.attempt
-            ),
-            Some(_) => format!("task {task} changed while this change was applied"),
-        };
+        let state = self.task_state_of(change.task.to_bytes())?;
+        let why = conflict::task_change(change, from, state.as_ref())
+            .unwrap_or_else(|| conflict::task_changed_meanwhile(change.task));
         Ok(Outcome::Conflict(why))
     }
 
@@ -535,20 +495,10 @@ impl Statements<'_> {
             }
             return Ok(Outcome::Applied);
         }
-        let task = hb.task;
-        let state: Option<TaskState> = self.task_state_of(task.to_bytes())?;
-        let why = match state {
-            None => format!("task {task} does not exist"),
-            Some(state) if state.status != TaskStatus::Running.code() => {
-                format!("task {task} is {}, not RUNNING", status_name(state.status))
-            }
-            Some(_) => format!("stale lease token for task {task}"),
-        };
+        let state: Option<TaskState> = self.task_state_of(hb.task.to_bytes())?;
+        // The one writer saw the task RUNNING: the token was someone else's.
+        let why = conflict::heartbeat(hb, state.as_ref()).unwrap_or_else(|| conflict::stale_token(hb.task));
         Ok(Outcome::Conflict(why))
-    }
-
-    fn task_state(&self, change: &TaskChange) -> Result<Option<TaskState>, Error> {
-        self.task_state_of(change.task.to_bytes())
     }
 
     fn task_state_of(&self, id: [u8; 16]) -> Result<Option<TaskState>, Error> {
@@ -565,17 +515,6 @@ impl Statements<'_> {
             })
             .optional()?)
     }
-}
-
-struct TaskState {
-    status: u8,
-    attempt: u32,
-    last_at: i64,
-    token: Option<LeaseToken>,
-}
-
-fn status_name(code: u8) -> &'static str {
-    TaskStatus::from_code(code).map_or("(unknown status)", |s| s.as_str())
 }
 
 fn invalid(why: &str) -> Error {

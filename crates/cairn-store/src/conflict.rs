@@ -1,0 +1,128 @@
+//! Why a change was refused: the texts of [`crate::Outcome::Conflict`],
+//! shared by every backend so that callers (and the conformance suite, which
+//! asserts them) see the same words whatever stores the records.
+//!
+//! Each function gets the stored state the compare-and-set met and names the
+//! first precondition it breaks. `None` means the state would have let the
+//! change apply: it moved on while the change was being applied (possible
+//! only where writers run concurrently, as on PostgreSQL), and the backend
+//! reads the state again or falls back to [`task_changed_meanwhile`].
+
+use cairn_core::{LeaseToken, RunStatus, TaskId, TaskStatus, Timestamp};
+
+use crate::change::{AdoptRun, Heartbeat, RunChange, TaskChange, TaskUpdate};
+
+/// What a task change is checked against.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskState {
+    pub(crate) status: u8,
+    pub(crate) attempt: u32,
+    pub(crate) last_at: i64,
+    pub(crate) token: Option<LeaseToken>,
+}
+
+/// What a run change is checked against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunState {
+    pub(crate) status: u8,
+    pub(crate) last_at: i64,
+}
+
+pub(crate) fn status_name(code: u8) -> &'static str {
+    TaskStatus::from_code(code).map_or("(unknown status)", |s| s.as_str())
+}
+
+/// Why `change`, expecting `from`, does not fit the task's stored `state`
+/// (`None`: no such task).
+pub(crate) fn task_change(
+    change: &TaskChange,
+    from: TaskStatus,
+    state: Option<&TaskState>,
+) -> Option<String> {
+    let t = &change.transition;
+    let token = match &change.update {
+        TaskUpdate::EndAttempt { token, .. } => Some(*token),
+        _ => None,
+    };
+    let task = change.task;
+    match state {
+        None => Some(format!("task {task} does not exist")),
+        Some(state) if state.status != from.code() => {
+            Some(format!("task {task} is {}, not {from}", status_name(state.status)))
+        }
+        Some(state) if token.is_some() && state.token != token => Some(stale_token(task)),
+        Some(state) if state.last_at > t.at.as_micros() => Some(format!(
+            "task {task}: the change to {} at {} is before its last change at {}; \
+             a task's timestamps never go backwards",
+            t.to,
+            t.at,
+            Timestamp::from_micros(state.last_at)
+        )),
+        Some(state) if t.to == TaskStatus::Running && state.attempt >= t.attempt => Some(format!(
+            "task {task}: attempt {} does not follow its current attempt {}; \
+             each start must number a new attempt",
+            t.attempt, state.attempt
+        )),
+        Some(_) => None,
+    }
+}
+
+/// The last word on a task change whose refusal no stored state explains.
+pub(crate) fn task_changed_meanwhile(task: TaskId) -> String {
+    format!("task {task} changed while this change was applied")
+}
+
+pub(crate) fn stale_token(task: TaskId) -> String {
+    format!("stale lease token for task {task}")
+}
+
+/// Why a heartbeat does not fit the task's stored `state`.
+pub(crate) fn heartbeat(hb: &Heartbeat, state: Option<&TaskState>) -> Option<String> {
+    let task = hb.task;
+    match state {
+        None => Some(format!("task {task} does not exist")),
+        Some(state) if state.status != TaskStatus::Running.code() => {
+            Some(format!("task {task} is {}, not RUNNING", status_name(state.status)))
+        }
+        Some(state) if state.token != Some(hb.token) => Some(stale_token(task)),
+        Some(_) => None,
+    }
+}
+
+/// Why `change`, expecting `from`, does not fit the run's stored `state`
+/// (`None`: no such run).
+pub(crate) fn run_change(change: &RunChange, from: RunStatus, state: Option<RunState>) -> Option<String> {
+    let t = &change.transition;
+    let run = change.run;
+    match state {
+        None => Some(format!("run {run} does not exist")),
+        Some(state) if state.status != from.code() => {
+            let status = RunStatus::from_code(state.status).map_or("(unknown)", |s| s.as_str());
+            Some(format!("run {run} is {status}, not {from}"))
+        }
+        Some(state) if state.last_at > t.at.as_micros() => Some(format!(
+            "run {run}: the change to {} at {} is before its last change at {}; \
+             a run's timestamps never go backwards",
+            t.to,
+            t.at,
+            Timestamp::from_micros(state.last_at)
+        )),
+        Some(_) => None,
+    }
+}
+
+pub(crate) fn run_changed_meanwhile(change: &RunChange) -> String {
+    format!("run {} changed while this change was applied", change.run)
+}
+
+pub(crate) fn run_exists(run: cairn_core::RunId) -> String {
+    format!("run {run} already exists")
+}
+
+pub(crate) fn adopt_run(adopt: &AdoptRun) -> String {
+    format!(
+        "run {} is finished, missing, or no longer owned by {}",
+        adopt.run,
+        adopt.from.as_deref().unwrap_or("nobody")
+    )
+}

@@ -1,0 +1,383 @@
+//! The PostgreSQL backend: [`PostgresStore`] and its [`PostgresOptions`],
+//! for several Cairn servers sharing one database.
+//!
+//! A pool of connections (deadpool) serves reads and writes alike; every
+//! connection keeps the statements of `sql/` prepared (deadpool's statement
+//! cache), and all of them are prepared once when the store connects, so a
+//! schema mismatch fails at start. The schema is versioned by refinery
+//! (`migrations/postgres/`), migrated under an advisory lock so servers
+//! starting together take turns (`schema`).
+//!
+//! Each [`Store::apply`] is one transaction on one connection (`write`):
+//! concurrent callers take their own connections and PostgreSQL's row locks
+//! order them, so there is no writer thread to queue behind. Within a
+//! batch, changes to distinct tasks go set-wise, one statement per kind
+//! over arrays (a compare-and-set `UPDATE` with the inserts that go with
+//! it), a new run with all its tasks is one statement, and the statements
+//! are pipelined: all are sent before the first answer is awaited. Reads
+//! that take several queries run in one read-only snapshot (`read`).
+//!
+//! Architecture invariant: a change's status update and its transition row
+//! are one statement, so they commit or vanish together, and the `UPDATE`'s
+//! `WHERE` re-checks the expected status (and lease token) on the row it
+//! locked, so concurrent writers cannot both win a compare-and-set.
+
+mod read;
+mod schema;
+mod write;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use cairn_core::{RunId, TaskId, Timestamp};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, accepts, to_sql_checked};
+
+use crate::Store;
+use crate::change::{Change, Outcome};
+use crate::error::StoreError;
+use crate::model::{ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, TaskDetail};
+use crate::validate::validate_batch;
+
+/// How [`PostgresStore::connect`] sets up its pool.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// Connections in the pool (at least 1). Each concurrent `apply` or read
+    /// holds one while it runs; more callers wait for a free one.
+    pub max_connections: usize,
+    /// How long opening one connection may take, when the URL sets no
+    /// `connect_timeout` of its own.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { max_connections: 10, connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Cairn's shared store: one PostgreSQL database, any number of servers.
+///
+/// [`PostgresStore::close`] closes the pool; later calls fail with
+/// [`StoreError::Closed`].
+pub struct PostgresStore {
+    pool: Pool,
+    target: String,
+    schema_version: i64,
+    synchronous_commit: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("schema_version", &self.schema_version)
+            .field("synchronous_commit", &self.synchronous_commit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`
+    /// or the key=value form) and brings its schema up to date.
+    ///
+    /// Fails with [`StoreError::Open`] when the URL is not one or the database
+    /// cannot be reached (naming the host, never the password),
+    /// [`StoreError::TooNew`] when a newer Cairn migrated it, and
+    /// [`StoreError::Migration`] when upgrading it failed.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Open {
+            path: "(the PostgreSQL URL)".to_owned(),
+            reason: format!(
+                "it is not a PostgreSQL connection string ({}); expected postgres://USER@HOST:PORT/DBNAME",
+                describe(&e)
+            ),
+        })?;
+        let target = target(&config);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("cairn");
+        }
+        // The store's statements are short index walks; compiling them
+        // (PostgreSQL's JIT, which a big batch's row estimates can trigger)
+        // costs more than it saves.
+        let startup = config.get_options().unwrap_or_default();
+        if !startup.contains("jit") {
+            config.options(format!("{startup} -c jit=off").trim_start());
+        }
+        let schema_version = schema::migrate(&config, &target).await?;
+
+        let timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let open_err = |reason: String| StoreError::Open { path: target.clone(), reason };
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| open_err(format!("cannot build the connection pool: {e}")))?;
+        let client = pool.get().await.map_err(|e| open_err(Error::from(e).describe()))?;
+        // Every statement prepared now: a schema mismatch fails at start (and
+        // in every test), not at the first write of that kind.
+        for sql in write::STATEMENTS.iter().chain(read::STATEMENTS) {
+            client
+                .prepare_cached(sql)
+                .await
+                .map_err(|e| open_err(format!("preparing statements: {}\n{sql}", describe(&e))))?;
+        }
+        let synchronous_commit: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| open_err(describe(&e)))?;
+        drop(client);
+        tracing::debug!(database = %target, schema_version, %synchronous_commit, "postgres store open");
+        Ok(PostgresStore { pool, target, schema_version, synchronous_commit })
+    }
+
+    /// Where the store lives, as `postgres://user@host:port/dbname` (no password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The schema version of the database (equal to
+    /// [`PostgresStore::latest_schema_version`] once connect succeeded).
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// The newest schema version this build knows.
+    pub fn latest_schema_version() -> i64 {
+        schema::latest_version()
+    }
+
+    /// PostgreSQL's `synchronous_commit` for the store's sessions, as the
+    /// server reports it, for benchmark output. Cairn never lowers it.
+    pub fn synchronous_commit(&self) -> &str {
+        &self.synchronous_commit
+    }
+
+    /// Closes the pool: connections close as their current call ends, and
+    /// later calls fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.pool.close();
+        Ok(())
+    }
+}
+
+impl Store for PostgresStore {
+    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
+        let checked = validate_batch(&changes);
+        let pool = self.pool.clone();
+        async move {
+            checked?;
+            if changes.is_empty() {
+                return Ok(Vec::new());
+            }
+            // On a task of its own, so a caller that stops waiting never cuts
+            // a transaction midway: the batch commits or rolls back whole.
+            tokio::spawn(write::apply(pool, changes))
+                .await
+                .map_err(|e| StoreError::Database(format!("applying a batch failed on its task: {e}")))?
+        }
+    }
+
+    fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::run(&pool, id).await.map_err(StoreError::from) }
+    }
+
+    fn spec_source(&self, run: RunId) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::spec_source(&pool, run).await.map_err(StoreError::from) }
+    }
+
+    fn progress_samples(
+        &self,
+        task: TaskId,
+    ) -> impl Future<Output = Result<Vec<ProgressSample>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::progress_samples(&pool, task).await.map_err(StoreError::from) }
+    }
+
+    fn run_detail(&self, id: RunId) -> impl Future<Output = Result<Option<RunDetail>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::run_detail(&pool, id).await.map_err(StoreError::from) }
+    }
+
+    fn task(&self, id: TaskId) -> impl Future<Output = Result<Option<TaskDetail>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::task_detail(&pool, id).await.map_err(StoreError::from) }
+    }
+
+    fn runs_by_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        let prefix = prefix.to_owned();
+        async move { read::runs_by_prefix(&pool, &prefix, limit).await.map_err(StoreError::from) }
+    }
+
+    fn list_runs(&self, query: RunQuery) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::list_runs(&pool, &query).await.map_err(StoreError::from) }
+    }
+
+    fn active_runs(&self) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::active_runs(&pool).await.map_err(StoreError::from) }
+    }
+
+    fn expired_leases(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ExpiredLease>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::expired_leases(&pool, now, limit).await.map_err(StoreError::from) }
+    }
+
+    fn next_lease_expiry(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::next_lease_expiry(&pool).await.map_err(StoreError::from) }
+    }
+}
+
+/// `postgres://user@host:port/dbname`: where a config points, without the
+/// password, for messages.
+fn target(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}:{port}", dir.display()),
+            }
+        })
+        .collect();
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let dbname = config.get_dbname().or(config.get_user()).unwrap_or("");
+    format!("postgres://{user}{}/{dbname}", hosts.join(","))
+}
+
+/// A 128-bit id (a ULID or a lease token) as PostgreSQL's `uuid`: the same 16
+/// bytes, compared bytewise, so ids keep their creation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Uuid([u8; 16]);
+
+impl ToSql for Uuid {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+
+    accepts!(UUID);
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Uuid {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 16] = raw.try_into().map_err(|_| format!("a uuid of {} bytes, not 16", raw.len()))?;
+        Ok(Uuid(bytes))
+    }
+
+    accepts!(UUID);
+}
+
+/// What the backend's internals fail with: the driver's and the pool's
+/// errors, converted to [`StoreError`] at the boundary, or an already
+/// classified store error.
+#[derive(Debug)]
+enum Error {
+    Pg(tokio_postgres::Error),
+    Pool(PoolError),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Pg(e)
+    }
+}
+
+impl From<PoolError> for Error {
+    fn from(e: PoolError) -> Self {
+        Error::Pool(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl Error {
+    fn describe(&self) -> String {
+        match self {
+            Error::Pg(e) => describe(e),
+            Error::Pool(PoolError::Backend(e)) => describe(e),
+            Error::Pool(PoolError::Timeout(_)) => {
+                "no connection to the database within the timeout; is PostgreSQL up and reachable?".to_owned()
+            }
+            Error::Pool(e) => e.to_string(),
+            Error::Store(e) => e.to_string(),
+        }
+    }
+
+    /// The SQLSTATE of a database error.
+    fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            Error::Pg(e) | Error::Pool(PoolError::Backend(e)) => e.code(),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Store(e) => e,
+            Error::Pool(PoolError::Closed) => StoreError::Closed,
+            other => StoreError::Database(other.describe()),
+        }
+    }
+}
+
+/// A driver error with everything PostgreSQL said about it: the message, its
+/// SQLSTATE, detail and hint, or the cause of a connection failure.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} ({})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,2 @@
+SELECT run_no, id, workflow, status, trigger_kind, params, owner, spec_path, submitted_at, started_at, finished_at, error
+FROM runs WHERE run_no = $1

@@ -1,0 +1,10 @@
+-- A run's tasks by index, each with the result of its current attempt.
+SELECT t.task_no, t.id, t.idx, t.name, t.status, t.attempt, t.max_attempts, t.queue,
+       t.submitted_at, t.started_at, t.finished_at, t.not_before,
+       t.lease_token, t.worker, t.last_heartbeat_at, t.lease_expires_at,
+       t.progress_percent, t.progress_message, t.progress_at,
+       a.exit_code, a.error, a.outputs, t.details
+FROM tasks t
+LEFT JOIN attempts a ON a.task_no = t.task_no AND a.attempt = t.attempt
+WHERE t.run_no = $1
+ORDER BY t.idx

@@ -1,0 +1,29 @@
+-- Task changes outside RUNNING, one per element of the arrays, each task at
+-- most once. Each is a compare-and-set: applied only if the task is still in
+-- the expected status and the change is not older than its last one, and
+-- then its transition row is appended. One row back per element, in order:
+-- the task_no when applied (else NULL), then, only when refused, the state
+-- the compare-and-set met (status NULL: no such task).
+WITH input AS (
+    SELECT *
+    FROM UNNEST($1::uuid[], $2::smallint[], $3::smallint[], $4::bigint[], $5::bigint[],
+                $6::integer[], $7::text[], $8::text[])
+        WITH ORDINALITY AS i (id, from_status, to_status, at, finished_at, attempt, reason, actor, ord)
+), upd AS (
+    UPDATE tasks t
+    SET status = i.to_status, last_at = i.at, finished_at = i.finished_at
+    FROM input i
+    WHERE t.id = i.id AND t.status = i.from_status AND t.last_at <= i.at
+    RETURNING i.ord, t.task_no, i.attempt, i.from_status, i.to_status, i.at, i.reason, i.actor
+), logged AS (
+    INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
+    SELECT task_no, attempt, from_status, to_status, at, reason, actor FROM upd
+)
+SELECT i.ord, u.task_no, s.status, s.attempt, s.last_at, s.lease_token
+FROM input i
+LEFT JOIN upd u ON u.ord = i.ord
+LEFT JOIN LATERAL (
+    -- OFFSET 0 keeps the subquery whole, so the lookup runs only for a refusal.
+    SELECT status, attempt, last_at, lease_token FROM tasks WHERE id = i.id AND u.task_no IS NULL OFFSET 0
+) s ON true
+ORDER BY i.ord

@@ -1,0 +1,36 @@
+-- PENDING -> RUNNING, one task per element of the arrays, each task at most
+-- once. The lease is written with the status, so a RUNNING task always has
+-- its start, heartbeat and expiry; the attempt record opens and the
+-- transition row is appended, or nothing happens. The attempt number must
+-- move forward, which keeps attempt records unique. Rows back as in
+-- tasks_plain.sql.
+WITH input AS (
+    SELECT *
+    FROM UNNEST($1::uuid[], $2::smallint[], $3::integer[], $4::bigint[], $5::bigint[], $6::uuid[],
+                $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[])
+        WITH ORDINALITY AS i (id, from_status, attempt, at, started_at, token, worker, heartbeat_at,
+                              expires_at, reason, actor, ord)
+), upd AS (
+    UPDATE tasks t
+    SET status = 3, attempt = i.attempt, last_at = i.at, started_at = i.started_at, not_before = NULL,
+        lease_token = i.token, worker = i.worker, last_heartbeat_at = i.heartbeat_at,
+        lease_expires_at = i.expires_at,
+        progress_percent = NULL, progress_message = NULL, progress_at = NULL
+    FROM input i
+    WHERE t.id = i.id AND t.status = i.from_status AND t.last_at <= i.at AND t.attempt < i.attempt
+    RETURNING i.ord, t.task_no, i.attempt, i.from_status, i.at, i.started_at, i.worker, i.reason, i.actor
+), opened AS (
+    INSERT INTO attempts (task_no, attempt, worker, started_at)
+    SELECT task_no, attempt, worker, started_at FROM upd
+), logged AS (
+    INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
+    SELECT task_no, attempt, from_status, 3, at, reason, actor FROM upd
+)
+SELECT i.ord, u.task_no, s.status, s.attempt, s.last_at, s.lease_token
+FROM input i
+LEFT JOIN upd u ON u.ord = i.ord
+LEFT JOIN LATERAL (
+    -- OFFSET 0 keeps the subquery whole, so the lookup runs only for a refusal.
+    SELECT status, attempt, last_at, lease_token FROM tasks WHERE id = i.id AND u.task_no IS NULL OFFSET 0
+) s ON true
+ORDER BY i.ord

@@ -1,0 +1,406 @@
+//! The PostgreSQL store on a real server: the conformance suite, then what
+//! only PostgreSQL has — migrations under concurrent starts, refusing a
+//! newer schema, clear errors for a database it cannot reach, data kept
+//! across reconnects, and writers on several connections at once.
+//!
+//! Each test gets a database of its own, created fresh on the server named
+//! by `CAIRN_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and dropped when the test ends. When that server cannot be reached the
+//! tests fail, saying so: they never skip (`.ci/run` starts PostgreSQL).
+
+use std::time::{Duration, Instant};
+
+use cairn_core::{LeaseToken, TaskId, TaskStatus};
+use cairn_store::conformance::{new_run, plain, start, t};
+use cairn_store::{Change, Outcome, PostgresOptions, PostgresStore, Store, StoreError};
+use tokio_postgres::{Client, NoTls};
+
+const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn server_url() -> String {
+    std::env::var("CAIRN_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_SERVER.to_owned())
+}
+
+/// `url` pointing at database `name` instead (URL or key=value form).
+fn with_dbname(url: &str, name: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (rest, query) = match rest.split_once('?') {
+                Some((rest, query)) => (rest, format!("?{query}")),
+                None => (rest, String::new()),
+            };
+            let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
+            format!("{scheme}://{authority}/{name}{query}")
+        }
+        None => format!("{url} dbname={name}"),
+    }
+}
+
+/// A session on the test server, or a failure that says how to get one.
+async fn session(url: &str) -> Client {
+    let connected = tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(url, NoTls)).await;
+    let (client, connection) = match connected {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => panic!(
+            "PostgreSQL is not reachable at {url} ({e}: {}). These tests need a server: start one \
+             (.ci/run does) or set CAIRN_TEST_POSTGRES to its URL. They never skip.",
+            std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()
+        ),
+        Err(_) => {
+            panic!("PostgreSQL at {url} did not answer within 10 s; set CAIRN_TEST_POSTGRES to a live server")
+        }
+    };
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database, dropped (with any sessions left on it) when this goes.
+struct TestDb {
+    server: String,
+    name: String,
+}
+
+impl TestDb {
+    async fn create() -> TestDb {
+        let server = server_url();
+        let name = format!("cairn_test_{}", LeaseToken::random());
+        let admin = session(&server).await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
+        TestDb { server, name }
+    }
+
+    fn url(&self) -> String {
+        with_dbname(&self.server, &self.name)
+    }
+
+    async fn session(&self) -> Client {
+        session(&self.url()).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop cannot await: a thread of its own with a runtime of its own,
+        // which works whatever runtime (if any) the test is on.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&server, NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("could not drop the test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+async fn postgres() -> (PostgresStore, TestDb) {
+    let db = TestDb::create().await;
+    let store = PostgresStore::connect(&db.url(), PostgresOptions::default())
+        .await
+        .expect("connect to the test database");
+    (store, db)
+}
+
+cairn_store::store_conformance_suite!(postgres);
+
+#[tokio::test]
+async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let starts = (0..4).map(|_| PostgresStore::connect(&url, PostgresOptions::default()));
+    let stores = futures_util::future::join_all(starts).await;
+    let latest = PostgresStore::latest_schema_version();
+    assert!(latest >= 2);
+    for store in &stores {
+        let store = store.as_ref().expect("every concurrent start succeeds");
+        assert_eq!(store.schema_version(), latest);
+    }
+    let applied: Vec<(i32, String)> = db
+        .session()
+        .await
+        .query("SELECT version, name FROM refinery_schema_history ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![(1, "initial".to_owned()), (2, "details_and_progress_samples".to_owned())],
+        "each migration applied once"
+    );
+    for store in stores.into_iter().flatten() {
+        store.close().await.unwrap();
+    }
+
+    // Connecting to an up-to-date database applies nothing and keeps the version.
+    let again = PostgresStore::connect(&url, PostgresOptions::default()).await.unwrap();
+    assert_eq!(again.schema_version(), latest);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_cairn_is_refused() {
+    let db = TestDb::create().await;
+    PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap().close().await.unwrap();
+    let newer = PostgresStore::latest_schema_version() + 1;
+    db.session()
+        .await
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES ($1, 'future', '2030-01-01T00:00:00Z', '0')",
+            &[&i32::try_from(newer).unwrap()],
+        )
+        .await
+        .unwrap();
+    let err = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap_err();
+    match &err {
+        StoreError::TooNew { found, known, path } => {
+            assert_eq!((*found, *known), (newer, newer - 1));
+            assert!(path.ends_with(&format!("/{}", db.name)), "names the database: {path}");
+        }
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+    assert!(err.to_string().contains("upgrade cairn"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_open_error() {
+    // Nothing listens on port 1.
+    let err = PostgresStore::connect("postgres://cairn:s3cret@127.0.0.1:1/cairn", PostgresOptions::default())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(msg.contains("127.0.0.1:1"), "names the host and port: {msg}");
+    assert!(msg.contains("reachable"), "says what to check: {msg}");
+    assert!(!msg.contains("s3cret"), "never shows the password: {msg}");
+
+    let err = PostgresStore::connect("not a url at all ://", PostgresOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+
+    let missing = with_dbname(&server_url(), &format!("cairn_missing_{}", LeaseToken::random()));
+    let err = PostgresStore::connect(&missing, PostgresOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("create the database"), "{err}");
+}
+
+#[tokio::test]
+async fn reconnecting_keeps_everything_committed() {
+    let db = TestDb::create().await;
+    let run = new_run("etl", 3, t(0));
+    let (id, task) = (run.id, run.tasks[0].id);
+    let store = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    store.apply(vec![Change::CreateRun(run)]).await.unwrap();
+    let (s, _) = start(task, 1, t(2));
+    let outcomes =
+        store.apply(vec![plain(task, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1)), s]).await.unwrap();
+    assert!(outcomes.iter().all(Outcome::is_applied), "{outcomes:?}");
+    let before = store.run_detail(id).await.unwrap().unwrap();
+    store.close().await.unwrap();
+    assert!(matches!(
+        store.apply(vec![plain(task, 0, TaskStatus::Submitted, TaskStatus::Pending, t(3))]).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(store.run(id).await, Err(StoreError::Closed)));
+    store.close().await.unwrap(); // twice is fine
+    drop(store);
+
+    let store = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    assert_eq!(store.run_detail(id).await.unwrap().unwrap(), before);
+    assert_eq!(
+        store.next_lease_expiry().await.unwrap(),
+        before.tasks.iter().find_map(|t| t.lease.as_ref().map(|l| l.expires_at))
+    );
+}
+
+#[tokio::test]
+async fn commits_are_synchronous() {
+    let (store, _db) = postgres().await;
+    assert_eq!(store.synchronous_commit(), "on");
+    assert!(store.target().starts_with("postgres://"), "{}", store.target());
+}
+
+/// One batch creates a run and takes each of its many tasks through its
+/// whole life, each change depending on the one before it: the batch is
+/// cut into many statements, pipelined, and they apply in order.
+#[tokio::test]
+async fn a_long_batch_applies_in_order() {
+    use cairn_store::AttemptResult;
+    use cairn_store::conformance::end;
+    let (store, _db) = postgres().await;
+    let run = new_run("long", 3_000, t(0));
+    let ids: Vec<_> = run.tasks.iter().map(|t| t.id).collect();
+    let run_id = run.id;
+    let mut batch = vec![Change::CreateRun(run)];
+    for &id in &ids {
+        batch.push(plain(id, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1)));
+        let (s, token) = start(id, 1, t(2));
+        batch.push(s);
+        batch.push(end(id, token, 1, TaskStatus::Completed, t(3), AttemptResult::default()));
+    }
+    let outcomes = store.apply(batch).await.unwrap();
+    assert_eq!(outcomes.len(), 1 + 3 * ids.len());
+    assert!(outcomes.iter().all(Outcome::is_applied), "{:?}", outcomes.iter().find(|o| !o.is_applied()));
+    let detail = store.run_detail(run_id).await.unwrap().unwrap();
+    assert_eq!(detail.tasks.len(), ids.len());
+    assert!(detail.tasks.iter().all(|t| t.status == TaskStatus::Completed && t.lease.is_none()));
+    assert!(detail.transitions.values().all(|log| log.len() == 4));
+    assert!(detail.attempts.values().all(|a| a.len() == 1 && a[0].outcome == Some(TaskStatus::Completed)));
+}
+
+/// An id as PostgreSQL writes a `uuid`.
+fn uuid(bytes: [u8; 16]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// Waits until some session on `db` waits for a lock.
+async fn until_a_session_waits_for_a_lock(admin: &Client, db: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no session of {db} ever waited for a lock");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Another server changed the task between the statement's snapshot and its
+/// row lock: the refusal names the status the task has now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_lost_to_a_concurrent_writer_says_what_won() {
+    let (store, db) = postgres().await;
+    let run = new_run("race", 1, t(0));
+    let id = run.tasks[0].id;
+    store.apply(vec![Change::CreateRun(run)]).await.unwrap();
+    store.apply(vec![plain(id, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1))]).await.unwrap();
+
+    let other = db.session().await;
+    other.batch_execute("BEGIN").await.unwrap();
+    let canceled = other
+        .execute(
+            &format!(
+                "UPDATE tasks SET status = {}, finished_at = last_at WHERE id = '{}' AND status = {}",
+                TaskStatus::Canceled.code(),
+                uuid(id.to_bytes()),
+                TaskStatus::Pending.code()
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(canceled, 1);
+    let store = std::sync::Arc::new(store);
+    let racing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store.apply(vec![plain(id, 0, TaskStatus::Pending, TaskStatus::Skipped, t(2))]).await
+        })
+    };
+    until_a_session_waits_for_a_lock(&other, &db.name).await;
+    other.batch_execute("COMMIT").await.unwrap();
+    let outcomes = racing.await.unwrap().unwrap();
+    assert_eq!(outcomes, vec![Outcome::Conflict(format!("task {id} is CANCELED, not PENDING"))]);
+}
+
+/// A batch chosen as a deadlock's victim rolls back whole and runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_rolled_back_by_a_deadlock_is_tried_again() {
+    let db = TestDb::create().await;
+    // The store's sessions detect the deadlock first; the other waits longer.
+    db.session()
+        .await
+        .batch_execute(&format!("ALTER DATABASE {} SET deadlock_timeout = '50ms'", db.name))
+        .await
+        .unwrap();
+    let store =
+        std::sync::Arc::new(PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap());
+    let run = new_run("deadlock", 2, t(0));
+    let (a, b) = (run.tasks[0].id, run.tasks[1].id);
+    store.apply(vec![Change::CreateRun(run)]).await.unwrap();
+
+    let other = db.session().await;
+    other.batch_execute("SET deadlock_timeout = '5s'; BEGIN").await.unwrap();
+    let lock = |id: TaskId| format!("SELECT 1 FROM tasks WHERE id = '{}' FOR UPDATE", uuid(id.to_bytes()));
+    other.batch_execute(&lock(b)).await.unwrap();
+    let batch = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .apply(vec![
+                    plain(a, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1)),
+                    plain(b, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1)),
+                ])
+                .await
+        })
+    };
+    // The batch holds A and waits for B; taking A closes the cycle.
+    until_a_session_waits_for_a_lock(&other, &db.name).await;
+    other.batch_execute(&lock(a)).await.unwrap();
+    other.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(batch.await.unwrap().unwrap(), vec![Outcome::Applied, Outcome::Applied]);
+    let detail = store.task(a).await.unwrap().unwrap();
+    assert_eq!(detail.transitions.len(), 2, "applied once, not once per try");
+}
+
+/// The reads the reaper and the history pages make walk their indexes.
+#[tokio::test]
+async fn reads_use_their_indexes() {
+    let (store, db) = postgres().await;
+    // Enough rows that a sequential scan is not the cheaper plan.
+    let runs =
+        (0..2_000).map(|i| Change::CreateRun(new_run("idx", if i % 100 == 0 { 500 } else { 0 }, t(i))));
+    let outcomes = store.apply(runs.collect()).await.unwrap();
+    assert!(outcomes.iter().all(Outcome::is_applied));
+    let client = db.session().await;
+    client.batch_execute("ANALYZE").await.unwrap();
+    let plan = |sql: String| {
+        let client = &client;
+        async move {
+            client
+                .query(&format!("EXPLAIN {sql}"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let sql = |file: &str| std::fs::read_to_string(format!("src/postgres/sql/{file}")).unwrap();
+    let max = "'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid";
+    for (query, index) in [
+        (sql("next_lease_expiry.sql"), "tasks_lease_expiry"),
+        (sql("expired_leases.sql").replace("$1", "0").replace("$2", "10"), "tasks_lease_expiry"),
+        (sql("runs_page.sql").replace("$1", max).replace("$2", "true").replace("$3", "10"), "runs_id"),
+        (
+            sql("runs_page_status.sql")
+                .replace("$1", max)
+                .replace("$2", "true")
+                .replace("$3", "10")
+                .replace("$4", "1"),
+            "runs_status",
+        ),
+        (sql("task_by_id.sql").replace("$1", max), "tasks_id"),
+    ] {
+        let plan = plan(query.clone()).await;
+        assert!(plan.contains(index), "{query}\n{plan}");
+        assert!(!plan.contains("Seq Scan on tasks"), "{plan}");
+    }
+}
