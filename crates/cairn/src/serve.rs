@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use cairn_core::lease::LeaseSettings;
 use cairn_engine::owner::LocalOwner;
 use cairn_engine::scheduler::Workflows;
-use cairn_engine::{EngineClock, Manager, ManagerOptions, ScheduledWorkflow, Scheduler};
+use cairn_engine::{EngineClock, Manager, ManagerOptions, ScheduledWorkflow, Scheduler, recover};
 use cairn_server::{AppState, Catalog, EngineControl, ServerConfig};
+use cairn_store::{PostgresOptions, PostgresStore, Store};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,10 @@ pub struct Args {
     /// A running attempt whose lease is not extended for this long is lost
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     heartbeat_timeout: u64,
+    /// Keep everything in this PostgreSQL database instead of the data directory's SQLite file
+    /// (logs stay in the data directory)
+    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
+    database: Option<String>,
     /// On SIGTERM, how long active runs may take to finish before their local steps are interrupted
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     grace: u64,
@@ -39,7 +44,35 @@ pub struct Args {
 pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let clock = EngineClock::system();
     let home = Home::resolve(data_dir)?;
-    let store = home.open(&clock).await?;
+    match args.database.clone() {
+        Some(url) => {
+            let store = PostgresStore::connect(&url, PostgresOptions::default())
+                .await
+                .with_context(|| format!("connecting to the database {}", redact(&url)))?;
+            let store = Arc::new(store);
+            recover(store.as_ref(), &clock).await.context("recovering runs of dead executors")?;
+            serve_on(store, home, args, clock).await
+        }
+        None => {
+            let store = home.open(&clock).await?;
+            serve_on(store, home, args, clock).await
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve_on<S: Store>(store: Arc<S>, home: Home, args: Args, clock: EngineClock) -> Result<Exit> {
     let workflows = args.workflows.clone().unwrap_or_else(|| home.dir.join("workflows"));
     std::fs::create_dir_all(&workflows).with_context(|| format!("creating {}", workflows.display()))?;
 

@@ -23,8 +23,13 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, workflows: &Path, heartbeat_timeout: u64) -> Server {
+        Server::start_with(data, workflows, heartbeat_timeout, &[])
+    }
+
+    fn start_with(data: &Path, workflows: &Path, heartbeat_timeout: u64, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--grace", "0"])
+            .args(extra)
             .arg("--data-dir")
             .arg(data)
             .arg("--workflows")
@@ -497,4 +502,81 @@ async fn a_worker_process_killed_with_sigkill_has_its_step_reaped_and_run_by_ano
     let workers: Vec<&str> =
         job["attempt_records"].as_array().unwrap().iter().map(|a| a["worker"].as_str().unwrap()).collect();
     assert_eq!(workers, ["doomed", "healthy"]);
+}
+
+/// A fresh PostgreSQL database for one test, dropped at the end. The server is
+/// at `CAIRN_TEST_POSTGRES` (default: the local one); a test fails if it is not
+/// there rather than skip.
+struct PgDatabase {
+    admin: String,
+    name: String,
+}
+
+impl PgDatabase {
+    fn create() -> PgDatabase {
+        let admin = std::env::var("CAIRN_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!(
+            "cairn_e2e_{}",
+            RunId::new(cairn_core::Timestamp::from_micros(0)).to_string().to_lowercase()
+        );
+        let out = Command::new("psql")
+            .arg(&admin)
+            .args(["-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "PostgreSQL is needed at {admin}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PgDatabase { admin, name }
+    }
+
+    fn url(&self) -> String {
+        match self.admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{}", self.name),
+            None => panic!("CAIRN_TEST_POSTGRES has no database part: {}", self.admin),
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin)
+            .args(["-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_run_completes_and_survives_a_server_kill() {
+    let db = PgDatabase::create();
+    let url = db.url();
+    let env = Env::new(&[("mixed", MIXED)]);
+    let data = env.dir.path().join("data");
+    let wf = env.dir.path().join("wf");
+    let mut server = Server::start_with(&data, &wf, 30, &["--database", &url]);
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "mixed").await;
+    let req =
+        LeaseRequest { worker_id: "survivor".into(), queue: "edge".into(), max_tasks: 1, wait_ms: 10_000 };
+    let held = client.lease(&req).await.unwrap().tasks.remove(0);
+    server.kill();
+
+    let server = Server::start_with(&data, &wf, 30, &["--database", &url]);
+    let client = Client::new(&server.url).unwrap();
+    let done = CompleteRequest {
+        lease_token: held.lease_token,
+        outcome: AttemptEnd::Succeeded,
+        exit_code: Some(0),
+        outputs: BTreeMap::from([("R".to_owned(), "from survivor".to_owned())]),
+        error: None,
+    };
+    client.complete(held.task_id, &done).await.unwrap();
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    assert_eq!(task(&r, "after")["outputs"]["A"], "from survivor");
+    drop(server);
 }
