@@ -291,28 +291,28 @@ async fn a_cancel_from_the_api_stops_a_remote_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_with_sigkill_resumes_its_runs_after_restart() {
     let env = Env::new(&[("mixed", MIXED)]);
-    let mut server = env.server(30);
+    let r = run_through_a_server_kill(&env, &[]).await;
+    for t in r["tasks"].as_array().unwrap() {
+        assert_eq!(t["status"], "COMPLETED", "{t}");
+    }
+}
+
+/// Runs MIXED while the test holds its remote step as the worker, kills the
+/// server with SIGKILL, restarts it (`extra`: more `cairn serve` flags), and
+/// completes the step with the new server; returns the finished run.
+async fn run_through_a_server_kill(env: &Env, extra: &[&str]) -> Value {
+    let (data, wf) = (env.dir.path().join("data"), env.dir.path().join("wf"));
+    let mut server = Server::start_with(&data, &wf, 30, extra);
     let client = Client::new(&server.url).unwrap();
     let run = trigger(&client, "mixed").await;
-    // The test holds the remote step as its worker while the server dies.
     let req =
         LeaseRequest { worker_id: "survivor".into(), queue: "edge".into(), max_tasks: 1, wait_ms: 10_000 };
     let held = client.lease(&req).await.unwrap().tasks.remove(0);
     server.kill();
 
-    let server = env.server(30);
+    let server = Server::start_with(&data, &wf, 30, extra);
     let client = Client::new(&server.url).unwrap();
-    let beat = HeartbeatRequest {
-        worker_id: "survivor".into(),
-        items: vec![HeartbeatItem {
-            task_id: held.task_id,
-            lease_token: held.lease_token,
-            progress_percent: Some(80.0),
-            progress_message: None,
-            details: None,
-        }],
-    };
-    let ack = client.heartbeat(&beat).await.unwrap();
+    let ack = client.heartbeat(&beat(&held, Some(80.0))).await.unwrap();
     assert_eq!(serde_json::to_value(ack.items[0].status).unwrap(), "ok", "the lease survived the restart");
     let done = CompleteRequest {
         lease_token: held.lease_token,
@@ -325,9 +325,7 @@ async fn a_server_killed_with_sigkill_resumes_its_runs_after_restart() {
     let r = finished(&client, run, Duration::from_secs(30)).await;
     assert_eq!(r["status"], "COMPLETED", "{r}");
     assert_eq!(task(&r, "after")["outputs"]["A"], "from survivor");
-    for t in r["tasks"].as_array().unwrap() {
-        assert_eq!(t["status"], "COMPLETED", "{t}");
-    }
+    r
 }
 
 const SDK: &str = r#"
@@ -553,30 +551,6 @@ impl Drop for PgDatabase {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_a_run_completes_and_survives_a_server_kill() {
     let db = PgDatabase::create();
-    let url = db.url();
     let env = Env::new(&[("mixed", MIXED)]);
-    let data = env.dir.path().join("data");
-    let wf = env.dir.path().join("wf");
-    let mut server = Server::start_with(&data, &wf, 30, &["--database", &url]);
-    let client = Client::new(&server.url).unwrap();
-    let run = trigger(&client, "mixed").await;
-    let req =
-        LeaseRequest { worker_id: "survivor".into(), queue: "edge".into(), max_tasks: 1, wait_ms: 10_000 };
-    let held = client.lease(&req).await.unwrap().tasks.remove(0);
-    server.kill();
-
-    let server = Server::start_with(&data, &wf, 30, &["--database", &url]);
-    let client = Client::new(&server.url).unwrap();
-    let done = CompleteRequest {
-        lease_token: held.lease_token,
-        outcome: AttemptEnd::Succeeded,
-        exit_code: Some(0),
-        outputs: BTreeMap::from([("R".to_owned(), "from survivor".to_owned())]),
-        error: None,
-    };
-    client.complete(held.task_id, &done).await.unwrap();
-    let r = finished(&client, run, Duration::from_secs(30)).await;
-    assert_eq!(r["status"], "COMPLETED", "{r}");
-    assert_eq!(task(&r, "after")["outputs"]["A"], "from survivor");
-    drop(server);
+    run_through_a_server_kill(&env, &["--database", &db.url()]).await;
 }
