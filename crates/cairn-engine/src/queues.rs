@@ -11,7 +11,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_core::RunId;
 use cairn_core::protocol::{LeaseRequest, LeasedTask};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -19,7 +18,6 @@ use crate::driver::Command;
 
 /// A ready task waiting in a queue.
 pub(crate) struct Offer {
-    pub(crate) run: RunId,
     pub(crate) index: usize,
     pub(crate) driver: mpsc::UnboundedSender<Command>,
 }
@@ -100,10 +98,10 @@ impl QueueHub {
                 let cmd =
                     Command::StartRemote { index: offer.index, worker: req.worker_id.clone(), reply: tx };
                 if offer.driver.send(cmd).is_ok() {
-                    replies.push((offer.run, rx));
+                    replies.push(rx);
                 }
             }
-            for (_run, rx) in replies {
+            for rx in replies {
                 if let Ok(Some(task)) = rx.await {
                     leased.push(task);
                 }

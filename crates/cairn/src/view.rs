@@ -141,9 +141,8 @@ impl Lines {
     fn handle(&mut self, e: &RunEvent) {
         let mut err = std::io::stderr().lock();
         let _ = match e {
-            RunEvent::Task { index, status, attempt, at, reason, .. } => {
+            RunEvent::Task { index, status, at, reason, .. } => {
                 let time = &at.to_rfc3339()[11..23];
-                let _ = attempt;
                 writeln!(err, "{time} {:<20} {:<9} {reason}", self.names[*index], status.as_str())
             }
             RunEvent::Progress { index, progress, .. } => {

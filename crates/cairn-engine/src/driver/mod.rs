@@ -709,7 +709,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     fn start_or_offer(&mut self, index: usize, now: Timestamp) {
         match (&self.plan.tasks[index].queue, &self.opts.queues) {
             (Some(queue), Some(hub)) => {
-                let offer = Offer { run: self.opts.run_id, index, driver: self.cmd_tx.clone() };
+                let offer = Offer { index, driver: self.cmd_tx.clone() };
                 hub.offer(queue, offer);
             }
             _ => self.start(index, now),
