@@ -20,7 +20,7 @@ pub use driver::{Command, Driver, RunEvent, RunOptions, StaleLease, attempt_log_
 pub use error::EngineError;
 pub use manager::{Manager, ManagerOptions};
 pub use plan::{Carried, ContinueOn, Handler, PlannedTask, Role, RunPlan};
-pub use queues::QueueHub;
+pub use queues::QueueWaits;
 pub use recover::{Recovery, recover};
 pub use runner::{AttemptContext, AttemptOutcome, NoopRunner, Precheck, ProgressSink, TaskRunner};
 pub use scheduler::{ScheduledWorkflow, Scheduler};

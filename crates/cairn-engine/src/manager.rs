@@ -1,9 +1,14 @@
 //! The run manager of a server: starts runs, keeps a driver per active run,
-//! routes the worker protocol and cancels to the driver that owns the task,
-//! and publishes every committed change to subscribers.
+//! leases remote tasks to workers by claiming them from the store, routes
+//! the rest of the worker protocol and cancels to the driver that owns the
+//! task — or, for a run another server drives, writes it through the store
+//! (lease renewal, a posted result) — and publishes every committed change
+//! to subscribers.
 //!
 //! Architecture invariant: each run has exactly one driver, the only writer
-//! of its tasks' statuses; the manager only routes messages to it.
+//! of its tasks' statuses but for the claim (`PENDING -> RUNNING` of an
+//! offered task, made by the store for any server's lease call); the driver
+//! hears of claims and posted results through the store's notices.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_core::event::{self, Event, ProgressEvent, TransitionEvent};
+use cairn_core::lease::Lease;
 use cairn_core::lease::LeaseSettings;
+use cairn_core::progress::Progress;
 use cairn_core::protocol::{
     AckStatus, CompleteRequest, HeartbeatAck, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
     LeaseResponse,
@@ -19,7 +26,10 @@ use cairn_core::protocol::{
 use cairn_core::record::Actor;
 use cairn_core::spec::{self, Workflow};
 use cairn_core::{LeaseToken, RunId, TaskId, TaskStatus};
-use cairn_store::{AdoptRun, Change, RunDetail, Store};
+use cairn_store::{
+    AdoptRun, Change, ClaimRequest, LeaseState, Notice, PostedResult, Renewal, RunDetail, Store,
+};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +37,7 @@ use crate::driver::{Command, Driver, RunEvent, RunOptions, StaleLease};
 use crate::error::EngineError;
 use crate::owner::LocalOwner;
 use crate::plan::{Carried, RunPlan};
-use crate::queues::QueueHub;
+use crate::queues::{OfferPayload, QueueWaits};
 use crate::shell::{self, ShellRunner};
 use crate::time::EngineClock;
 
@@ -49,11 +59,12 @@ struct ActiveRun {
 pub struct Manager<S: Store> {
     store: Arc<S>,
     clock: EngineClock,
-    hub: Arc<QueueHub>,
+    waits: QueueWaits,
     opts: ManagerOptions,
     runs: Mutex<HashMap<RunId, ActiveRun>>,
-    /// Which run and position each live task has, to route worker calls.
-    tasks: Mutex<HashMap<TaskId, (RunId, usize)>>,
+    /// Which run and position each live task has, to route worker calls,
+    /// and whether it is remote.
+    tasks: Mutex<HashMap<TaskId, (RunId, usize, bool)>>,
     updates: broadcast::Sender<Event>,
     /// Recent completions, so a worker repeating one after its run ended
     /// (and its driver is gone) still gets the same answer.
@@ -89,24 +100,32 @@ impl Completions {
 impl<S: Store> Manager<S> {
     pub fn new(store: Arc<S>, clock: EngineClock, opts: ManagerOptions) -> Arc<Self> {
         let (updates, _) = broadcast::channel(4096);
-        Arc::new(Manager {
+        let notices = store.notices();
+        let manager = Arc::new(Manager {
             store,
             clock,
-            hub: QueueHub::new(),
+            waits: QueueWaits::default(),
             opts,
             runs: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             updates,
             completed: Mutex::new(Completions::default()),
-        })
+        });
+        tokio::spawn(pump(Arc::downgrade(&manager), notices));
+        manager
     }
 
     pub fn store(&self) -> &Arc<S> {
         &self.store
     }
 
-    pub fn queues(&self) -> &Arc<QueueHub> {
-        &self.hub
+    pub fn queues(&self) -> &QueueWaits {
+        &self.waits
+    }
+
+    /// The id this server records as the owner of the runs it drives.
+    pub fn owner(&self) -> &str {
+        &self.opts.owner
     }
 
     /// Every committed change of every run this manager drives, as it happens.
@@ -140,11 +159,25 @@ impl<S: Store> Manager<S> {
         params: &[String],
         trigger: &str,
     ) -> Result<RunId, EngineError> {
+        self.submit_at(workflow, source, params, trigger, None).await
+    }
+
+    /// [`Manager::submit`] for the cron tick `tick`: refused when a run for
+    /// that tick of the workflow exists already (another leader fired it).
+    pub async fn submit_at(
+        self: &Arc<Self>,
+        workflow: Arc<Workflow>,
+        source: String,
+        params: &[String],
+        trigger: &str,
+        tick: Option<cairn_core::Timestamp>,
+    ) -> Result<RunId, EngineError> {
         let resolved = workflow.resolve_params(params).map_err(|e| EngineError::Invalid(e.to_string()))?;
         let params_json = spec::params_json(params, &resolved);
         let runner =
             ShellRunner::new(workflow.clone(), &resolved, params_json).map_err(EngineError::Invalid)?;
-        let plan = shell::plan(&workflow, &resolved, source, trigger);
+        let mut plan = shell::plan(&workflow, &resolved, source, trigger);
+        plan.schedule_tick = tick;
         let opts = self.run_options(RunId::new(self.clock.now()), &workflow);
         let (created_tx, created_rx) = oneshot::channel();
         let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
@@ -154,16 +187,24 @@ impl<S: Store> Manager<S> {
         Ok(run)
     }
 
-    /// Takes over the unfinished runs of servers on this host that are gone
-    /// (this server before a restart, typically) and continues each from
-    /// its records. Returns how many runs were resumed.
+    /// Whether the server that owns a run is alive: the store knows for the
+    /// servers sharing it (PostgreSQL); otherwise a server on this host is
+    /// checked by its process. `None`: cannot tell (left alone).
+    async fn owner_alive(&self, owner: &str) -> Result<Option<bool>, EngineError> {
+        if let Some(alive) = self.store.server_alive(owner).await? {
+            return Ok(Some(alive));
+        }
+        Ok(LocalOwner::parse_server(owner).and_then(|o| o.is_alive()))
+    }
+
+    /// Takes over the unfinished runs of servers that are gone (this server
+    /// before a restart, or another server of the same database) and
+    /// continues each from its records. Returns how many runs were resumed.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, EngineError> {
         let mut resumed = 0;
         for run in self.store.active_runs().await? {
             let Some(owner) = run.owner.as_deref() else { continue };
-            if owner == self.opts.owner
-                || LocalOwner::parse_server(owner).and_then(|o| o.is_alive()) != Some(false)
-            {
+            if owner == self.opts.owner || self.owner_alive(owner).await? != Some(false) {
                 continue;
             }
             let adopt = Change::AdoptRun(AdoptRun {
@@ -212,7 +253,17 @@ impl<S: Store> Manager<S> {
         let opts = self.run_options(id, &workflow);
         let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
             .restore(&detail)?;
+        let remote: Vec<TaskId> = driver
+            .task_ids()
+            .into_iter()
+            .zip(driver.task_queues())
+            .filter_map(|(id, q)| q.map(|_| id))
+            .collect();
         self.launch(driver, workflow.name.clone());
+        // Claims and results the old owner was told of and never acted on.
+        for task in remote {
+            self.sync_task(task).await;
+        }
         Ok(())
     }
 
@@ -298,7 +349,7 @@ impl<S: Store> Manager<S> {
             lease: self.opts.lease,
             log_root: self.opts.log_root.clone(),
             prechecks: shell::needs_prechecks(workflow),
-            queues: Some(self.hub.clone()),
+            remote: true,
         }
     }
 
@@ -315,7 +366,8 @@ impl<S: Store> Manager<S> {
             .map(|((id, name), queue)| (id, name, queue))
             .collect();
         let commands = driver.commands();
-        lock(&self.tasks).extend(tasks.iter().enumerate().map(|(i, (id, _, _))| (*id, (run, i))));
+        lock(&self.tasks)
+            .extend(tasks.iter().enumerate().map(|(i, (id, _, q))| (*id, (run, i, q.is_some()))));
 
         let updates = self.updates.clone();
         let name = workflow.clone();
@@ -337,7 +389,7 @@ impl<S: Store> Manager<S> {
                 tracing::error!(run = %run, error = %e, "run driver stopped");
             }
             lock(&manager.runs).remove(&run);
-            lock(&manager.tasks).retain(|_, (r, _)| *r != run);
+            lock(&manager.tasks).retain(|_, (r, _, _)| *r != run);
         });
         runs.insert(run, ActiveRun { workflow, commands, driving: driving.abort_handle() });
         run
@@ -348,7 +400,7 @@ impl<S: Store> Manager<S> {
     /// back to PENDING with the reason recorded) and stop driving. Remote
     /// attempts keep their leases; the next server resumes everything.
     pub async fn shutdown(&self, grace: Duration) {
-        self.hub.close();
+        self.waits.close();
         let deadline = tokio::time::Instant::now() + grace;
         while self.active_runs() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -397,12 +449,66 @@ impl<S: Store> Manager<S> {
         }
     }
 
-    pub async fn lease(&self, req: &LeaseRequest) -> LeaseResponse {
-        LeaseResponse { tasks: self.hub.lease(req).await }
+    /// Leases up to `req.max_tasks` tasks of `req.queue` to `req.worker_id`,
+    /// long-polling up to `req.wait_ms` for the first: the store claims
+    /// them, whichever server drives their runs. Each is RUNNING, its lease
+    /// committed, before it is returned.
+    pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, EngineError> {
+        let max = req.max_tasks.clamp(1, 1000) as usize;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(60_000));
+        let wake = self.waits.of(&req.queue);
+        loop {
+            if self.waits.is_closed() {
+                return Ok(LeaseResponse { tasks: Vec::new() });
+            }
+            let offered = wake.notified();
+            tokio::pin!(offered);
+            offered.as_mut().enable();
+            let claim = ClaimRequest {
+                queues: vec![req.queue.clone()],
+                worker: req.worker_id.clone(),
+                max,
+                now: self.clock.now(),
+                server: self.opts.owner.clone(),
+            };
+            let out = self.store.claim(claim).await?;
+            let mut tasks = Vec::with_capacity(out.tasks.len());
+            for c in &out.tasks {
+                // This server's own drivers hear of their claims here, before
+                // the worker can report on them.
+                if let Some((commands, index)) = self.route(c.task) {
+                    let worker = req.worker_id.clone();
+                    let _ =
+                        commands.send(Command::Claimed { index, attempt: c.attempt, lease: c.lease, worker });
+                }
+                match OfferPayload::leased(c) {
+                    Some(t) => tasks.push(t),
+                    None => {
+                        tracing::error!(task = %c.task, "an offer's payload is unreadable; its lease will expire")
+                    }
+                }
+            }
+            if !tasks.is_empty() {
+                return Ok(LeaseResponse { tasks });
+            }
+            let clock = self.clock.clone();
+            let ready = async move {
+                match out.next_ready_at {
+                    Some(at) => clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = offered => {}
+                _ = ready => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(LeaseResponse { tasks: Vec::new() }),
+            }
+        }
     }
 
     /// Extends many leases at once; answers in request order.
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatResponse {
+        let req_items = req.items.clone();
         let mut waiting = Vec::with_capacity(req.items.len());
         for item in req.items {
             let task_id = item.task_id;
@@ -425,6 +531,41 @@ impl<S: Store> Manager<S> {
                 None => stale,
             });
         }
+        // Leases no driver here holds may be renewed in the store: the run
+        // is driven by another server, or its driver has not yet heard of
+        // the claim. A stale token is refused there too.
+        let unknown: Vec<usize> =
+            (0..items.len()).filter(|&i| items[i].status == AckStatus::LeaseStale).collect();
+        if !unknown.is_empty() {
+            let now = self.clock.now();
+            let renewals = unknown
+                .iter()
+                .map(|&i| {
+                    let item = &req_items[i];
+                    Renewal {
+                        task: item.task_id,
+                        token: item.lease_token,
+                        at: now,
+                        progress: item
+                            .progress_percent
+                            .and_then(|pct| Progress::new(pct, item.progress_message.clone()).ok()),
+                        details: item.details.clone(),
+                    }
+                })
+                .collect();
+            match self.store.renew(renewals).await {
+                Ok(states) => {
+                    for (&i, state) in unknown.iter().zip(states) {
+                        if let LeaseState::Held { expires_at, cancel_requested } = state {
+                            items[i].status = AckStatus::Ok;
+                            items[i].lease_expires_at = Some(expires_at);
+                            items[i].cancel_requested = cancel_requested;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not renew leases through the store"),
+            }
+        }
         HeartbeatResponse { items }
     }
 
@@ -433,6 +574,7 @@ impl<S: Store> Manager<S> {
     pub async fn complete(&self, task: TaskId, req: CompleteRequest) -> Result<TaskStatus, StaleLease> {
         let token = req.lease_token;
         let (tx, rx) = oneshot::channel();
+        let body = serde_json::to_string(&req).expect("a completion is plain data");
         let sent = self.route(task).is_some_and(|(commands, index)| {
             commands.send(Command::Complete { index, req, reply: tx }).is_ok()
         });
@@ -442,24 +584,141 @@ impl<S: Store> Manager<S> {
                 lock(&self.completed).remember(task, token, status);
                 Ok(status)
             }
-            Err(stale) => lock(&self.completed).answer(task, token).ok_or(stale),
+            Err(stale) => {
+                if let Some(status) = lock(&self.completed).answer(task, token) {
+                    return Ok(status);
+                }
+                // Not a lease any driver here holds: post the result for the
+                // run's driver, wherever it is. The attempt stays RUNNING
+                // until that driver applies it.
+                let Ok(Some(run)) = self.store.task(task).await.map(|d| d.map(|d| d.run.id)) else {
+                    return Err(stale);
+                };
+                let post = PostedResult { task, run, token, at: self.clock.now(), body };
+                match self.store.apply(vec![Change::PostResult(post)]).await {
+                    Ok(outcomes) if outcomes.iter().all(|o| o.is_applied()) => Ok(TaskStatus::Running),
+                    Ok(_) => Err(stale),
+                    Err(e) => {
+                        tracing::warn!(task = %task, error = %e, "could not post a result through the store");
+                        Err(stale)
+                    }
+                }
+            }
         }
     }
 
     /// The stdout and stderr log files of the attempt that `token` holds.
+    /// For a run another server drives, the files are this server's: the
+    /// log of an attempt lives where its worker sent it.
     pub async fn log_paths(&self, task: TaskId, token: LeaseToken) -> Result<(PathBuf, PathBuf), StaleLease> {
-        let (tx, rx) = oneshot::channel();
-        let Some((commands, index)) = self.route(task) else { return Err(StaleLease) };
-        if commands.send(Command::LogPaths { index, token, reply: tx }).is_err() {
+        if let Some((commands, index)) = self.route(task) {
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::LogPaths { index, token, reply: tx }).is_ok()
+                && let Ok(Some(paths)) = rx.await
+            {
+                return Ok(paths);
+            }
+        }
+        let Ok(Some(d)) = self.store.task(task).await else { return Err(StaleLease) };
+        let holds =
+            d.task.status == TaskStatus::Running && d.task.lease.as_ref().is_some_and(|l| l.token == token);
+        if !holds {
             return Err(StaleLease);
         }
-        rx.await.ok().flatten().ok_or(StaleLease)
+        let index = d.task.index as usize;
+        Ok(crate::driver::attempt_log_paths(
+            &self.opts.log_root,
+            d.run.id,
+            index,
+            &d.task.name,
+            d.task.attempt,
+        ))
     }
 
     fn route(&self, task: TaskId) -> Option<(mpsc::UnboundedSender<Command>, usize)> {
-        let (run, index) = *lock(&self.tasks).get(&task)?;
+        let (run, index, _) = *lock(&self.tasks).get(&task)?;
         let commands = lock(&self.runs).get(&run)?.commands.clone();
         Some((commands, index))
+    }
+
+    async fn on_notice(&self, notice: Notice) {
+        match notice {
+            Notice::Offered { queue } => self.waits.offered(&queue),
+            Notice::Claimed { task, .. } | Notice::Posted { task, .. } => {
+                if self.route(task).is_some() {
+                    self.sync_task(task).await;
+                }
+            }
+            Notice::Resync => {
+                self.waits.all();
+                let remote: Vec<TaskId> =
+                    lock(&self.tasks).iter().filter(|(_, (_, _, remote))| *remote).map(|(t, _)| *t).collect();
+                for task in remote {
+                    self.sync_task(task).await;
+                }
+            }
+        }
+    }
+
+    /// Tells a remote task's driver here what the store knows of it: a
+    /// claim (the attempt RUNNING under a worker's lease) and a result
+    /// posted for that attempt. Telling it twice changes nothing.
+    async fn sync_task(&self, task: TaskId) {
+        let detail = match self.store.task(task).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(task = %task, error = %e, "could not read a task to follow its claim");
+                return;
+            }
+        };
+        let (Some((commands, index)), Some(held)) = (self.route(task), detail.task.lease.as_ref()) else {
+            return;
+        };
+        if detail.task.status != TaskStatus::Running {
+            return;
+        }
+        let attempt = detail.task.attempt;
+        let started_at = detail
+            .attempts
+            .iter()
+            .find(|a| a.attempt == attempt)
+            .map_or(held.last_heartbeat_at, |a| a.started_at);
+        let lease = Lease {
+            token: held.token,
+            started_at,
+            last_heartbeat_at: held.last_heartbeat_at,
+            expires_at: held.expires_at,
+        };
+        let worker = held.worker.clone();
+        let _ = commands.send(Command::Claimed { index, attempt, lease, worker });
+        let posted = match self.store.posted_result(task).await {
+            Ok(p) => p.filter(|p| p.token == held.token),
+            Err(e) => {
+                tracing::warn!(task = %task, error = %e, "could not read a posted result");
+                None
+            }
+        };
+        let Some(req) = posted.and_then(|p| serde_json::from_str::<CompleteRequest>(&p.body).ok()) else {
+            return;
+        };
+        // The worker was answered when the result was posted.
+        let (reply, _) = oneshot::channel();
+        let _ = commands.send(Command::Complete { index, req, reply });
+    }
+}
+
+/// Feeds the store's notices to the manager, in the order they come, for
+/// as long as the manager lives.
+async fn pump<S: Store>(manager: std::sync::Weak<Manager<S>>, mut notices: broadcast::Receiver<Notice>) {
+    loop {
+        let notice = match notices.recv().await {
+            Ok(n) => n,
+            Err(RecvError::Lagged(_)) => Notice::Resync,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(manager) = manager.upgrade() else { return };
+        manager.on_notice(notice).await;
     }
 }
 

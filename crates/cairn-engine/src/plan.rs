@@ -22,6 +22,9 @@ pub struct RunPlan {
     pub spec_source: String,
     pub spec_path: Option<String>,
     pub trigger: String,
+    /// The cron tick that started the run (trigger `schedule`); the store
+    /// refuses a second run for the same tick.
+    pub schedule_tick: Option<cairn_core::Timestamp>,
     /// Keep the `details` checkpoints of remote attempts (Cairn's `keep_details`).
     pub keep_details: bool,
     /// For a retry: per task, the result it is carried over with from the

@@ -1,117 +1,100 @@
-//! Queues of remote steps: run drivers offer ready tasks, workers' lease
-//! calls take them.
-//!
-//! An offer is taken by exactly one lease call (it is popped under a lock),
-//! and the task's driver then starts it only if it is still PENDING — so two
-//! workers never hold the same attempt. A lease call whose worker vanished
-//! after the start leaves a RUNNING task whose lease nobody renews; the
-//! driver reaps it when the lease expires (at-least-once).
+//! Queues of remote steps. A run's driver offers a ready task through the
+//! store (`Change::Offer`, with the payload a worker needs); a worker's
+//! lease call, on whichever server it reaches, claims offers from the store
+//! (`Store::claim`), so the store — not this process — decides who gets a
+//! task. What lives here is only the waiting: a long-polling lease call
+//! sleeps on its queue's [`Notify`] until the store reports an offer
+//! (`Notice::Offered`), and the payload's shape.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use cairn_core::protocol::{LeaseRequest, LeasedTask};
-use tokio::sync::{Notify, mpsc, oneshot};
+use cairn_core::protocol::{LeasedTask, RemoteCommand};
+use cairn_store::Claimed;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
-use crate::driver::Command;
-
-/// A ready task waiting in a queue.
-pub(crate) struct Offer {
-    pub(crate) index: usize,
-    pub(crate) driver: mpsc::UnboundedSender<Command>,
+/// What an offer carries for the worker: everything of [`LeasedTask`] that
+/// is known when the task is offered (the lease is made by the claim).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct OfferPayload {
+    pub(crate) workflow: String,
+    pub(crate) step: String,
+    pub(crate) task_type: String,
+    pub(crate) heartbeat_interval_ms: u64,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) command: Option<RemoteCommand>,
+    pub(crate) input: BTreeMap<String, String>,
+    pub(crate) details: Option<serde_json::Value>,
 }
 
-#[derive(Default)]
-struct Queue {
-    offers: VecDeque<Offer>,
-    wake: Arc<Notify>,
+impl OfferPayload {
+    pub(crate) fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an offer payload is plain data")
+    }
+
+    /// The worker's view of a claimed task; `None` when the stored payload
+    /// is not one (written by an incompatible version).
+    pub(crate) fn leased(c: &Claimed) -> Option<LeasedTask> {
+        let p: OfferPayload = serde_json::from_str(&c.payload).ok()?;
+        Some(LeasedTask {
+            task_id: c.task,
+            run_id: c.run,
+            workflow: p.workflow,
+            step: p.step,
+            task_type: p.task_type,
+            attempt: c.attempt,
+            lease_token: c.lease.token,
+            lease_expires_at: c.lease.expires_at,
+            heartbeat_interval_ms: p.heartbeat_interval_ms,
+            timeout_ms: p.timeout_ms,
+            command: p.command,
+            input: p.input,
+            details: p.details,
+        })
+    }
 }
 
-/// Every queue of one server.
-#[derive(Default)]
-pub struct QueueHub {
-    queues: Mutex<HashMap<String, Queue>>,
+/// The wake-ups of one server's waiting lease calls, per queue.
+#[derive(Debug, Default)]
+pub struct QueueWaits {
+    queues: Mutex<HashMap<String, Arc<Notify>>>,
     /// A stopping server leases nothing more.
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
 }
 
-impl std::fmt::Debug for QueueHub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl QueueWaits {
+    /// The wake-up of `queue`, to enable before claiming so that an offer
+    /// committed between the claim and the wait is not missed.
+    pub(crate) fn of(&self, queue: &str) -> Arc<Notify> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.entry(queue.to_owned()).or_default().clone()
+    }
+
+    /// An offer was written to `queue`: every waiting call tries again.
+    pub(crate) fn offered(&self, queue: &str) {
         let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let depths: HashMap<&str, usize> = queues.iter().map(|(k, q)| (k.as_str(), q.offers.len())).collect();
-        f.debug_struct("QueueHub").field("depths", &depths).finish()
-    }
-}
-
-impl QueueHub {
-    pub fn new() -> Arc<QueueHub> {
-        Arc::new(QueueHub::default())
+        if let Some(n) = queues.get(queue) {
+            n.notify_waiters();
+        }
     }
 
-    pub(crate) fn offer(&self, queue: &str, offer: Offer) {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let q = queues.entry(queue.to_owned()).or_default();
-        q.offers.push_back(offer);
-        q.wake.notify_one();
+    /// Offers may have been missed: every waiting call tries again.
+    pub(crate) fn all(&self) {
+        for n in self.queues.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            n.notify_waiters();
+        }
     }
 
-    /// Tasks waiting in `queue` (offers whose task may since have been canceled included).
-    pub fn depth(&self, queue: &str) -> usize {
-        self.queues.lock().unwrap_or_else(|e| e.into_inner()).get(queue).map_or(0, |q| q.offers.len())
-    }
-
-    /// Takes up to `max_tasks` offers, waiting up to `wait_ms` for the first.
-    fn take(&self, queue: &str, max: usize) -> (Vec<Offer>, Arc<Notify>) {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let q = queues.entry(queue.to_owned()).or_default();
-        let n = max.min(q.offers.len());
-        (q.offers.drain(..n).collect(), q.wake.clone())
-    }
-
-    /// Leases up to `req.max_tasks` tasks to `req.worker_id`, long-polling
-    /// up to `req.wait_ms` for the first. Each task is started (RUNNING and
-    /// its lease committed) by its run's driver before it is returned.
     /// Stops leasing: every later lease call answers at once with nothing.
     pub fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        for q in self.queues.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            q.wake.notify_waiters();
-        }
+        self.closed.store(true, Ordering::SeqCst);
+        self.all();
     }
 
-    pub async fn lease(&self, req: &LeaseRequest) -> Vec<LeasedTask> {
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Vec::new();
-        }
-        let max = req.max_tasks.clamp(1, 1000) as usize;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(60_000));
-        loop {
-            let (offers, wake) = self.take(&req.queue, max);
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let mut leased = Vec::with_capacity(offers.len());
-            let mut replies = Vec::with_capacity(offers.len());
-            for offer in offers {
-                let (tx, rx) = oneshot::channel();
-                let cmd =
-                    Command::StartRemote { index: offer.index, worker: req.worker_id.clone(), reply: tx };
-                if offer.driver.send(cmd).is_ok() {
-                    replies.push(rx);
-                }
-            }
-            for rx in replies {
-                if let Ok(Some(task)) = rx.await {
-                    leased.push(task);
-                }
-            }
-            if !leased.is_empty() || self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                return leased;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return leased;
-            }
-        }
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }

@@ -33,6 +33,10 @@
 //!   later than its last scheduled run, and no older than the window — is
 //!   fired once for that tick. Older missed ticks are not replayed, and a
 //!   workflow never started by the schedule before is not caught up.
+//!   A scheduler that takes over ([`Scheduler::with_takeover`]: `cairn
+//!   serve` when it becomes the leader) also catches up every workflow's
+//!   tick that fell due within that short window; a tick the previous
+//!   leader fired is refused by the store (one run per tick).
 //! - **Reloads** keep the next fire time of a schedule whose text did not
 //!   change; a new or changed one fires first after the reload. A workflow
 //!   that is gone loses its waiting ticks.
@@ -420,6 +424,9 @@ pub struct Scheduler<S: Store> {
     scheduled: HashMap<RunId, String>,
     /// Runs seen ending that the manager may still list for a moment.
     ended: HashSet<RunId>,
+    /// Catch-up for every scheduled workflow, not only those with a
+    /// `catchup_window`: this scheduler takes over from a leader that died.
+    takeover: Option<Duration>,
 }
 
 impl<S: Store> Scheduler<S> {
@@ -436,7 +443,16 @@ impl<S: Store> Scheduler<S> {
             lanes: BTreeMap::new(),
             scheduled: HashMap::new(),
             ended: HashSet::new(),
+            takeover: None,
         }
+    }
+
+    /// Catches up, once, the latest tick of every workflow that fell within
+    /// `window` after its last scheduled run: the ticks a leader that died
+    /// may have left. A tick the old leader did fire is refused by the store.
+    pub fn with_takeover(mut self, window: Duration) -> Self {
+        self.takeover = Some(window);
+        self
     }
 
     /// Also sends every [`Report`] to `reports`.
@@ -552,7 +568,13 @@ impl<S: Store> Scheduler<S> {
         let windows: Vec<(String, Duration)> = self
             .workflows
             .values()
-            .filter_map(|w| w.workflow.catchup_window.map(|d| (w.workflow.name.clone(), d)))
+            .filter_map(|w| {
+                let window = match (w.workflow.catchup_window, self.takeover) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                window.map(|d| (w.workflow.name.clone(), d))
+            })
             .collect();
         for (name, window) in windows {
             let last = match self.last_scheduled_run(&name).await {
@@ -698,7 +720,7 @@ impl<S: Store> Scheduler<S> {
 
     async fn start(&mut self, w: &ScheduledWorkflow, at: Timestamp) {
         let name = w.workflow.name.clone();
-        match self.manager.submit(w.workflow.clone(), w.source.clone(), &[], TRIGGER).await {
+        match self.manager.submit_at(w.workflow.clone(), w.source.clone(), &[], TRIGGER, Some(at)).await {
             Ok(run) => {
                 tracing::info!(workflow = %name, scheduled_for = %at, run = %run, "scheduled run started");
                 self.scheduled.insert(run, name.clone());

@@ -48,6 +48,7 @@ pub fn plan(workflow: &Workflow, params: &[(String, String)], source: String, tr
         spec_source: source,
         spec_path: workflow.file.as_ref().map(|p| p.display().to_string()),
         trigger: trigger.to_owned(),
+        schedule_tick: None,
         preconditions: !workflow.preconditions.is_empty(),
         keep_details: workflow.keep_details,
         carried: Vec::new(),

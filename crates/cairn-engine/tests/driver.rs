@@ -130,7 +130,7 @@ impl Fixture {
             lease: LeaseSettings::with_timeout(Duration::from_secs(30)),
             log_root: self.log_root.clone(),
             prechecks: true,
-            queues: None,
+            remote: false,
         };
         Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts).unwrap()
     }
@@ -169,6 +169,7 @@ fn plan(tasks: Vec<PlannedTask>) -> RunPlan {
         spec_source: "steps: []".into(),
         spec_path: None,
         trigger: "manual".into(),
+        schedule_tick: None,
         preconditions: false,
         keep_details: false,
         carried: Vec::new(),

@@ -45,13 +45,13 @@ impl Fixture {
 
     async fn lease(&self, worker: &str, max: u32) -> Vec<LeasedTask> {
         let req = LeaseRequest { worker_id: worker.into(), queue: "q".into(), max_tasks: max, wait_ms: 0 };
-        self.manager.lease(&req).await.tasks
+        self.manager.lease(&req).await.unwrap().tasks
     }
 
     /// A long-poll lease: returns once a task is offered (real time, up to 10 s).
     async fn lease_when_ready(&self, worker: &str) -> LeasedTask {
         let req = LeaseRequest { worker_id: worker.into(), queue: "q".into(), max_tasks: 1, wait_ms: 10_000 };
-        self.manager.lease(&req).await.tasks.remove(0)
+        self.manager.lease(&req).await.unwrap().tasks.remove(0)
     }
 
     async fn detail(&self, run: RunId) -> RunDetail {
@@ -334,7 +334,7 @@ async fn a_new_server_resumes_the_runs_of_one_that_died() {
     let wf = Arc::new(cairn_core::spec::parse(REMOTE_THEN_LOCAL, None).unwrap());
     let run = old.submit(wf, REMOTE_THEN_LOCAL.to_owned(), &[], "api").await.unwrap();
     let req = LeaseRequest { worker_id: "w1".into(), queue: "q".into(), max_tasks: 1, wait_ms: 0 };
-    let task = old.lease(&req).await.tasks.remove(0);
+    let task = old.lease(&req).await.unwrap().tasks.remove(0);
     old.halt();
 
     let new = Manager::new(store.clone(), clock, options(me.server_name()));
@@ -391,7 +391,7 @@ async fn a_graceful_stop_interrupts_local_steps_and_the_next_server_runs_them_ag
     let started = dir.path().join("started");
     // The first attempt waits to be stopped; the second finishes at once.
     let yaml = format!(
-        "steps:\n  - name: slow\n    command: sh -c 'touch {s}; if [ -f {m} ]; then exit 0; fi; touch {m}; exec sleep 300'\n",
+        "steps:\n  - name: slow\n    command: sh -c 'if [ -f {m} ]; then exit 0; fi; touch {m}; touch {s}; exec sleep 300'\n",
         s = started.display(),
         m = marker.display()
     );
@@ -451,7 +451,7 @@ async fn checkpoints_reach_the_next_attempt_only_where_the_workflow_keeps_them()
         let points: Vec<f32> = samples.iter().map(|s| s.percent).collect();
         assert_eq!(points, vec![10.0, 40.0], "a sample per 10 points, not per report");
         assert_eq!(f.manager.complete(task, done(&first, AttemptEnd::Failed)).await, Ok(TaskStatus::Pending));
-        let second = f.lease("w2", 1).await.remove(0);
+        let second = f.lease_when_ready("w2").await;
         let want = keep.then(|| serde_json::json!({"offset": 4096}));
         assert_eq!(second.details, want, "keep_details: {keep}");
         let d = f.detail(run).await;

@@ -1,16 +1,24 @@
 //! The conformance suite of the [`Control`] seam, through the HTTP API: what
 //! any engine behind the server must do — trigger, cancel, retry, the worker
 //! protocol with its fencing, live events — checked end to end on a real
-//! SQLite store, with real workflow files.
+//! store, with real workflow files.
 //!
-//! Each check is an async function generic over the control, given a
-//! [`Harness`]; [`control_conformance_suite!`](crate::control_conformance_suite)
-//! stamps out one `#[tokio::test]` per check from a factory that builds the
-//! control from a [`Setup`] (the store, the catalog, the log root):
+//! Each check is an async function generic over the store and the control,
+//! given a [`Harness`];
+//! [`control_conformance_suite!`](crate::control_conformance_suite) stamps out
+//! one `#[tokio::test]` per check from two factories: one of a fresh store
+//! ([`sqlite`], [`postgres`]) and one that builds the control from a
+//! [`Setup`] (the store, the catalog, the log root). Stamp it out once per
+//! store, each in a module of its own:
 //!
 //! ```ignore
-//! async fn engine(setup: cairn_server::conformance::Setup) -> MyControl { /* … */ }
-//! cairn_server::control_conformance_suite!(engine);
+//! async fn engine<S: cairn_store::Store>(setup: cairn_server::conformance::Setup<S>) -> MyControl<S> { /* … */ }
+//! mod sqlite {
+//!     cairn_server::control_conformance_suite!(cairn_server::conformance::sqlite, super::engine);
+//! }
+//! mod postgres {
+//!     cairn_server::control_conformance_suite!(cairn_server::conformance::postgres, super::engine);
+//! }
 //! ```
 //!
 //! The [`Harness`] (and its [`Answer`]) also serve the server's own tests.
@@ -25,8 +33,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bytes::Bytes;
-use cairn_core::{RunId, TaskId};
-use cairn_store::{SqliteOptions, SqliteStore};
+use cairn_core::{LeaseToken, RunId, TaskId};
+use cairn_store::{PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Store};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -36,14 +44,17 @@ use crate::app::{AppState, ServerConfig, router};
 use crate::catalog::Catalog;
 use crate::control::Control;
 
-/// Stamps out the conformance suite as `#[tokio::test]`s for one [`Control`].
+/// Stamps out the conformance suite as `#[tokio::test]`s for one [`Control`]
+/// on one store.
 ///
-/// `$factory` is an async function `(Setup) -> C`. The calling crate needs
+/// `$store` is an async function `(data_dir: PathBuf) -> (S, guard)` making
+/// a fresh store and whatever must outlive it ([`sqlite`], [`postgres`]);
+/// `$factory` is an async function `(Setup<S>) -> C`. The calling crate needs
 /// `tokio` as a dependency.
 #[macro_export]
 macro_rules! control_conformance_suite {
-    ($factory:expr) => {
-        $crate::control_conformance_suite!(@each $factory;
+    ($store:expr, $factory:expr) => {
+        $crate::control_conformance_suite!(@each $store, $factory;
             trigger_stores_and_runs_a_run,
             trigger_refuses_what_cannot_run,
             cancel_stops_a_run_and_a_finished_run_is_a_conflict,
@@ -54,15 +65,91 @@ macro_rules! control_conformance_suite {
             events_follow_a_triggered_run,
         );
     };
-    (@each $factory:expr; $($check:ident),* $(,)?) => {
+    (@each $store:expr, $factory:expr; $($check:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let harness = $crate::conformance::Harness::start($factory).await;
+                let harness = $crate::conformance::Harness::start($store, $factory).await;
                 $crate::conformance::$check(harness).await;
             }
         )*
     };
+}
+
+/// A fresh SQLite store in the harness's data directory (which holds it).
+pub async fn sqlite(data_dir: PathBuf) -> (SqliteStore, ()) {
+    let store = SqliteStore::open(&data_dir.join("cairn.db"), SqliteOptions::default()).expect("the store");
+    (store, ())
+}
+
+/// A fresh PostgreSQL store on a database of its own, created on the server
+/// at `CAIRN_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+/// and dropped with the [`TestDatabase`]. Fails, saying so, when that server
+/// cannot be reached: it never skips.
+pub async fn postgres(_data_dir: PathBuf) -> (PostgresStore, TestDatabase) {
+    let db = TestDatabase::create().await;
+    let store = PostgresStore::connect(&db.url(), PostgresOptions::default())
+        .await
+        .expect("connect to the test database");
+    (store, db)
+}
+
+/// A PostgreSQL database made for one test, dropped (with any sessions
+/// left on it) when this goes. A test that panics may leave it behind.
+pub struct TestDatabase {
+    server: String,
+    name: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        let server = std::env::var("CAIRN_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!("cairn_server_test_{}", LeaseToken::random());
+        let (client, connection) = match tokio_postgres::connect(&server, tokio_postgres::NoTls).await {
+            Ok(pair) => pair,
+            Err(e) => panic!(
+                "PostgreSQL is not reachable at {server} ({e}): start one or set CAIRN_TEST_POSTGRES to its URL"
+            ),
+        };
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
+        TestDatabase { server, name }
+    }
+
+    /// The server's URL with this database in place of its own.
+    pub fn url(&self) -> String {
+        match self.server.split_once("://") {
+            Some((scheme, rest)) => {
+                let (rest, query) = rest.split_once('?').map_or((rest, ""), |(r, q)| (r, q));
+                let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
+                let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+                format!("{scheme}://{authority}/{}{query}", self.name)
+            }
+            None => format!("{} dbname={}", self.server, self.name),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop cannot await: a thread with a runtime of its own, whatever
+        // runtime (if any) the test is on.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("could not drop the test database {}: {dropped:?}", self.name);
+        }
+    }
 }
 
 /// The queue of the remote fixture's step.
@@ -95,32 +182,37 @@ pub const FIXTURES: &[(&str, &str)] = &[
 
 /// What a control is built from: the store the server reads, the catalog
 /// it serves, where logs live.
-pub struct Setup {
-    pub store: Arc<SqliteStore>,
+pub struct Setup<S> {
+    pub store: Arc<S>,
     pub catalog: Catalog,
     pub log_root: PathBuf,
     /// The data directory (the store file, workflows, logs are under it).
     pub data_dir: PathBuf,
 }
 
-/// A server on a fresh data directory: a real SQLite store, the
-/// [`FIXTURES`] in its catalog, and the control under test.
-pub struct Harness<C> {
-    pub store: Arc<SqliteStore>,
+/// A server on a fresh data directory: a fresh store, the [`FIXTURES`] in
+/// its catalog, and the control under test.
+pub struct Harness<S, C> {
+    pub store: Arc<S>,
     pub catalog: Catalog,
     pub control: Arc<C>,
     pub log_root: PathBuf,
     pub workflows: PathBuf,
     app: Router,
     _dir: TempDir,
+    /// What the store needs kept until the end (its database); dropped last.
+    _guard: Box<dyn Send + Sync>,
 }
 
-impl<C: Control> Harness<C> {
-    /// Writes the fixtures, opens the store, builds the control with `make`
-    /// and the router around them.
-    pub async fn start<F, Fut>(make: F) -> Harness<C>
+impl<S: Store, C: Control> Harness<S, C> {
+    /// Writes the fixtures, makes the store with `store` (given the data
+    /// directory), builds the control with `make` and the router around them.
+    pub async fn start<SF, SFut, G, F, Fut>(store: SF, make: F) -> Harness<S, C>
     where
-        F: FnOnce(Setup) -> Fut,
+        SF: FnOnce(PathBuf) -> SFut,
+        SFut: Future<Output = (S, G)>,
+        G: Send + Sync + 'static,
+        F: FnOnce(Setup<S>) -> Fut,
         Fut: Future<Output = C>,
     {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -131,9 +223,8 @@ impl<C: Control> Harness<C> {
         for (name, text) in FIXTURES {
             std::fs::write(workflows.join(name), text).expect("a fixture");
         }
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("cairn.db"), SqliteOptions::default()).expect("the store"),
-        );
+        let (store, guard) = store(dir.path().to_owned()).await;
+        let store = Arc::new(store);
         let catalog = Catalog::load(&workflows);
         let control = Arc::new(
             make(Setup {
@@ -146,12 +237,21 @@ impl<C: Control> Harness<C> {
         );
         let state =
             AppState::new(store.clone(), control.clone(), catalog.clone(), ServerConfig::new(&log_root));
-        Harness { store, catalog, control, log_root, workflows, app: router(state), _dir: dir }
+        Harness {
+            store,
+            catalog,
+            control,
+            log_root,
+            workflows,
+            app: router(state),
+            _dir: dir,
+            _guard: Box::new(guard),
+        }
     }
 
     /// The same harness with the router built by `f` from a fresh state (to
     /// change the config or the clock).
-    pub fn rebuild(mut self, f: impl FnOnce(AppState<SqliteStore, C>) -> Router) -> Self {
+    pub fn rebuild(mut self, f: impl FnOnce(AppState<S, C>) -> Router) -> Self {
         let state = AppState::new(
             self.store.clone(),
             self.control.clone(),
@@ -285,7 +385,7 @@ fn task_of<'a>(run: &'a Value, step: &str) -> &'a Value {
 
 /// A triggered run is stored before the answer, with the params given, and
 /// runs to COMPLETED; its steps' logs can be read.
-pub async fn trigger_stores_and_runs_a_run<C: Control>(h: Harness<C>) {
+pub async fn trigger_stores_and_runs_a_run<S: Store, C: Control>(h: Harness<S, C>) {
     let run = h.trigger("hello", json!({"NAME": "Ada"})).await;
     let stored = h.run(run).await;
     assert_eq!(stored["workflow"], "hello");
@@ -298,7 +398,7 @@ pub async fn trigger_stores_and_runs_a_run<C: Control>(h: Harness<C>) {
 }
 
 /// Unknown workflows, broken files and refused params never reach a run.
-pub async fn trigger_refuses_what_cannot_run<C: Control>(h: Harness<C>) {
+pub async fn trigger_refuses_what_cannot_run<S: Store, C: Control>(h: Harness<S, C>) {
     h.post("/api/v1/workflows/nope/runs", json!({})).await.assert_error(
         StatusCode::NOT_FOUND,
         "workflow_not_found",
@@ -327,7 +427,7 @@ pub async fn trigger_refuses_what_cannot_run<C: Control>(h: Harness<C>) {
 
 /// Cancel is accepted (202), the run ends CANCELED with the actor recorded;
 /// canceling it again is a conflict; an unknown run is 404.
-pub async fn cancel_stops_a_run_and_a_finished_run_is_a_conflict<C: Control>(h: Harness<C>) {
+pub async fn cancel_stops_a_run_and_a_finished_run_is_a_conflict<S: Store, C: Control>(h: Harness<S, C>) {
     let run = h.trigger("slow", json!({})).await;
     let request = Request::post(format!("/api/v1/runs/{run}/cancel"))
         .header("X-Cairn-User", "alice")
@@ -362,7 +462,7 @@ pub async fn cancel_stops_a_run_and_a_finished_run_is_a_conflict<C: Control>(h: 
 
 /// Retrying a failed run makes a new run that reruns the failed step; a
 /// step the run does not have is refused.
-pub async fn retry_starts_a_new_run_of_a_failed_one<C: Control>(h: Harness<C>) {
+pub async fn retry_starts_a_new_run_of_a_failed_one<S: Store, C: Control>(h: Harness<S, C>) {
     let run = h.trigger("fails", json!({})).await;
     let failed = h.wait_terminal(run, RUN_LIMIT).await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
@@ -383,7 +483,7 @@ pub async fn retry_starts_a_new_run_of_a_failed_one<C: Control>(h: Harness<C>) {
 
 /// Lease → heartbeat with progress → logs → complete, as a remote worker
 /// does it; the second completion with the same token answers the same.
-pub async fn worker_protocol_leases_heartbeats_and_completes_once<C: Control>(h: Harness<C>) {
+pub async fn worker_protocol_leases_heartbeats_and_completes_once<S: Store, C: Control>(h: Harness<S, C>) {
     let run = h.trigger("remote", json!({})).await;
     let a = h
         .post(
@@ -458,7 +558,7 @@ pub async fn worker_protocol_leases_heartbeats_and_completes_once<C: Control>(h:
 /// per item, in order: a repeated item is answered the same (within the call
 /// and when the whole call is repeated), and a stale token is an item error
 /// `lease_stale` that neither changes its task nor fails the other items.
-pub async fn batch_completion_completes_many_and_reports_stale_items<C: Control>(h: Harness<C>) {
+pub async fn batch_completion_completes_many_and_reports_stale_items<S: Store, C: Control>(h: Harness<S, C>) {
     let runs = [
         h.trigger("remote", json!({})).await,
         h.trigger("remote", json!({})).await,
@@ -480,7 +580,7 @@ pub async fn batch_completion_completes_many_and_reports_stale_items<C: Control>
             leased.push((task, t["lease_token"].as_str().expect("lease_token").to_owned()));
         }
     }
-    let stale = cairn_core::LeaseToken::random().to_string();
+    let stale = LeaseToken::random().to_string();
     let item = |(task, token): &(TaskId, String), outcome: &str| json!({"task_id": task, "lease_token": token, "outcome": outcome, "exit_code": 0, "outputs": {"N": "1"}});
     let batch = json!({"worker_id": "w1", "items": [
         item(&leased[0], "succeeded"),
@@ -547,7 +647,7 @@ pub async fn batch_completion_completes_many_and_reports_stale_items<C: Control>
 
 /// After the lease is gone, its token changes nothing: heartbeats are
 /// `lease_stale`, completions and log appends are 409 `lease_stale`.
-pub async fn stale_tokens_change_nothing<C: Control>(h: Harness<C>) {
+pub async fn stale_tokens_change_nothing<S: Store, C: Control>(h: Harness<S, C>) {
     let run = h.trigger("remote", json!({})).await;
     let leased = h
         .post(
@@ -558,7 +658,7 @@ pub async fn stale_tokens_change_nothing<C: Control>(h: Harness<C>) {
         .json();
     let task: TaskId = leased["tasks"][0]["task_id"].as_str().expect("a task").parse().expect("a task id");
     let token = leased["tasks"][0]["lease_token"].as_str().expect("a token").to_owned();
-    let stale = cairn_core::LeaseToken::random().to_string();
+    let stale = LeaseToken::random().to_string();
 
     let hb = h
         .post(
@@ -604,7 +704,7 @@ pub async fn stale_tokens_change_nothing<C: Control>(h: Harness<C>) {
 
 /// A WebSocket filtered by workflow sees the run's transitions as they
 /// happen, and the run's end.
-pub async fn events_follow_a_triggered_run<C: Control>(h: Harness<C>) {
+pub async fn events_follow_a_triggered_run<S: Store, C: Control>(h: Harness<S, C>) {
     use futures_util::StreamExt;
     let addr = h.serve().await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/events?workflow=hello"))

@@ -79,7 +79,7 @@ impl<S: Store> Control for EngineControl<S> {
     }
 
     async fn lease(&self, req: LeaseRequest) -> Result<LeaseResponse, ControlError> {
-        Ok(self.manager.lease(&req).await)
+        self.manager.lease(&req).await.map_err(engine_error)
     }
 
     async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse, ControlError> {

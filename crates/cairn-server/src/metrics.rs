@@ -43,9 +43,10 @@ pub const LEASES_REAPED_TOTAL: &str = "cairn_leases_reaped_total";
 pub const HEARTBEATS_TOTAL: &str = "cairn_heartbeats_total";
 pub const OVERRUNS_PREDICTED_TOTAL: &str = "cairn_overruns_predicted_total";
 pub const START_FAILURES_TOTAL: &str = "cairn_start_failures_total";
+pub const LEADER: &str = "cairn_leader";
 
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     TRANSITIONS_TOTAL,
     TASK_PENDING_SECONDS,
     TASK_BLOCKED_SECONDS,
@@ -56,6 +57,7 @@ pub const ALL: [&str; 10] = [
     HEARTBEATS_TOTAL,
     OVERRUNS_PREDICTED_TOTAL,
     START_FAILURES_TOTAL,
+    LEADER,
 ];
 
 /// Histogram buckets of the phase durations, in seconds: from a few
@@ -167,6 +169,7 @@ fn describe() {
     describe_counter!(HEARTBEATS_TOTAL, "Heartbeat items, by result: accepted, rejected, coalesced.");
     describe_counter!(OVERRUNS_PREDICTED_TOTAL, "Attempts predicted to exceed their timeout.");
     describe_counter!(START_FAILURES_TOTAL, "Attempts that never started, by reason.");
+    describe_gauge!(LEADER, "1 while this server leads the servers of its store (cron, adoption), else 0.");
 }
 
 /// Drains histogram samples into their buckets now and then, so a server
@@ -207,6 +210,10 @@ pub fn set_tasks_running(queue: Option<&str>, count: u64) {
 /// PENDING tasks of `queue` (`None` = the local executor) now.
 pub fn set_tasks_pending(queue: Option<&str>, count: u64) {
     metrics::gauge!(TASKS_PENDING, "queue" => queue.unwrap_or(LOCAL_QUEUE).to_owned()).set(count as f64);
+}
+
+pub fn set_leader(leading: bool) {
+    metrics::gauge!(LEADER).set(if leading { 1.0 } else { 0.0 });
 }
 
 pub fn record_lease_reaped() {

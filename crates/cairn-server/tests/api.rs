@@ -24,10 +24,10 @@ use cairn_core::protocol::{
 };
 use cairn_core::record::Actor;
 use cairn_core::{LeaseToken, ManualClock, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
-use cairn_server::conformance::Harness;
+use cairn_server::conformance::{Harness, sqlite};
 use cairn_server::{Control, ControlError, ErrorCode, router};
 use cairn_store::conformance::{end, heartbeat, new_run, plain, run_change, start, t};
-use cairn_store::{AttemptResult, Change, Store};
+use cairn_store::{AttemptResult, Change, SqliteStore, Store};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -83,22 +83,27 @@ impl Control for Stub {
     }
 }
 
-async fn harness() -> Harness<Stub> {
-    Harness::start(|_| async { Stub::new(64) }).await
+async fn harness() -> Harness<SqliteStore, Stub> {
+    Harness::start(sqlite, |_| async { Stub::new(64) }).await
 }
 
 /// The harness on a manual clock at `now`, for exact durations.
-async fn harness_at(now: Timestamp) -> Harness<Stub> {
+async fn harness_at(now: Timestamp) -> Harness<SqliteStore, Stub> {
     harness().await.rebuild(move |state| router(state.with_clock(Arc::new(ManualClock::new(now)))))
 }
 
-async fn apply(h: &Harness<Stub>, changes: Vec<Change>) {
+async fn apply(h: &Harness<SqliteStore, Stub>, changes: Vec<Change>) {
     let outcomes = h.store.apply(changes).await.unwrap();
     assert!(outcomes.iter().all(|o| o.is_applied()), "{outcomes:?}");
 }
 
 /// A run of `workflow` with `steps` tasks, stored; returns its id and task ids.
-async fn stored_run(h: &Harness<Stub>, workflow: &str, steps: u32, at: Timestamp) -> (RunId, Vec<TaskId>) {
+async fn stored_run(
+    h: &Harness<SqliteStore, Stub>,
+    workflow: &str,
+    steps: u32,
+    at: Timestamp,
+) -> (RunId, Vec<TaskId>) {
     let run = new_run(workflow, steps, at);
     let (id, tasks) = (run.id, run.tasks.iter().map(|t| t.id).collect());
     apply(h, vec![Change::CreateRun(run)]).await;
@@ -981,7 +986,7 @@ async fn the_event_stream_delivers_only_matching_events() {
 /// carries on with the newest; the sender never waits.
 #[tokio::test(flavor = "current_thread")]
 async fn a_lagging_subscriber_is_told_what_it_missed() {
-    let h = Harness::start(|_| async { Stub::new(4) }).await;
+    let h = Harness::start(sqlite, |_| async { Stub::new(4) }).await;
     let addr = h.serve().await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/events")).await.unwrap();
     let run = RunId::new(t(0));

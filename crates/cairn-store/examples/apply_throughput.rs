@@ -135,6 +135,7 @@ fn check(result: Result<Vec<Outcome>, cairn_store::StoreError>) {
 fn new_run(tasks: usize, clock: &SystemClock) -> NewRun {
     let now = clock.now();
     NewRun {
+        schedule_tick: None,
         id: RunId::new(now),
         workflow: "fan-out".into(),
         trigger: "manual".into(),

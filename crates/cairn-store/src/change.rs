@@ -22,6 +22,25 @@ pub enum Change {
     /// A new owner takes over an unfinished run (a server resuming the runs
     /// of one that died). Refused unless the current owner is `from`.
     AdoptRun(AdoptRun),
+    /// A `PENDING` remote task waits in its queue for a claim (see
+    /// [`crate::dispatch`]). Refused unless the task is `PENDING`; replaces
+    /// an offer of the same task still waiting. Publishes
+    /// [`Notice::Offered`](crate::Notice::Offered). Any change that moves the
+    /// task out of `PENDING` deletes its offer in the same transaction.
+    Offer(crate::dispatch::Offer),
+    /// The driver takes a waiting offer back (to cancel the task). Refused
+    /// when there is none: a claim took it first.
+    Withdraw { task: TaskId },
+    /// Asks the worker holding `token` to stop: renewals answer
+    /// `cancel_requested` from now on (until the attempt ends). Refused
+    /// unless that lease is current.
+    RequestCancel { task: TaskId, token: LeaseToken },
+    /// A worker's result, for the run's driver to apply. Refused unless
+    /// `token` is the current lease of a `RUNNING` task (the same result
+    /// posted again is applied and changes nothing). Ending the attempt
+    /// (`TaskUpdate::EndAttempt`) deletes it. Publishes
+    /// [`Notice::Posted`](crate::Notice::Posted) when written.
+    PostResult(crate::dispatch::PostedResult),
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +66,10 @@ pub struct NewRun {
     /// The creation transition (`None -> QUEUED`).
     pub transition: RunTransition,
     pub tasks: Vec<NewTask>,
+    /// The cron tick that started this run (trigger `schedule`). A second
+    /// run of the same workflow for the same tick is refused as a conflict,
+    /// so a tick fires once even when two servers both think they lead.
+    pub schedule_tick: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug)]

@@ -78,15 +78,47 @@ pub(crate) fn stale_token(task: TaskId) -> String {
 
 /// Why a heartbeat does not fit the task's stored `state`.
 pub(crate) fn heartbeat(hb: &Heartbeat, state: Option<&TaskState>) -> Option<String> {
-    let task = hb.task;
+    lease(hb.task, hb.token, state)
+}
+
+/// Why a change that needs `token` to be the current lease of a RUNNING
+/// `task` (a heartbeat, a cancel request, a posted result) does not fit its
+/// stored `state`.
+pub(crate) fn lease(task: TaskId, token: LeaseToken, state: Option<&TaskState>) -> Option<String> {
     match state {
         None => Some(format!("task {task} does not exist")),
         Some(state) if state.status != TaskStatus::Running.code() => {
             Some(format!("task {task} is {}, not RUNNING", status_name(state.status)))
         }
-        Some(state) if state.token != Some(hb.token) => Some(stale_token(task)),
+        Some(state) if state.token != Some(token) => Some(stale_token(task)),
         Some(_) => None,
     }
+}
+
+/// Why an offer of `task` does not fit its stored `state`: only a PENDING
+/// task waits in a queue.
+pub(crate) fn offer(task: TaskId, state: Option<&TaskState>) -> Option<String> {
+    let pending = TaskStatus::Pending;
+    match state {
+        None => Some(format!("task {task} does not exist")),
+        Some(state) if state.status != pending.code() => {
+            Some(format!("task {task} is {}, not {pending}", status_name(state.status)))
+        }
+        Some(_) => None,
+    }
+}
+
+/// An offer of, or a result for, a task without a queue: such a task runs
+/// where its run is driven, and never meets a worker.
+pub(crate) fn no_queue(task: TaskId) -> String {
+    format!(
+        "task {task} has no queue: it runs where its run is driven, is never offered and gets no posted result"
+    )
+}
+
+/// A withdrawal that found no offer: a claim took it first (or there never was one).
+pub(crate) fn no_offer(task: TaskId) -> String {
+    format!("task {task} has no waiting offer: it was claimed, withdrawn or never offered")
 }
 
 /// Why `change`, expecting `from`, does not fit the run's stored `state`
@@ -117,6 +149,11 @@ pub(crate) fn run_changed_meanwhile(change: &RunChange) -> String {
 
 pub(crate) fn run_exists(run: cairn_core::RunId) -> String {
     format!("run {run} already exists")
+}
+
+/// A second run of `workflow` for the same cron tick.
+pub(crate) fn tick_taken(workflow: &str, tick: Timestamp) -> String {
+    format!("run of {workflow} for tick {tick} already exists")
 }
 
 pub(crate) fn adopt_run(adopt: &AdoptRun) -> String {

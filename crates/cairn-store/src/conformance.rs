@@ -15,7 +15,9 @@
 //! legal transitions, each with its row; compare-and-set on status and lease
 //! token; terminal tasks never change; a RUNNING task always carries its
 //! lease; timestamps of a task never go back; group commit keeps each
-//! caller's outcomes its own. Times are fixed, never read from a clock.
+//! caller's outcomes its own; an offer is claimed once, or withdrawn, never
+//! both. Times are fixed, never read from a clock; only notices, which
+//! arrive asynchronously on PostgreSQL, are awaited with a bound.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +30,9 @@ use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{LeaseToken, ManualClock, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
 use crate::{
-    AdoptRun, AttemptRecord, AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange,
-    RunDetail, RunQuery, RunRecord, Store, StoreError, StoredLease, TaskChange, TaskDetail, TaskRecord,
-    TaskUpdate,
+    AdoptRun, AttemptRecord, AttemptResult, Change, ClaimOutcome, ClaimRequest, Claimed, Heartbeat,
+    LeaseState, NewRun, NewTask, Notice, Offer, Outcome, PostedResult, Renewal, RunChange, RunDetail,
+    RunQuery, RunRecord, Store, StoreError, StoredLease, TaskChange, TaskDetail, TaskRecord, TaskUpdate,
 };
 
 /// Stamps out the conformance suite as `#[tokio::test]`s for one backend.
@@ -64,6 +66,16 @@ macro_rules! store_conformance_suite {
             concurrent_batches_all_land_with_their_own_outcomes,
             racing_starts_of_one_task_admit_exactly_one,
             timestamps_never_go_backwards,
+            offers_are_claimed_oldest_ready_first_with_a_lease,
+            a_claim_is_never_dated_before_the_tasks_last_change,
+            concurrent_claims_never_take_one_offer_twice,
+            withdrawals_and_claims_exclude_each_other,
+            offers_live_only_while_their_task_is_pending,
+            renewals_extend_claimed_leases_and_carry_cancel,
+            posted_results_last_until_the_attempt_ends,
+            notices_follow_their_commits,
+            a_schedule_tick_starts_one_run,
+            a_joined_server_is_alive_and_a_sole_member_leads,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -92,6 +104,7 @@ pub const LEASE: Duration = Duration::from_secs(30);
 /// A run of `workflow` with `tasks` tasks named `step-<i>`, submitted at `at`.
 pub fn new_run(workflow: &str, tasks: u32, at: Timestamp) -> NewRun {
     NewRun {
+        schedule_tick: None,
         id: RunId::new(at),
         workflow: workflow.to_owned(),
         trigger: "manual".to_owned(),
@@ -221,6 +234,35 @@ pub fn run_change(run: RunId, from: RunStatus, to: RunStatus, at: Timestamp, err
         },
         error: error.map(str::to_owned),
     })
+}
+
+/// An offer of `task` to `queue`, ready at `ready_at`, leased for [`LEASE`]
+/// when claimed, with a payload naming the task.
+pub fn offer(task: TaskId, run: RunId, queue: &str, ready_at: Timestamp) -> Change {
+    Change::Offer(Offer {
+        task,
+        run,
+        queue: queue.to_owned(),
+        ready_at,
+        lease_ms: LEASE.as_millis() as u64,
+        payload: format!(r#"{{"task":"{task}"}}"#),
+    })
+}
+
+/// A lease call of worker `w2` on server `server`.
+pub fn claim_request(queues: &[&str], max: usize, now: Timestamp, server: &str) -> ClaimRequest {
+    ClaimRequest {
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        worker: "w2".to_owned(),
+        max,
+        now,
+        server: server.to_owned(),
+    }
+}
+
+/// A renewal at `at` without progress.
+pub fn renewal(task: TaskId, token: LeaseToken, at: Timestamp) -> Renewal {
+    Renewal { task, token, at, progress: None, details: None }
 }
 
 // ---------------------------------------------------------------------------
@@ -1225,4 +1267,505 @@ impl Retarget for Change {
         }
         self
     }
+}
+
+// ---------------------------------------------------------------------------
+// Dispatch across servers
+
+/// The server id the dispatch checks claim as; runs of [`new_run`] belong to
+/// another owner (`local:test:1`).
+const SERVER: &str = "server:b";
+
+async fn claim<S: Store>(store: &S, req: ClaimRequest) -> ClaimOutcome {
+    store.claim(req).await.expect("the claim should commit")
+}
+
+fn claimed_ids(outcome: &ClaimOutcome) -> Vec<TaskId> {
+    outcome.tasks.iter().map(|c| c.task).collect()
+}
+
+/// [`new_run`] with remote steps: every task has a queue (`remote`), so it
+/// may be offered.
+pub fn remote_run(workflow: &str, tasks: u32, at: Timestamp) -> NewRun {
+    let mut run = new_run(workflow, tasks, at);
+    for task in &mut run.tasks {
+        task.queue = Some("remote".to_owned());
+    }
+    run
+}
+
+/// A run of `tasks` PENDING remote tasks (at `at`).
+async fn pending_run<S: Store>(store: &S, workflow: &str, tasks: u32, at: Timestamp) -> (RunId, Vec<TaskId>) {
+    let (run, ids) = create(store, remote_run(workflow, tasks, at)).await;
+    let promote =
+        ids.iter().map(|&id| plain(id, 0, TaskStatus::Submitted, TaskStatus::Pending, at)).collect();
+    apply_ok(store, promote).await;
+    (run, ids)
+}
+
+/// The payload [`offer`] gives `task`.
+fn payload(task: TaskId) -> String {
+    format!(r#"{{"task":"{task}"}}"#)
+}
+
+/// A claim takes the ready offers of its queues, oldest `ready_at` first and
+/// then in the order offered, at most `max`; each task moves PENDING ->
+/// RUNNING under a fresh lease, with its transition row (`attempt N started`
+/// by `worker:W`) and attempt record, and the claim hands back the offer's
+/// payload. Offers not ready yet stay, and tell when to look again.
+pub async fn offers_are_claimed_oldest_ready_first_with_a_lease<S: Store>(store: Arc<S>) {
+    use TaskStatus::*;
+    let (run, ids) = pending_run(&*store, "dispatch", 6, t(0)).await;
+    apply_ok(
+        &*store,
+        vec![
+            offer(ids[0], run, "cpu", t(10)),
+            offer(ids[1], run, "cpu", t(5)),
+            offer(ids[2], run, "cpu", t(10)),
+            offer(ids[3], run, "gpu", t(1)),
+            offer(ids[4], run, "cpu", t(50_000)),
+            offer(ids[5], run, "cpu", t(7)),
+        ],
+    )
+    .await;
+    let before = detail(&*store, run).await;
+    assert!(before.tasks.iter().all(|t| t.status == Pending), "an offer is not a transition");
+
+    let first = claim(&*store, claim_request(&["cpu"], 2, t(20), SERVER)).await;
+    assert_eq!(claimed_ids(&first), [ids[1], ids[5]], "oldest ready_at first, at most max");
+    assert_eq!(first.next_ready_at, Some(t(50_000)), "the offer not ready yet");
+
+    let second = claim(&*store, claim_request(&["gpu", "cpu", "gpu"], 10, t(20), SERVER)).await;
+    assert_eq!(
+        claimed_ids(&second),
+        [ids[3], ids[0], ids[2]],
+        "across queues; equal ready_at in offer order"
+    );
+    assert_eq!(second.next_ready_at, Some(t(50_000)));
+
+    let none = claim(&*store, claim_request(&["cpu", "gpu"], 10, t(20), SERVER)).await;
+    assert!(none.tasks.is_empty());
+    assert_eq!(none.next_ready_at, Some(t(50_000)));
+    let other = claim(&*store, claim_request(&["io"], 10, t(60_000), SERVER)).await;
+    assert!(other.tasks.is_empty() && other.next_ready_at.is_none(), "other queues are not touched");
+    assert!(claim(&*store, claim_request(&["cpu"], 0, t(60_000), SERVER)).await.tasks.is_empty(), "max 0");
+    let last = claim(&*store, claim_request(&["cpu"], 10, t(50_000), SERVER)).await;
+    assert_eq!(claimed_ids(&last), [ids[4]], "ready at its ready_at");
+    assert_eq!(last.next_ready_at, None);
+
+    let d = detail(&*store, run).await;
+    for c in first.tasks.iter().chain(&second.tasks) {
+        assert_eq!((c.run, c.attempt, c.payload.clone()), (run, 1, payload(c.task)));
+        let expires = t(20).saturating_add(LEASE);
+        assert_eq!(
+            (c.lease.started_at, c.lease.last_heartbeat_at, c.lease.expires_at),
+            (t(20), t(20), expires)
+        );
+        let rec = task(&d, c.task);
+        assert_eq!((rec.status, rec.attempt, rec.started_at), (Running, 1, Some(t(20))));
+        assert_eq!(
+            rec.lease,
+            Some(StoredLease {
+                token: c.lease.token,
+                worker: "w2".into(),
+                last_heartbeat_at: t(20),
+                expires_at: expires
+            })
+        );
+        assert_eq!(
+            log(&d, c.task).last(),
+            Some(&transition(1, Pending, Running, t(20), "attempt 1 started", Actor::Worker("w2".into())))
+        );
+        assert_eq!(log(&d, c.task).len(), 3);
+        assert_eq!(
+            attempts(&d, c.task),
+            [AttemptRecord {
+                task: c.task,
+                attempt: 1,
+                worker: "w2".into(),
+                started_at: t(20),
+                ended_at: None,
+                outcome: None,
+                exit_code: None,
+                error: None
+            }]
+        );
+    }
+    let tokens: std::collections::BTreeSet<_> =
+        first.tasks.iter().chain(&second.tasks).map(|c| c.lease.token.to_bytes()).collect();
+    assert_eq!(tokens.len(), 5, "a fresh token per lease");
+
+    // A claimed lease is an ordinary one: its holder ends the attempt.
+    let c = &first.tasks[0];
+    apply_ok(&*store, vec![end(c.task, c.lease.token, 1, Completed, t(30), AttemptResult::default())]).await;
+    assert_eq!(task(&detail(&*store, run).await, c.task).status, Completed);
+}
+
+/// Another server's clock may lag: a claim is dated no earlier than the
+/// task's last change, so its log never goes back.
+pub async fn a_claim_is_never_dated_before_the_tasks_last_change<S: Store>(store: Arc<S>) {
+    let (run, ids) = pending_run(&*store, "skew", 1, t(100)).await;
+    let id = ids[0];
+    apply_ok(&*store, vec![offer(id, run, "q", t(0))]).await;
+    let claimed = claim(&*store, claim_request(&["q"], 1, t(50), SERVER)).await;
+    assert_eq!(claimed_ids(&claimed), [id]);
+    let lease = claimed.tasks[0].lease;
+    assert_eq!((lease.started_at, lease.expires_at), (t(100), t(100).saturating_add(LEASE)));
+    let d = detail(&*store, run).await;
+    let times: Vec<_> = log(&d, id).iter().map(|t| t.at).collect();
+    assert_eq!(times, [t(100), t(100), t(100)]);
+    assert_eq!(task(&d, id).started_at, Some(t(100)));
+}
+
+/// Two lease calls at once over one queue: no task goes to both, and
+/// together they take every offer.
+pub async fn concurrent_claims_never_take_one_offer_twice<S: Store>(store: Arc<S>) {
+    const TASKS: u32 = 100;
+    let (run, ids) = pending_run(&*store, "rush", TASKS, t(0)).await;
+    apply_ok(&*store, ids.iter().map(|&id| offer(id, run, "q", t(1))).collect()).await;
+    let (a, b) = tokio::join!(
+        store.claim(claim_request(&["q"], 60, t(2), SERVER)),
+        store.claim(claim_request(&["q"], 60, t(2), "server:c")),
+    );
+    let (a, b) = (a.expect("claim a"), b.expect("claim b"));
+    assert!(a.tasks.len() <= 60 && b.tasks.len() <= 60);
+    let mut won = BTreeMap::new();
+    for c in a.tasks.iter().chain(&b.tasks) {
+        assert!(won.insert(c.task, c.lease.token.to_bytes()).is_none(), "task {} was claimed twice", c.task);
+    }
+    assert_eq!(won.len(), TASKS as usize, "every offer was taken");
+    let d = detail(&*store, run).await;
+    for (id, token) in won {
+        let rec = task(&d, id);
+        assert_eq!(rec.lease.as_ref().map(|l| l.token.to_bytes()), Some(token));
+        assert_eq!((log(&d, id).len(), attempts(&d, id).len()), (3, 1));
+    }
+    assert!(claim(&*store, claim_request(&["q"], 60, t(3), SERVER)).await.tasks.is_empty());
+}
+
+/// The offer is what a withdrawal and a claim both take: whichever comes
+/// second finds nothing.
+pub async fn withdrawals_and_claims_exclude_each_other<S: Store>(store: Arc<S>) {
+    use TaskStatus::*;
+    let (run, ids) = pending_run(&*store, "take-back", 2, t(0)).await;
+    let (a, b) = (ids[0], ids[1]);
+    apply_ok(&*store, vec![offer(a, run, "q", t(1)), offer(b, run, "q", t(1))]).await;
+
+    assert_eq!(claimed_ids(&claim(&*store, claim_request(&["q"], 1, t(2), SERVER)).await), [a]);
+    let why = conflict(&*store, Change::Withdraw { task: a }).await;
+    assert!(why.contains("was claimed"), "{why}");
+    assert_eq!(task(&detail(&*store, run).await, a).status, Running);
+
+    apply_ok(&*store, vec![Change::Withdraw { task: b }]).await;
+    assert!(claim(&*store, claim_request(&["q"], 10, t(3), SERVER)).await.tasks.is_empty());
+    let why = conflict(&*store, Change::Withdraw { task: b }).await;
+    assert!(why.contains("no waiting offer"), "{why}");
+    // Withdrawn, the task is its driver's again: it may cancel it.
+    apply_ok(&*store, vec![plain(b, 0, Pending, Canceled, t(4))]).await;
+    let why = conflict(&*store, Change::Withdraw { task: TaskId::new(t(0)) }).await;
+    assert!(why.contains("no waiting offer"), "{why}");
+}
+
+/// Only a PENDING task is offered; an offer of it again replaces the one
+/// waiting; and when its driver moves it on (skips, cancels or starts it
+/// itself) the offer goes with that change.
+pub async fn offers_live_only_while_their_task_is_pending<S: Store>(store: Arc<S>) {
+    use TaskStatus::*;
+    let (run, ids) = create(&*store, remote_run("offers", 5, t(0))).await;
+    let why = conflict(&*store, offer(ids[0], run, "q", t(0))).await;
+    assert_eq!(why, format!("task {} is SUBMITTED, not PENDING", ids[0]));
+    let why = conflict(&*store, offer(TaskId::new(t(0)), run, "q", t(0))).await;
+    assert!(why.contains("does not exist"), "{why}");
+    // A step without a queue runs where its run is driven: never offered.
+    let (local_run, local) = create(&*store, new_run("local", 1, t(0))).await;
+    drive(&*store, local[0], Pending, t(1)).await;
+    let why = conflict(&*store, offer(local[0], local_run, "q", t(1))).await;
+    assert_eq!(
+        why,
+        format!(
+            "task {} has no queue: it runs where its run is driven, is never offered and gets no posted result",
+            local[0]
+        )
+    );
+    for &id in &ids {
+        drive(&*store, id, Pending, t(1)).await;
+    }
+
+    // Offered again (a resumed driver), with another queue and payload.
+    apply_ok(&*store, vec![offer(ids[0], run, "old", t(2))]).await;
+    let Change::Offer(mut again) = offer(ids[0], run, "new", t(2)) else { unreachable!() };
+    again.payload = r#"{"again":true}"#.to_owned();
+    apply_ok(&*store, vec![Change::Offer(again)]).await;
+    assert!(claim(&*store, claim_request(&["old"], 10, t(3), SERVER)).await.tasks.is_empty());
+    let took = claim(&*store, claim_request(&["new"], 10, t(3), SERVER)).await;
+    assert_eq!(claimed_ids(&took), [ids[0]]);
+    assert_eq!(took.tasks[0].payload, r#"{"again":true}"#);
+    let why = conflict(&*store, offer(ids[0], run, "new", t(4))).await;
+    assert_eq!(why, format!("task {} is RUNNING, not PENDING", ids[0]));
+
+    // The driver moves offered tasks on itself: no offer is left behind.
+    let rest = &ids[1..];
+    apply_ok(&*store, rest.iter().map(|&id| offer(id, run, "q", t(2))).collect()).await;
+    let (s, _) = start(rest[2], 1, t(5));
+    apply_ok(
+        &*store,
+        vec![plain(rest[0], 0, Pending, Canceled, t(5)), plain(rest[1], 0, Pending, Skipped, t(5)), s],
+    )
+    .await;
+    assert_eq!(claimed_ids(&claim(&*store, claim_request(&["q"], 10, t(6), SERVER)).await), [rest[3]]);
+    for &id in &rest[..3] {
+        let why = conflict(&*store, Change::Withdraw { task: id }).await;
+        assert!(why.contains("no waiting offer"), "{why}");
+    }
+}
+
+/// A server that does not drive the run renews a claimed lease by the
+/// offer's lease: the new expiry and whether the driver asked to cancel.
+/// A stale token or an expired lease is `Stale` and writes nothing.
+pub async fn renewals_extend_claimed_leases_and_carry_cancel<S: Store>(store: Arc<S>) {
+    use TaskStatus::*;
+    let (run, ids) = pending_run(&*store, "renew", 3, t(0)).await;
+    let (id, local, idle) = (ids[0], ids[1], ids[2]);
+    apply_ok(&*store, vec![offer(id, run, "q", t(0))]).await;
+    let c = claim(&*store, claim_request(&["q"], 1, t(0), SERVER)).await.tasks.remove(0);
+    let token = c.lease.token;
+    assert_eq!(c.lease.expires_at, t(30_000));
+    let renew = |renewals: Vec<Renewal>| {
+        let store = store.clone();
+        async move { store.renew(renewals).await.expect("renewals commit") }
+    };
+
+    let progress = Progress { percent: 25.0, message: Some("a quarter".into()) };
+    let checkpoint = serde_json::json!({"page": 7});
+    let beat = Renewal {
+        progress: Some(progress.clone()),
+        details: Some(checkpoint.clone()),
+        ..renewal(id, token, t(10_000))
+    };
+    assert_eq!(
+        renew(vec![beat]).await,
+        [LeaseState::Held { expires_at: t(40_000), cancel_requested: false }]
+    );
+    let rec = task(&detail(&*store, run).await, id).clone();
+    assert_eq!(rec.lease.as_ref().map(|l| (l.last_heartbeat_at, l.expires_at)), Some((t(10_000), t(40_000))));
+    assert_eq!((rec.progress.as_ref(), rec.progress_at), (Some(&progress), Some(t(10_000))));
+    assert_eq!(rec.details.as_ref(), Some(&checkpoint));
+
+    let stranger = LeaseToken::random();
+    let why = conflict(&*store, Change::RequestCancel { task: id, token: stranger }).await;
+    assert_eq!(why, format!("stale lease token for task {id}"));
+    let why = conflict(&*store, Change::RequestCancel { task: idle, token }).await;
+    assert_eq!(why, format!("task {idle} is PENDING, not RUNNING"));
+    apply_ok(&*store, vec![Change::RequestCancel { task: id, token }]).await;
+    apply_ok(&*store, vec![Change::RequestCancel { task: id, token }]).await;
+    // Several at once, one task twice: each answered in order.
+    assert_eq!(
+        renew(vec![
+            renewal(id, token, t(20_000)),
+            renewal(id, stranger, t(20_000)),
+            renewal(idle, token, t(20_000)),
+            renewal(id, token, t(21_000)),
+        ])
+        .await,
+        [
+            LeaseState::Held { expires_at: t(50_000), cancel_requested: true },
+            LeaseState::Stale,
+            LeaseState::Stale,
+            LeaseState::Held { expires_at: t(51_000), cancel_requested: true },
+        ]
+    );
+    let before = detail(&*store, run).await;
+    assert_eq!(renew(vec![renewal(id, token, t(51_001))]).await, [LeaseState::Stale], "expired");
+    assert_eq!(detail(&*store, run).await, before, "a stale renewal writes nothing");
+    assert_eq!(renew(vec![]).await, []);
+
+    // A lease its driver granted is not a claim's: renewals never extend it.
+    let (s, local_token) = start(local, 1, t(1));
+    apply_ok(&*store, vec![s]).await;
+    assert_eq!(renew(vec![renewal(local, local_token, t(2))]).await, [LeaseState::Stale]);
+
+    // The cancel asked of one attempt is not the next one's.
+    apply_ok(&*store, vec![end(id, token, 1, Pending, t(52_000), AttemptResult::default())]).await;
+    apply_ok(&*store, vec![offer(id, run, "q", t(52_000))]).await;
+    let next = claim(&*store, claim_request(&["q"], 1, t(53_000), SERVER)).await.tasks.remove(0);
+    assert_eq!(next.attempt, 2);
+    assert_eq!(
+        renew(vec![renewal(id, next.lease.token, t(54_000))]).await,
+        [LeaseState::Held { expires_at: t(84_000), cancel_requested: false }]
+    );
+    assert_eq!(renew(vec![renewal(id, token, t(54_000))]).await, [LeaseState::Stale], "the old lease");
+}
+
+/// A worker's result waits for the run's driver under the lease it was
+/// posted with: once, whatever the retries, and only until the attempt ends.
+pub async fn posted_results_last_until_the_attempt_ends<S: Store>(store: Arc<S>) {
+    use TaskStatus::*;
+    let (run, ids) = pending_run(&*store, "results", 1, t(0)).await;
+    let id = ids[0];
+    apply_ok(&*store, vec![offer(id, run, "q", t(0))]).await;
+    let token = claim(&*store, claim_request(&["q"], 1, t(1), SERVER)).await.tasks[0].lease.token;
+    let result = PostedResult { task: id, run, token, at: t(5), body: r#"{"exit_code":0}"#.to_owned() };
+    assert_eq!(store.posted_result(id).await.unwrap(), None);
+
+    apply_ok(&*store, vec![Change::PostResult(result.clone())]).await;
+    assert_eq!(store.posted_result(id).await.unwrap().as_ref(), Some(&result));
+    // Posted again (a retry after a lost answer): applied, changes nothing.
+    let retry = PostedResult { at: t(6), body: r#"{"exit_code":1}"#.to_owned(), ..result.clone() };
+    apply_ok(&*store, vec![Change::PostResult(retry)]).await;
+    assert_eq!(store.posted_result(id).await.unwrap().as_ref(), Some(&result));
+    let stale = PostedResult { token: LeaseToken::random(), ..result.clone() };
+    let why = conflict(&*store, Change::PostResult(stale)).await;
+    assert_eq!(why, format!("stale lease token for task {id}"));
+    let unknown = PostedResult { task: TaskId::new(t(0)), ..result.clone() };
+    let why = conflict(&*store, Change::PostResult(unknown.clone())).await;
+    assert!(why.contains("does not exist"), "{why}");
+    assert_eq!(store.posted_result(unknown.task).await.unwrap(), None);
+    // A step without a queue meets no worker: nothing is posted for it.
+    let (local_run, local) = create(&*store, new_run("local", 1, t(0))).await;
+    let local_token = drive(&*store, local[0], Running, t(1)).await.unwrap();
+    let local_result = PostedResult { task: local[0], run: local_run, token: local_token, ..result.clone() };
+    let why = conflict(&*store, Change::PostResult(local_result)).await;
+    assert!(why.contains("has no queue"), "{why}");
+    assert_eq!(store.posted_result(local[0]).await.unwrap(), None);
+
+    // The driver applies it: ending the attempt deletes it.
+    apply_ok(&*store, vec![end(id, token, 1, Completed, t(7), AttemptResult::default())]).await;
+    assert_eq!(store.posted_result(id).await.unwrap(), None);
+    let why = conflict(&*store, Change::PostResult(result)).await;
+    assert_eq!(why, format!("task {id} is COMPLETED, not RUNNING"));
+}
+
+/// The next notice, skipping `Resync`s (none is expected here), within a
+/// bound: on PostgreSQL notices travel through the server asynchronously.
+async fn next_notice(rx: &mut tokio::sync::broadcast::Receiver<Notice>) -> Notice {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Ok(Notice::Resync)) => continue,
+            Ok(Ok(notice)) => return notice,
+            Ok(Err(e)) => panic!("the notice channel failed: {e}"),
+            Err(_) => panic!("no notice within 10 s"),
+        }
+    }
+}
+
+/// Notices are published once their transaction commits, one per kind
+/// and subject (repeats merged), and only for what was written: offers,
+/// claims of runs another server owns, posted results.
+pub async fn notices_follow_their_commits<S: Store>(store: Arc<S>) {
+    use std::collections::HashSet;
+    let mut rx = store.notices();
+    let (theirs, their_ids) = pending_run(&*store, "theirs", 2, t(0)).await;
+    let mut mine = remote_run("mine", 2, t(0));
+    mine.owner = Some(SERVER.to_owned());
+    let (mine, my_ids) = create(&*store, mine).await;
+    apply_ok(
+        &*store,
+        my_ids.iter().map(|&id| plain(id, 0, TaskStatus::Submitted, TaskStatus::Pending, t(0))).collect(),
+    )
+    .await;
+
+    // Refused (the task is not PENDING): no notice. Then two offers to "q"
+    // (one notice) and one to "r".
+    let (submitted_run, submitted) = create(&*store, remote_run("submitted", 1, t(0))).await;
+    conflict(&*store, offer(submitted[0], submitted_run, "never", t(0))).await;
+    apply_ok(
+        &*store,
+        vec![
+            offer(their_ids[0], theirs, "q", t(0)),
+            offer(my_ids[0], mine, "q", t(0)),
+            offer(their_ids[1], theirs, "r", t(0)),
+        ],
+    )
+    .await;
+    let offered: HashSet<Notice> = [next_notice(&mut rx).await, next_notice(&mut rx).await].into();
+    assert_eq!(
+        offered,
+        [Notice::Offered { queue: "q".into() }, Notice::Offered { queue: "r".into() }].into(),
+        "one per queue, for offers written"
+    );
+
+    // Claimed as SERVER: the claimer tells its own drivers; others hear of theirs.
+    let claimed = claim(&*store, claim_request(&["q", "r"], 10, t(1), SERVER)).await;
+    assert_eq!(claimed.tasks.len(), 3);
+    let heard: HashSet<Notice> = [next_notice(&mut rx).await, next_notice(&mut rx).await].into();
+    assert_eq!(
+        heard,
+        [
+            Notice::Claimed { run: theirs, task: their_ids[0] },
+            Notice::Claimed { run: theirs, task: their_ids[1] }
+        ]
+        .into()
+    );
+
+    // A result for my run, posted twice: heard once. Commits are heard in
+    // order, so nothing else (no Claimed of my own task) came before it.
+    let mine_claimed: &Claimed = claimed.tasks.iter().find(|c| c.task == my_ids[0]).unwrap();
+    let result = PostedResult {
+        task: my_ids[0],
+        run: mine,
+        token: mine_claimed.lease.token,
+        at: t(2),
+        body: "{}".to_owned(),
+    };
+    apply_ok(&*store, vec![Change::PostResult(result.clone())]).await;
+    apply_ok(&*store, vec![Change::PostResult(result)]).await;
+    assert_eq!(next_notice(&mut rx).await, Notice::Posted { run: mine, task: my_ids[0] });
+    // The repeat wrote nothing: the next notice is the next commit's.
+    apply_ok(&*store, vec![offer(my_ids[1], mine, "z", t(3))]).await;
+    assert_eq!(next_notice(&mut rx).await, Notice::Offered { queue: "z".into() });
+}
+
+/// One run per workflow and cron tick, whoever submits it: a second is a
+/// conflict and writes nothing.
+pub async fn a_schedule_tick_starts_one_run<S: Store>(store: Arc<S>) {
+    let tick = t(60_000);
+    let scheduled = |workflow: &str, tick: Option<Timestamp>| {
+        let mut run = new_run(workflow, 1, t(60_001));
+        run.trigger = "schedule".to_owned();
+        run.schedule_tick = tick;
+        run
+    };
+    let first = scheduled("nightly", Some(tick));
+    let (first_id, _) = create(&*store, first.clone()).await;
+    let twin = scheduled("nightly", Some(tick));
+    let twin_id = twin.id;
+    let why = conflict(&*store, Change::CreateRun(twin)).await;
+    assert_eq!(why, format!("run of nightly for tick {tick} already exists"));
+    assert_eq!(store.run(twin_id).await.unwrap(), None, "nothing written");
+    assert_eq!(
+        store
+            .list_runs(RunQuery { workflow: Some("nightly".into()), ..Default::default() })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Another workflow's tick, another tick, and unscheduled runs are apart.
+    create(&*store, scheduled("weekly", Some(tick))).await;
+    create(&*store, scheduled("nightly", Some(t(120_000)))).await;
+    create(&*store, scheduled("nightly", None)).await;
+    create(&*store, scheduled("nightly", None)).await;
+    // A taken id is said as such, tick or not.
+    let mut same_id = scheduled("nightly", Some(t(180_000)));
+    same_id.id = first_id;
+    let why = conflict(&*store, Change::CreateRun(same_id)).await;
+    assert_eq!(why, format!("run {first_id} already exists"));
+    let mut both = first;
+    both.tasks = vec![];
+    let why = conflict(&*store, Change::CreateRun(both)).await;
+    assert_eq!(why, format!("run {first_id} already exists"));
+}
+
+/// A server that joined counts as alive where the store can tell, one that
+/// never joined does not, and a sole member leads.
+pub async fn a_joined_server_is_alive_and_a_sole_member_leads<S: Store>(store: Arc<S>) {
+    let member = store.join("server:conformance").await.expect("join");
+    assert!(*member.leader.borrow(), "the only member leads");
+    let alive = store.server_alive("server:conformance").await.unwrap();
+    assert!(matches!(alive, Some(true) | None), "{alive:?}");
+    let never = store.server_alive("server:never-joined").await.unwrap();
+    assert!(matches!(never, Some(false) | None), "{never:?}");
+    assert_eq!(alive.is_none(), never.is_none(), "a store can tell, or it cannot");
+    drop(member);
 }

@@ -9,6 +9,7 @@
 //! transition table and lease fencing true.
 
 pub mod change;
+pub mod dispatch;
 pub mod error;
 pub mod model;
 pub mod postgres;
@@ -25,6 +26,9 @@ use std::future::Future;
 
 pub use change::{
     AdoptRun, AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, TaskChange, TaskUpdate,
+};
+pub use dispatch::{
+    ClaimOutcome, ClaimRequest, Claimed, LeaseState, Membership, Notice, Offer, PostedResult, Renewal,
 };
 pub use error::StoreError;
 pub use model::{
@@ -96,4 +100,53 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest lease expiry of any RUNNING task, to wake the reaper then.
     fn next_lease_expiry(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    // ---- dispatch across servers (see `dispatch`) ----------------------
+
+    /// Leases up to `req.max` offered tasks of `req.queues` whose `ready_at`
+    /// has come, oldest offer first, in one transaction: each offer is taken
+    /// and its task moves `PENDING -> RUNNING` (attempt + 1, a fresh random
+    /// token, `started_at` = heartbeat = `req.now`, expiry `now + lease_ms`,
+    /// the attempt row, the transition `attempt N started` by `worker:W`).
+    /// Dated no earlier than the task's last transition, whatever the
+    /// claimer's clock says. Concurrent claims never take the same offer
+    /// and never wait for each other's rows. An offer whose task is no
+    /// longer `PENDING` is deleted and skipped. Publishes
+    /// [`Notice::Claimed`] for the tasks of runs `req.server` does not own.
+    fn claim(&self, req: ClaimRequest) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+
+    /// Extends the leases of `renewals` (by each task's `lease_ms`) and
+    /// stores their progress and details (as [`Change::Heartbeat`] does,
+    /// without progress samples), in one transaction; answers in order. A
+    /// renewal whose lease is not current or already expired is
+    /// [`LeaseState::Stale`] and writes nothing; the others still commit.
+    fn renew(
+        &self,
+        renewals: Vec<Renewal>,
+    ) -> impl Future<Output = Result<Vec<LeaseState>, StoreError>> + Send;
+
+    /// The result posted for `task`'s current attempt, if any.
+    fn posted_result(
+        &self,
+        task: TaskId,
+    ) -> impl Future<Output = Result<Option<PostedResult>, StoreError>> + Send;
+
+    /// What writers commit that concerns dispatch, as it commits: every
+    /// notice committed after this returns reaches the receiver, or a
+    /// [`Notice::Resync`] says some may have been missed (PostgreSQL: the
+    /// listening connection was lost and is back). A receiver that falls
+    /// behind gets `RecvError::Lagged` from the broadcast channel: that too
+    /// means notices were lost, and its owner must resync (read the state
+    /// again) exactly as for [`Notice::Resync`].
+    fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice>;
+
+    /// Joins the servers of this store as `server` (the owner id recorded on
+    /// the runs it drives) and takes part in electing the one leader.
+    /// Returns once the server counts as alive for [`Store::server_alive`].
+    fn join(&self, server: &str) -> impl Future<Output = Result<Membership, StoreError>> + Send;
+
+    /// Whether the server that recorded itself as `owner` is still a live
+    /// member; `None` when this store cannot tell (SQLite: the engine
+    /// checks the owner's process instead).
+    fn server_alive(&self, owner: &str) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send;
 }

@@ -99,6 +99,40 @@ fn validate(change: &Change) -> Result<(), String> {
                 _ => Ok(()),
             }
         }
-        Change::Heartbeat(_) | Change::AdoptRun(_) => Ok(()),
+        Change::Offer(offer) => {
+            let task = offer.task;
+            if offer.queue.is_empty() {
+                return Err(format!("task {task}: an offer needs a queue name"));
+            }
+            if offer.queue.len() > MAX_QUEUE_NAME {
+                return Err(format!(
+                    "task {task}: queue name of {} bytes; at most {MAX_QUEUE_NAME} (it travels in notices)",
+                    offer.queue.len()
+                ));
+            }
+            if offer.lease_ms == 0 || offer.lease_ms > MAX_LEASE_MS {
+                return Err(format!(
+                    "task {task}: a lease of {} ms; it must be between 1 ms and a year (renewals extend it)",
+                    offer.lease_ms
+                ));
+            }
+            Ok(())
+        }
+        Change::PostResult(result) if result.body.is_empty() => {
+            Err(format!("task {}: a posted result needs a body", result.task))
+        }
+        Change::Heartbeat(_)
+        | Change::AdoptRun(_)
+        | Change::Withdraw { .. }
+        | Change::RequestCancel { .. }
+        | Change::PostResult(_) => Ok(()),
     }
 }
+
+/// The longest queue name an offer may carry, in bytes.
+const MAX_QUEUE_NAME: usize = 200;
+
+/// The longest lease an offer may grant: renewals keep a lease alive, so
+/// it never needs to cover a whole task, and the bound keeps `now +
+/// lease` far from overflowing.
+const MAX_LEASE_MS: u64 = 365 * 24 * 60 * 60 * 1000;

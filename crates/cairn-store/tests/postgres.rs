@@ -116,7 +116,7 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
     let starts = (0..4).map(|_| PostgresStore::connect(&url, PostgresOptions::default()));
     let stores = futures_util::future::join_all(starts).await;
     let latest = PostgresStore::latest_schema_version();
-    assert!(latest >= 2);
+    assert!(latest >= 3);
     for store in &stores {
         let store = store.as_ref().expect("every concurrent start succeeds");
         assert_eq!(store.schema_version(), latest);
@@ -132,7 +132,11 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
         .collect();
     assert_eq!(
         applied,
-        vec![(1, "initial".to_owned()), (2, "details_and_progress_samples".to_owned())],
+        vec![
+            (1, "initial".to_owned()),
+            (2, "details_and_progress_samples".to_owned()),
+            (3, "dispatch".to_owned())
+        ],
         "each migration applied once"
     );
     for store in stores.into_iter().flatten() {
@@ -403,4 +407,180 @@ async fn reads_use_their_indexes() {
         assert!(plan.contains(index), "{query}\n{plan}");
         assert!(!plan.contains("Seq Scan on tasks"), "{plan}");
     }
+}
+
+/// Polls `check` (real PostgreSQL session teardown, not a timeout under
+/// test) every 50 ms until it holds, for at most `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two servers on one database: each is alive for the other while its
+/// membership lives, exactly one leads, and when the leader leaves the
+/// other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_see_each_other_and_one_leads() {
+    let db = TestDb::create().await;
+    let a = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    let b = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    assert_eq!(b.server_alive("server:a").await.unwrap(), Some(false), "never joined");
+
+    let member_a = a.join("server:a").await.unwrap();
+    assert_eq!(b.server_alive("server:a").await.unwrap(), Some(true));
+    assert_eq!(a.server_alive("server:a").await.unwrap(), Some(true), "asked on its own store too");
+    let mut member_b = b.join("server:b").await.unwrap();
+    assert_eq!(a.server_alive("server:b").await.unwrap(), Some(true));
+    assert!(*member_a.leader.borrow(), "the first to join leads");
+    assert!(!*member_b.leader.borrow(), "exactly one leads");
+    // Asking takes nothing: still alive, and the same id cannot join twice.
+    assert_eq!(b.server_alive("server:a").await.unwrap(), Some(true));
+    let err = b.join("server:a").await.unwrap_err();
+    assert!(err.to_string().contains("already holds that server id"), "{err}");
+
+    drop(member_a);
+    eventually(Duration::from_secs(5), "server:a is gone", || async {
+        b.server_alive("server:a").await.unwrap() == Some(false)
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(3), member_b.leader.wait_for(|leads| *leads))
+        .await
+        .expect("server:b leads within a couple of seconds")
+        .unwrap();
+    assert_eq!(a.server_alive("server:b").await.unwrap(), Some(true));
+
+    // server:a may come back under its id once its session is gone.
+    let again = a.join("server:a").await.unwrap();
+    assert!(!*again.leader.borrow(), "server:b keeps the lead");
+}
+
+/// The backend PIDs of `db`'s sessions whose last statement was `query`.
+async fn backends(admin: &Client, db: &str, query: &str) -> Vec<i32> {
+    admin
+        .query("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query = $2", &[&db, &query])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// A member whose session is killed stops leading at once, joins again by
+/// itself and leads again when the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_session_is_lost_rejoins() {
+    let (store, db) = postgres().await;
+    let mut member = store.join("server:a").await.unwrap();
+    assert!(*member.leader.borrow());
+    let admin = db.session().await;
+    // Its session's last statement is the leader's probe (every 500 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let killed = loop {
+        let found = backends(&admin, &db.name, "SELECT 1").await;
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the member's session was not found");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for pid in &killed {
+        admin.execute("SELECT pg_terminate_backend($1)", &[pid]).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(5), member.leader.wait_for(|leads| !*leads))
+        .await
+        .expect("a lost session stops leading")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), member.leader.wait_for(|leads| *leads))
+        .await
+        .expect("it rejoins and leads again")
+        .unwrap();
+    assert_eq!(store.server_alive("server:a").await.unwrap(), Some(true));
+}
+
+/// What one server commits, another hears; when a store's listening
+/// connection is lost it says Resync once back, and hears again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_cross_servers_and_resync_after_a_lost_connection() {
+    use cairn_store::Notice;
+    use cairn_store::conformance::offer;
+    let (writer, db) = postgres().await;
+    let reader = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    let mut heard = reader.notices();
+    async fn next(rx: &mut tokio::sync::broadcast::Receiver<Notice>) -> Notice {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a notice").unwrap()
+    }
+
+    let run = cairn_store::conformance::remote_run("cross", 2, t(0));
+    let (run_id, a, b) = (run.id, run.tasks[0].id, run.tasks[1].id);
+    writer.apply(vec![Change::CreateRun(run)]).await.unwrap();
+    writer
+        .apply(vec![
+            plain(a, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1)),
+            plain(b, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1)),
+            offer(a, run_id, "q", t(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(next(&mut heard).await, Notice::Offered { queue: "q".into() });
+
+    let admin = db.session().await;
+    let listening = backends(&admin, &db.name, "LISTEN cairn").await;
+    assert_eq!(listening.len(), 2, "one listening session per store");
+    for pid in &listening {
+        admin.execute("SELECT pg_terminate_backend($1)", &[pid]).await.unwrap();
+    }
+    assert_eq!(next(&mut heard).await, Notice::Resync, "the reader missed what committed meanwhile");
+    writer.apply(vec![offer(b, run_id, "r", t(2))]).await.unwrap();
+    assert_eq!(next(&mut heard).await, Notice::Offered { queue: "r".into() });
+
+    // Closing a store ends its listening session.
+    reader.close().await.unwrap();
+    eventually(Duration::from_secs(5), "the closed store stops listening", || async {
+        backends(&admin, &db.name, "LISTEN cairn").await.len() == 1
+    })
+    .await;
+}
+
+/// The claim walks the queue's index to the few offers it takes and the
+/// tasks' primary key, whatever the backlog: no scan of either table, in
+/// the generic plan the prepared statement runs with.
+#[tokio::test]
+async fn the_claim_walks_its_index() {
+    use cairn_store::conformance::offer;
+    let (store, db) = postgres().await;
+    let run = cairn_store::conformance::remote_run("backlog", 5_000, t(0));
+    let (run_id, ids): (_, Vec<_>) = (run.id, run.tasks.iter().map(|t| t.id).collect());
+    store.apply(vec![Change::CreateRun(run)]).await.unwrap();
+    let mut batch: Vec<_> =
+        ids.iter().map(|&id| plain(id, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1))).collect();
+    batch.extend(ids.iter().enumerate().map(|(i, &id)| offer(id, run_id, ["a", "b"][i % 2], t(i as i64))));
+    let outcomes = store.apply(batch).await.unwrap();
+    assert!(outcomes.iter().all(Outcome::is_applied));
+    let client = db.session().await;
+    client.batch_execute("ANALYZE").await.unwrap();
+    let claim = std::fs::read_to_string("src/postgres/sql/claim.sql").unwrap();
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE claim (text[], bigint, bigint, text, text, text) AS {claim}"
+        ))
+        .await
+        .unwrap();
+    let plan: Vec<String> = client
+        .query("EXPLAIN EXECUTE claim('{a}', 100, 10, 'w', 'worker:w', 's')", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("task_offers_claim"), "{plan}");
+    assert!(plan.contains("tasks_pkey"), "{plan}");
+    assert!(!plan.contains("Seq Scan on task"), "{plan}");
 }

@@ -181,6 +181,30 @@ async fn next_lease_expiry_and_expired_leases_use_the_partial_index() {
     }
 }
 
+#[tokio::test]
+async fn claims_walk_the_offer_index_in_order() {
+    let (store, dir) = sqlite().await;
+    drop(store);
+    let conn = raw(&dir.path().join("cairn.db"));
+    let claim = include_str!("../src/sqlite/sql/claim_offers.sql")
+        .replace("?1", "'q'")
+        .replace("?2", "0")
+        .replace("?3", "10");
+    let next = include_str!("../src/sqlite/sql/next_ready.sql").replace("?1", "'q'").replace("?2", "0");
+    for sql in [claim.as_str(), next.as_str()] {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("task_offers_claim")), "{sql}\n{plan:#?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:#?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "no scan: {plan:#?}");
+    }
+}
+
 /// Holds the file's write lock from another connection, so the store's writer
 /// stalls on its next transaction while batches queue up behind it.
 fn hold_write_lock(path: &Path) -> rusqlite::Connection {

@@ -49,7 +49,7 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         lease: LeaseSettings::default(),
         log_root: home.log_root(),
         prechecks: loaded.needs_prechecks(),
-        queues: None,
+        remote: false,
     };
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let driver = Driver::new(store.clone(), Arc::new(runner), clock.clone(), plan, opts)?.with_events(tx);

@@ -539,6 +539,15 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// One row of `sql`'s answer, its columns separated by `|`.
+    fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql").arg(self.url()).args(["-At", "-c", sql]).output().unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         let _ = Command::new("psql")
@@ -553,4 +562,123 @@ async fn on_postgresql_a_run_completes_and_survives_a_server_kill() {
     let db = PgDatabase::create();
     let env = Env::new(&[("mixed", MIXED)]);
     run_through_a_server_kill(&env, &["--database", &db.url()]).await;
+}
+
+/// Twelve remote steps at once, on the queue every worker serves; a step
+/// whose worker is lost with its server runs again.
+const FAN: &str = r#"
+type: graph
+steps:
+  - { name: s01, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s02, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s03, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s04, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s05, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s06, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s07, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s08, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s09, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s10, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s11, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: s12, command: "sleep 0.2", queue: edge, retry_policy: { limit: 2 } }
+  - { name: last, command: "true", depends: [s01, s02, s03, s04, s05, s06, s07, s08, s09, s10, s11, s12] }
+"#;
+
+/// Every two seconds.
+const TICK: &str = "schedule: \"*/2 * * * * *\"\nsteps:\n  - name: tock\n    command: \"true\"\n";
+
+/// Whether the server at `url` says it leads (its `cairn_leader` gauge).
+async fn leads(url: &str) -> bool {
+    let Ok(res) = cairn_client::reqwest::get(format!("{url}/metrics")).await else { return false };
+    let text = res.text().await.unwrap_or_default();
+    text.lines().any(|l| l.trim() == "cairn_leader 1")
+}
+
+/// Polls until exactly one of `urls` leads; returns its index.
+async fn the_leader(urls: &[&str], within: Duration) -> usize {
+    let start = Instant::now();
+    loop {
+        let mut leading = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            if leads(url).await {
+                leading.push(i);
+            }
+        }
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(start.elapsed() < within, "no single leader after {within:?}: {leading:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each task of a finished run ran once: one attempt, one start, one end.
+fn ran_once(run: &Value) {
+    for t in run["tasks"].as_array().unwrap() {
+        let log = t["transitions"].as_array().unwrap();
+        let starts = log.iter().filter(|x| x["to"] == "RUNNING").count();
+        let ends = log.iter().filter(|x| x["to"] == "COMPLETED").count();
+        assert_eq!((t["status"].as_str(), starts, ends), (Some("COMPLETED"), 1, 1), "{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_database_share_the_work_and_survive_the_leaders_death() {
+    let db = PgDatabase::create();
+    let env = Env::new(&[("fan", FAN), ("tick", TICK)]);
+    let wf = env.dir.path().join("wf");
+    let url = db.url();
+    let pg = ["--database", url.as_str()];
+    let mut a = Server::start_with(&env.dir.path().join("a"), &wf, 3, &pg);
+    let b = Server::start_with(&env.dir.path().join("b"), &wf, 3, &pg);
+    let urls = [a.url.as_str(), b.url.as_str()];
+    assert_eq!(the_leader(&urls, Duration::from_secs(10)).await, 0, "the first server to start leads");
+    // Workers on both servers: each claims whatever is offered, whichever
+    // server drives the run.
+    let _wa = WorkerProc::start(&a.url, "edge", "wa", &env.work());
+    let _wb1 = WorkerProc::start(&b.url, "edge", "wb1", &env.work());
+    let _wb2 = WorkerProc::start(&b.url, "edge", "wb2", &env.work());
+    let (ca, cb) = (Client::new(&a.url).unwrap(), Client::new(&b.url).unwrap());
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(trigger(&ca, "fan").await);
+        runs.push(trigger(&cb, "fan").await);
+    }
+    let mut workers = std::collections::BTreeSet::new();
+    for &run in &runs {
+        let r = finished(&cb, run, Duration::from_secs(60)).await;
+        assert_eq!(r["status"], "COMPLETED", "{r}");
+        ran_once(&r);
+        for t in r["tasks"].as_array().unwrap() {
+            if let Some(w) = t["attempt_records"][0]["worker"].as_str() {
+                workers.insert(w.to_owned());
+            }
+        }
+    }
+    assert!(workers.contains("wa") && (workers.contains("wb1") || workers.contains("wb2")), "{workers:?}");
+
+    // Runs the leader drives are in flight when it is killed.
+    let orphans = [trigger(&ca, "fan").await, trigger(&ca, "fan").await];
+    a.kill(); // SIGKILL
+    let killed = Instant::now();
+    assert_eq!(the_leader(&[b.url.as_str()], Duration::from_secs(5)).await, 0);
+    eprintln!("leadership moved in {:?}", killed.elapsed());
+    for run in orphans {
+        let r = finished(&cb, run, Duration::from_secs(60)).await;
+        assert_eq!(r["status"], "COMPLETED", "{r}");
+        for t in r["tasks"].as_array().unwrap() {
+            assert_eq!(t["status"], "COMPLETED", "{t}");
+        }
+    }
+    // A few ticks under the new leader, then every tick since the first
+    // fired exactly once: as many runs as ticks, none missing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ticks = db.query(
+        "SELECT count(*), count(DISTINCT schedule_tick), (max(schedule_tick) - min(schedule_tick)) / 2000000 + 1 \
+         FROM runs WHERE workflow = 'tick'",
+    );
+    let [runs, distinct, span]: [u64; 3] =
+        ticks.split('|').map(|n| n.trim().parse().unwrap()).collect::<Vec<_>>().try_into().unwrap();
+    assert!(runs >= 4, "the schedule kept firing: {ticks}");
+    assert_eq!((runs, distinct), (span, span), "runs, distinct ticks, ticks since the first: {ticks}");
 }

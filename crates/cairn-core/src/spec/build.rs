@@ -448,10 +448,12 @@ pub(crate) fn parse_cron(text: &str) -> Result<Schedule, String> {
         }
         _ => (None, normalized),
     };
-    if !expr.starts_with('@') && expr.split(' ').count() != 5 {
-        return Err(format!("expected 5 fields, found {}", expr.split(' ').count()));
+    // Dagu's five fields; a sixth, first, gives seconds (Cairn's extension).
+    let fields = expr.split(' ').count();
+    if !expr.starts_with('@') && !(5..=6).contains(&fields) {
+        return Err(format!("expected 5 fields (or 6, seconds first), found {fields}"));
     }
-    let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
+    let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
     let cron = parser.parse(&expr).map_err(|e| cron_message(&e))?;
     Ok(Schedule { expr, timezone, cron })
 }

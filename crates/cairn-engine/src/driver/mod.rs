@@ -20,19 +20,20 @@ use std::time::Duration;
 
 use cairn_core::lease::{Lease, LeaseSettings};
 use cairn_core::progress::{self, Progress, ProgressLimiter};
-use cairn_core::protocol::{CompleteRequest, HeartbeatAck, HeartbeatItem, LeasedTask};
+use cairn_core::protocol::{CompleteRequest, HeartbeatAck, HeartbeatItem};
 use cairn_core::record::{Actor, RunTransition, TaskState, Transition};
 use cairn_core::retry::FailureKind;
 use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 use cairn_store::{
-    AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, Store, TaskChange, TaskUpdate,
+    AttemptResult, Change, Heartbeat, NewRun, NewTask, Offer, Outcome, RunChange, Store, TaskChange,
+    TaskUpdate,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::EngineError;
 use crate::plan::{Handler, PlannedTask, Role, RunPlan};
-use crate::queues::{Offer, QueueHub};
+use crate::queues::OfferPayload;
 use crate::runner::{AttemptContext, AttemptOutcome, Precheck, ProgressSink, TaskRunner};
 use crate::time::EngineClock;
 
@@ -51,9 +52,9 @@ pub struct RunOptions {
     pub log_root: PathBuf,
     /// Whether the runner must be asked about preconditions before each start.
     pub prechecks: bool,
-    /// Where steps with a `queue` are offered to workers; a plan with such
-    /// steps needs one.
-    pub queues: Option<Arc<QueueHub>>,
+    /// Whether steps with a `queue` can run: a server offers them to workers
+    /// through the store. Without it (`cairn run`) such a plan is refused.
+    pub remote: bool,
 }
 
 /// What the driver tells a live view, once it is committed (progress: as reported).
@@ -119,6 +120,8 @@ struct Slot {
     failure_passed: bool,
     /// Runs on a remote worker (the step has a `queue`).
     remote: bool,
+    /// Waits in its queue: an offer is stored that a claim may take.
+    offered: bool,
     /// Its effect on its dependents has been applied (it is terminal).
     settled: bool,
     /// Who holds the current attempt (remote tasks).
@@ -163,10 +166,13 @@ impl SampleGate {
 /// Requests from outside the driver's loop: the worker protocol and cancel.
 /// Each answer is sent only after the change it reports is committed.
 pub enum Command {
-    StartRemote {
+    /// The store leased the task to a worker (a claim, on this server or
+    /// another): it is RUNNING under `lease`. Ignored when already known.
+    Claimed {
         index: usize,
+        attempt: u32,
+        lease: Lease,
         worker: String,
-        reply: oneshot::Sender<Option<LeasedTask>>,
     },
     Heartbeat {
         index: usize,
@@ -201,7 +207,6 @@ pub struct StaleLease;
 
 /// An answer waiting for the commit of what it reports.
 enum Reply {
-    Lease(oneshot::Sender<Option<LeasedTask>>, Box<LeasedTask>),
     Ack(oneshot::Sender<HeartbeatAck>, HeartbeatAck),
     Complete(oneshot::Sender<Result<TaskStatus, StaleLease>>, TaskStatus),
 }
@@ -253,6 +258,13 @@ pub struct Driver<S: Store, R: TaskRunner> {
     cmd_tx: mpsc::UnboundedSender<Command>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     replies: Vec<Reply>,
+    /// Changes in `batch` (by position) that may meet a conflict without the
+    /// run being taken over: an offer or a cancel request that a worker's
+    /// claim or completion overtook.
+    benign: Vec<usize>,
+    /// Offers being taken back (position in `batch`, task), to cancel the
+    /// task once the withdrawal commits.
+    withdrawing: Vec<(usize, usize)>,
     /// Fired once the run's creation is committed.
     created: Option<oneshot::Sender<()>>,
     /// Set by an interrupt: nothing new starts, and the sender is answered
@@ -285,6 +297,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 id: TaskId::new(now),
                 lease_settings: t.heartbeat_timeout.map_or(opts.lease, LeaseSettings::with_timeout),
                 remote: t.queue.is_some(),
+                offered: false,
                 settled: false,
                 worker: None,
                 last_end: None,
@@ -312,7 +325,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        if opts.queues.is_none()
+        if !opts.remote
             && let Some(t) = plan.tasks.iter().find(|t| t.queue.is_some())
         {
             return Err(EngineError::InvalidPlan(format!(
@@ -349,6 +362,8 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             cmd_tx,
             cmd_rx,
             replies: Vec::new(),
+            benign: Vec::new(),
+            withdrawing: Vec::new(),
             created: None,
             draining: None,
             restored: false,
@@ -435,6 +450,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             // Entering a phase may have made handlers ready.
             self.dispatch(now);
             self.flush().await?;
+            if !self.batch.is_empty() {
+                continue;
+            }
             if self.phase == Phase::Done {
                 return Ok(self.run_status);
             }
@@ -473,6 +491,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                     self.drain_progress(now);
                 }
                 _ = sleep_opt(&clock, wake) => {
+                    self.refresh_expiring(self.clock.now()).await;
                     self.on_timers(self.clock.now());
                 }
             }
@@ -501,6 +520,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             });
         }
         self.batch.push(Change::CreateRun(NewRun {
+            schedule_tick: self.plan.schedule_tick,
             id: self.opts.run_id,
             workflow: plan.workflow.clone(),
             trigger: plan.trigger.clone(),
@@ -588,8 +608,26 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         actor: Actor,
         update: TaskUpdate,
     ) -> Transition {
+        let t = self.record(index, to, at, reason, actor);
+        let task = self.slots[index].id;
+        self.batch.push(Change::Task(TaskChange { task, transition: t.clone(), update }));
+        t
+    }
+
+    /// Applies a transition in memory and queues its event (published after
+    /// the next commit); the caller writes it, or the store already has.
+    fn record(
+        &mut self,
+        index: usize,
+        to: TaskStatus,
+        at: Timestamp,
+        reason: String,
+        actor: Actor,
+    ) -> Transition {
         let slot = &mut self.slots[index];
         let from_at = slot.state.last_at();
+        // A claim on another server may be dated by a clock a little ahead.
+        let at = at.max(from_at);
         // The driver is the only owner of these states; an illegal change here
         // is a bug in this file, not a runtime condition.
         let t = slot
@@ -606,7 +644,6 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             reason: t.reason.clone(),
             actor: t.actor.clone(),
         });
-        self.batch.push(Change::Task(TaskChange { task: slot.id, transition: t.clone(), update }));
         t
     }
 
@@ -633,9 +670,27 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             return Ok(());
         }
         let changes = std::mem::take(&mut self.batch);
+        let benign = std::mem::take(&mut self.benign);
+        let withdrawing = std::mem::take(&mut self.withdrawing);
         let outcomes = self.store.apply(changes).await?;
-        if let Some(Outcome::Conflict(reason)) = outcomes.into_iter().find(|o| !o.is_applied()) {
-            return Err(EngineError::TakenOver { run: self.opts.run_id.to_string(), reason });
+        let expected = |pos: usize| benign.contains(&pos) || withdrawing.iter().any(|&(p, _)| p == pos);
+        if let Some((_, Outcome::Conflict(reason))) =
+            outcomes.iter().enumerate().find(|&(pos, o)| !o.is_applied() && !expected(pos))
+        {
+            return Err(EngineError::TakenOver { run: self.opts.run_id.to_string(), reason: reason.clone() });
+        }
+        // A withdrawn offer is the driver's again: the stop that wanted it
+        // back ends it now. One that a claim took first is canceled through
+        // its worker once the claim is reported.
+        for (pos, index) in withdrawing {
+            self.slots[index].offered = false;
+            if outcomes[pos].is_applied()
+                && self.slots[index].state.status() == TaskStatus::Pending
+                && let Some((reason, actor)) = self.stop_cause()
+            {
+                self.task_change(index, TaskStatus::Canceled, self.clock.now(), reason, actor);
+                self.release(index);
+            }
         }
         if let Some(tx) = self.created.take() {
             let _ = tx.send(());
@@ -655,7 +710,6 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     fn send_replies(&mut self) {
         for reply in self.replies.drain(..) {
             match reply {
-                Reply::Lease(tx, task) => drop(tx.send(Some(*task))),
                 Reply::Ack(tx, ack) => drop(tx.send(ack)),
                 Reply::Complete(tx, status) => drop(tx.send(Ok(status))),
             }
@@ -707,13 +761,43 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
 
     /// Local tasks start now; remote ones wait in their queue for a worker.
     fn start_or_offer(&mut self, index: usize, now: Timestamp) {
-        match (&self.plan.tasks[index].queue, &self.opts.queues) {
-            (Some(queue), Some(hub)) => {
-                let offer = Offer { index, driver: self.cmd_tx.clone() };
-                hub.offer(queue, offer);
-            }
-            _ => self.start(index, now),
+        match self.plan.tasks[index].queue.clone() {
+            Some(queue) => self.offer(index, queue, now),
+            None => self.start(index, now),
         }
+    }
+
+    /// Stores the task's offer: any server's lease call may claim it from now on.
+    fn offer(&mut self, index: usize, queue: String, now: Timestamp) {
+        let attempt = self.slots[index].state.attempt() + 1;
+        let ctx = self.context(index, attempt, CancellationToken::new());
+        let command = self.runner.remote_command(&ctx);
+        let input: BTreeMap<String, String> = match &command {
+            Some(c) => c.env.iter().cloned().collect(),
+            None => self.runner.remote_input(&ctx),
+        };
+        let task = &self.plan.tasks[index];
+        let slot = &self.slots[index];
+        let payload = OfferPayload {
+            workflow: self.plan.workflow.clone(),
+            step: task.name.clone(),
+            task_type: task.task_type.clone().unwrap_or_else(|| task.name.clone()),
+            heartbeat_interval_ms: slot.lease_settings.heartbeat_interval.as_millis() as u64,
+            timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
+            command,
+            input,
+            details: slot.details.clone(),
+        };
+        self.benign.push(self.batch.len());
+        self.batch.push(Change::Offer(Offer {
+            task: slot.id,
+            run: self.opts.run_id,
+            queue,
+            ready_at: now,
+            lease_ms: slot.lease_settings.heartbeat_timeout.as_millis() as u64,
+            payload: payload.to_json(),
+        }));
+        self.slots[index].offered = true;
     }
 
     /// Starts a local attempt; it is launched once the start is committed.
@@ -1165,11 +1249,9 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 && now >= d
             {
                 let limit = self.plan.tasks[index].timeout.unwrap_or_default();
-                slot.kill = Some(KillReason::StepTimeout(limit));
-                if let Some(c) = &slot.cancel {
-                    c.cancel();
-                }
+                self.kill(index, KillReason::StepTimeout(limit));
             }
+            let slot = &mut self.slots[index];
             if slot.state.status() == TaskStatus::Pending
                 && let Some(at) = slot.retry_at
                 && now >= at
@@ -1238,12 +1320,11 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 continue;
             }
             match self.slots[index].state.status() {
-                TaskStatus::Running => {
-                    let slot = &mut self.slots[index];
-                    slot.kill = Some(why);
-                    if let Some(c) = &slot.cancel {
-                        c.cancel();
-                    }
+                TaskStatus::Running => self.kill(index, why),
+                TaskStatus::Pending if self.slots[index].offered => {
+                    self.slots[index].retry_at = None;
+                    self.withdrawing.push((self.batch.len(), index));
+                    self.batch.push(Change::Withdraw { task: self.slots[index].id });
                 }
                 TaskStatus::Pending => {
                     self.slots[index].retry_at = None;
@@ -1255,6 +1336,44 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Stops a running attempt: a local one through its token, a remote one
+    /// through its worker, who hears of it in its heartbeat answers.
+    fn kill(&mut self, index: usize, why: KillReason) {
+        let slot = &mut self.slots[index];
+        slot.kill = Some(why);
+        if let Some(c) = &slot.cancel {
+            c.cancel();
+        }
+        if slot.remote
+            && let Some(lease) = slot.lease
+        {
+            let task = slot.id;
+            self.benign.push(self.batch.len());
+            self.batch.push(Change::RequestCancel { task, token: lease.token });
+        }
+    }
+
+    /// Why the run's steps are being stopped, and by whom; `None` while it runs on.
+    fn stop_cause(&self) -> Option<(String, Actor)> {
+        if let Some(actor) = &self.canceled_by {
+            return Some((format!("canceled by {actor}"), actor.clone()));
+        }
+        self.timed_out.then(|| {
+            let limit = self.plan.timeout.unwrap_or_default();
+            (format!("the workflow timed out after {}", human(limit)), Actor::Scheduler)
+        })
+    }
+
+    fn stop_reason(&self) -> Option<KillReason> {
+        if self.canceled_by.is_some() {
+            Some(KillReason::RunCanceled)
+        } else if self.timed_out {
+            Some(KillReason::RunTimeout(self.plan.timeout.unwrap_or_default()))
+        } else {
+            None
         }
     }
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use cairn_core::TaskStatus;
 use cairn_core::Timestamp;
+use cairn_core::lease::Lease;
 use cairn_core::progress::Progress;
-use cairn_core::protocol::{AckStatus, AttemptEnd, CompleteRequest, HeartbeatAck, HeartbeatItem, LeasedTask};
+use cairn_core::protocol::{AckStatus, AttemptEnd, CompleteRequest, HeartbeatAck, HeartbeatItem};
 use cairn_core::record::Actor;
 use cairn_core::retry::FailureKind;
 use cairn_store::{Change, Heartbeat, Store};
@@ -20,7 +21,9 @@ use crate::runner::{AttemptOutcome, TaskRunner};
 impl<S: Store, R: TaskRunner> Driver<S, R> {
     pub(super) fn on_command(&mut self, cmd: Command, now: Timestamp) {
         match cmd {
-            Command::StartRemote { index, worker, reply } => self.start_remote(index, worker, reply, now),
+            Command::Claimed { index, attempt, lease, worker } => {
+                self.on_claimed(index, attempt, lease, worker)
+            }
             Command::Heartbeat { index, item, reply } => self.remote_heartbeat(index, item, reply, now),
             Command::Complete { index, req, reply } => self.remote_complete(index, req, reply, now),
             Command::LogPaths { index, token, reply } => {
@@ -59,43 +62,64 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
     }
 
-    fn start_remote(
-        &mut self,
-        index: usize,
-        worker: String,
-        reply: oneshot::Sender<Option<LeasedTask>>,
-        now: Timestamp,
-    ) {
-        let stopping = self.canceled_by.is_some() || self.timed_out;
-        if index >= self.slots.len() || self.slots[index].state.status() != TaskStatus::Pending || stopping {
-            let _ = reply.send(None);
-            return;
+    /// A claim leased the task: the store already has it RUNNING, so this
+    /// only catches up in memory (and publishes the transition). A stop that
+    /// came while it was being claimed reaches the worker now.
+    fn on_claimed(&mut self, index: usize, attempt: u32, lease: Lease, worker: String) {
+        let Some(slot) = self.slots.get_mut(index) else { return };
+        match slot.state.status() {
+            TaskStatus::Pending if attempt == slot.state.attempt() + 1 => {}
+            // Known already; a later expiry is news from a renewal elsewhere.
+            TaskStatus::Running if slot.lease.is_some_and(|l| l.token == lease.token) => {
+                if let Some(held) = slot.lease.as_mut().filter(|l| l.expires_at < lease.expires_at) {
+                    held.expires_at = lease.expires_at;
+                    held.last_heartbeat_at = lease.last_heartbeat_at;
+                }
+                return;
+            }
+            _ => return,
         }
-        let lease = self.start_attempt(index, now, worker.clone(), Actor::Worker(worker));
-        let attempt = self.slots[index].state.attempt();
-        let ctx = self.context(index, attempt, CancellationToken::new());
-        let command = self.runner.remote_command(&ctx);
-        let input: BTreeMap<String, String> = match &command {
-            Some(c) => c.env.iter().cloned().collect(),
-            None => self.runner.remote_input(&ctx),
-        };
-        let task = &self.plan.tasks[index];
-        let leased = LeasedTask {
-            task_id: self.slots[index].id,
-            run_id: self.opts.run_id,
-            workflow: self.plan.workflow.clone(),
-            step: task.name.clone(),
-            task_type: task.task_type.clone().unwrap_or_else(|| task.name.clone()),
-            attempt,
-            lease_token: lease.token,
-            lease_expires_at: lease.expires_at,
-            heartbeat_interval_ms: self.slots[index].lease_settings.heartbeat_interval.as_millis() as u64,
-            timeout_ms: task.timeout.map(|t| t.as_millis() as u64),
-            command,
-            input,
-            details: self.slots[index].details.clone(),
-        };
-        self.replies.push(Reply::Lease(reply, Box::new(leased)));
+        slot.offered = false;
+        let reason = format!("attempt {attempt} started");
+        let t =
+            self.record(index, TaskStatus::Running, lease.started_at, reason, Actor::Worker(worker.clone()));
+        let slot = &mut self.slots[index];
+        slot.lease = Some(lease);
+        slot.worker = Some(worker);
+        slot.samples = super::SampleGate::default();
+        slot.deadline = self.plan.tasks[index].timeout.map(|d| t.at.saturating_add(d));
+        slot.kill = None;
+        if let Some(why) = self.stop_reason() {
+            self.kill(index, why);
+        }
+    }
+
+    /// Reads the leases of remote attempts that look expired here: their
+    /// workers may be renewing them through another server.
+    pub(super) async fn refresh_expiring(&mut self, now: Timestamp) {
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(lease) = slot.lease.filter(|l| slot.remote && l.is_expired(now)) else { continue };
+            let stored = match self.store.task(slot.id).await {
+                Ok(Some(d)) => d.task.lease.filter(|l| l.token == lease.token),
+                Ok(None) => None,
+                Err(e) => {
+                    // Not reaped on a guess: look again shortly.
+                    tracing::warn!(task = %slot.id, error = %e, "could not read a lease before reaping it");
+                    let retry = now.saturating_add(std::time::Duration::from_secs(1));
+                    if let Some(l) = self.slots[index].lease.as_mut() {
+                        l.expires_at = retry;
+                    }
+                    continue;
+                }
+            };
+            if let (Some(stored), Some(held)) = (stored, self.slots[index].lease.as_mut())
+                && stored.expires_at > held.expires_at
+            {
+                held.expires_at = stored.expires_at;
+                held.last_heartbeat_at = stored.last_heartbeat_at;
+            }
+        }
     }
 
     fn remote_heartbeat(

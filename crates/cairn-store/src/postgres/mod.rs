@@ -17,13 +17,22 @@
 //! are pipelined: all are sent before the first answer is awaited. Reads
 //! that take several queries run in one read-only snapshot (`read`).
 //!
+//! Dispatch across servers (`crate::dispatch`): a claim is one statement
+//! taking offers `FOR UPDATE SKIP LOCKED` (`write::claim`); notices travel as
+//! `pg_notify` inside the writing transaction and reach every store through
+//! its LISTEN session (`notify`); liveness and the one leader are session
+//! advisory locks (`members`).
+//!
 //! Architecture invariant: a change's status update and its transition row
 //! are one statement, so they commit or vanish together, and the `UPDATE`'s
 //! `WHERE` re-checks the expected status (and lease token) on the row it
 //! locked, so concurrent writers cannot both win a compare-and-set.
 
+mod members;
+mod notify;
 mod read;
 mod schema;
+mod session;
 mod write;
 
 use std::fmt;
@@ -36,6 +45,7 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, accepts, to_sql_checke
 
 use crate::Store;
 use crate::change::{Change, Outcome};
+use crate::dispatch::{ClaimOutcome, ClaimRequest, LeaseState, Membership, Notice, PostedResult, Renewal};
 use crate::error::StoreError;
 use crate::model::{ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, TaskDetail};
 use crate::validate::validate_batch;
@@ -60,9 +70,13 @@ impl Default for PostgresOptions {
 /// Cairn's shared store: one PostgreSQL database, any number of servers.
 ///
 /// [`PostgresStore::close`] closes the pool; later calls fail with
-/// [`StoreError::Closed`].
+/// [`StoreError::Closed`]. Besides the pool, a store keeps one session that
+/// listens for notices, and one per [`Store::join`] while its membership lives.
 pub struct PostgresStore {
     pool: Pool,
+    /// For the sessions outside the pool.
+    config: tokio_postgres::Config,
+    listener: notify::Listener,
     target: String,
     schema_version: i64,
     synchronous_commit: String,
@@ -112,7 +126,7 @@ impl PostgresStore {
 
         let timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
@@ -127,7 +141,7 @@ impl PostgresStore {
         let client = pool.get().await.map_err(|e| open_err(Error::from(e).describe()))?;
         // Every statement prepared now: a schema mismatch fails at start (and
         // in every test), not at the first write of that kind.
-        for sql in write::STATEMENTS.iter().chain(read::STATEMENTS) {
+        for sql in write::STATEMENTS.iter().chain(read::STATEMENTS).chain(members::STATEMENTS) {
             client
                 .prepare_cached(sql)
                 .await
@@ -139,8 +153,11 @@ impl PostgresStore {
             .and_then(|row| row.try_get(0))
             .map_err(|e| open_err(describe(&e)))?;
         drop(client);
+        let listener = notify::Listener::start(config.clone())
+            .await
+            .map_err(|e| open_err(format!("cannot listen for notices: {}", describe(&e))))?;
         tracing::debug!(database = %target, schema_version, %synchronous_commit, "postgres store open");
-        Ok(PostgresStore { pool, target, schema_version, synchronous_commit })
+        Ok(PostgresStore { pool, config, listener, target, schema_version, synchronous_commit })
     }
 
     /// Where the store lives, as `postgres://user@host:port/dbname` (no password).
@@ -166,9 +183,11 @@ impl PostgresStore {
     }
 
     /// Closes the pool: connections close as their current call ends, and
-    /// later calls fail with [`StoreError::Closed`].
+    /// later calls fail with [`StoreError::Closed`]. Stops listening for
+    /// notices; memberships end when they are dropped.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.pool.close();
+        self.listener.stop();
         Ok(())
     }
 }
@@ -250,6 +269,58 @@ impl Store for PostgresStore {
     fn next_lease_expiry(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { read::next_lease_expiry(&pool).await.map_err(StoreError::from) }
+    }
+
+    /// One statement, one round trip (`sql/claim.sql`).
+    fn claim(&self, req: ClaimRequest) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            if req.queues.is_empty() {
+                return Ok(ClaimOutcome::default());
+            }
+            write::claim(&pool, &req).await
+        }
+    }
+
+    fn renew(
+        &self,
+        renewals: Vec<Renewal>,
+    ) -> impl Future<Output = Result<Vec<LeaseState>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            if renewals.is_empty() {
+                return Ok(Vec::new());
+            }
+            write::renew(&pool, &renewals).await
+        }
+    }
+
+    fn posted_result(
+        &self,
+        task: TaskId,
+    ) -> impl Future<Output = Result<Option<PostedResult>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read::posted_result(&pool, task).await.map_err(StoreError::from) }
+    }
+
+    fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.listener.subscribe()
+    }
+
+    /// Opens a session of the server's own (outside the pool) holding its
+    /// liveness lock; see `members`.
+    fn join(&self, server: &str) -> impl Future<Output = Result<Membership, StoreError>> + Send {
+        let config = self.config.clone();
+        let server = server.to_owned();
+        async move { members::join(&config, &server).await }
+    }
+
+    /// Whether `owner`'s session holds its liveness lock; a server that
+    /// never joined is not alive.
+    fn server_alive(&self, owner: &str) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        let owner = owner.to_owned();
+        async move { members::server_alive(&pool, &owner).await.map(Some).map_err(StoreError::from) }
     }
 }
 

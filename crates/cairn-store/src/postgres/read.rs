@@ -16,6 +16,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 
 use super::{Error, Uuid};
+use crate::dispatch::PostedResult;
 use crate::error::StoreError;
 use crate::model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
@@ -41,6 +42,7 @@ const TASK_ATTEMPTS: &str = include_str!("sql/task_attempts.sql");
 const TASK_PROGRESS_SAMPLES: &str = include_str!("sql/task_progress_samples.sql");
 const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
 const NEXT_LEASE_EXPIRY: &str = include_str!("sql/next_lease_expiry.sql");
+const POSTED_RESULT: &str = include_str!("sql/posted_result.sql");
 
 /// Every statement of the read side, prepared when the store connects.
 pub(super) const STATEMENTS: &[&str] = &[
@@ -62,6 +64,7 @@ pub(super) const STATEMENTS: &[&str] = &[
     TASK_PROGRESS_SAMPLES,
     EXPIRED_LEASES,
     NEXT_LEASE_EXPIRY,
+    POSTED_RESULT,
 ];
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -292,6 +295,21 @@ pub(super) async fn next_lease_expiry(pool: &Pool) -> Result<Option<Timestamp>, 
     let client = pool.get().await?;
     let row = query_opt(&client, NEXT_LEASE_EXPIRY, &[]).await?;
     Ok(row.map(|row| row.try_get(0).map(Timestamp::from_micros)).transpose()?)
+}
+
+/// The result posted for a task's current attempt.
+pub(super) async fn posted_result(pool: &Pool, task: TaskId) -> Result<Option<PostedResult>, Error> {
+    let client = pool.get().await?;
+    let Some(row) = query_opt(&client, POSTED_RESULT, &[&Uuid(task.to_bytes())]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(PostedResult {
+        task,
+        run: RunId::from_bytes(row.try_get::<_, Uuid>(3)?.0),
+        token: LeaseToken::from_bytes(row.try_get::<_, Uuid>(0)?.0),
+        at: Timestamp::from_micros(row.try_get(1)?),
+        body: row.try_get(2)?,
+    }))
 }
 
 /// Columns: run_no, id, workflow, status, trigger_kind, params, owner,

@@ -18,6 +18,11 @@
 //! are pipelined: all are sent before the answers are read, and PostgreSQL
 //! runs them in the order sent, so a change sees the ones before it.
 //!
+//! The dispatch changes (offers, withdrawals, cancel requests, posted
+//! results) are task changes too and group the same way. A claim and a
+//! batch of lease renewals are one statement each, in a transaction of
+//! their own (`claim`, `renew`).
+//!
 //! The first error fails the batch: the transaction rolls back and nothing
 //! of it stays. Concurrent batches run in transactions of their own; a
 //! deadlock or serialization failure between them rolls one back whole, and
@@ -27,8 +32,9 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use cairn_core::lease::Lease;
 use cairn_core::record::Actor;
-use cairn_core::{LeaseToken, RunStatus, TaskId, TaskStatus};
+use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 use deadpool_postgres::{Object, Pool};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -39,6 +45,7 @@ use tokio_postgres::{Row, Statement, Transaction};
 use super::{Error, Uuid, describe};
 use crate::change::{AdoptRun, Change, Heartbeat, NewRun, Outcome, RunChange, TaskChange, TaskUpdate};
 use crate::conflict::{self, RunState, TaskState};
+use crate::dispatch::{ClaimOutcome, ClaimRequest, Claimed, LeaseState, Offer, PostedResult, Renewal};
 use crate::error::StoreError;
 
 const CREATE_RUN: &str = include_str!("sql/create_run.sql");
@@ -50,6 +57,15 @@ const RUN_CHANGE: &str = include_str!("sql/run_change.sql");
 const ADOPT_RUN: &str = include_str!("sql/adopt_run.sql");
 const TASK_STATE: &str = include_str!("sql/task_state.sql");
 const RUN_STATE: &str = include_str!("sql/run_state.sql");
+const RUN_EXISTS: &str = include_str!("sql/run_exists.sql");
+const OFFERS: &str = include_str!("sql/offers.sql");
+const WITHDRAWS: &str = include_str!("sql/withdraws.sql");
+const CANCEL_REQUESTS: &str = include_str!("sql/cancel_requests.sql");
+const POST_RESULTS: &str = include_str!("sql/post_results.sql");
+const RESULT_TOKEN: &str = include_str!("sql/result_token.sql");
+const TASK_REMOTE: &str = include_str!("sql/task_remote.sql");
+const CLAIM: &str = include_str!("sql/claim.sql");
+const RENEWALS: &str = include_str!("sql/renewals.sql");
 
 /// Every statement of the write side, prepared when the store connects.
 pub(super) const STATEMENTS: &[&str] = &[
@@ -62,6 +78,15 @@ pub(super) const STATEMENTS: &[&str] = &[
     ADOPT_RUN,
     TASK_STATE,
     RUN_STATE,
+    RUN_EXISTS,
+    OFFERS,
+    WITHDRAWS,
+    CANCEL_REQUESTS,
+    POST_RESULTS,
+    RESULT_TOKEN,
+    TASK_REMOTE,
+    CLAIM,
+    RENEWALS,
 ];
 
 /// Changes in one set-wise statement at most: a few round trips' worth of
@@ -97,13 +122,19 @@ pub(super) async fn apply(pool: Pool, changes: Vec<Change>) -> Result<Vec<Outcom
     }
 }
 
+/// Whether a statement was rolled back by a deadlock or a serialization
+/// failure, so it certainly changed nothing.
+fn rolled_back(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
 /// Whether the batch certainly rolled back and may simply run again.
 fn retryable(e: &Error) -> bool {
     match e {
         Error::Pg(e) => match e.code() {
-            Some(code) => {
-                *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
-            }
+            Some(_) => rolled_back(e),
             // Lost before the commit was sent (a commit lost is CommitUnknown).
             None => e.is_closed(),
         },
@@ -138,7 +169,7 @@ async fn apply_once(client: &mut Object, changes: &[Change]) -> Result<Vec<Outco
     for (said, change) in said.into_iter().zip(changes) {
         outcomes.push(match said {
             Some(Said::Done(outcome)) => outcome,
-            Some(Said::Recheck) => Outcome::Conflict(recheck(&tx, &st, change).await?),
+            Some(Said::Recheck) => recheck(&tx, &st, change).await?,
             None => return Err(corrupt("change without an answer from its statement")),
         });
     }
@@ -161,11 +192,25 @@ struct Statements {
     adopt_run: Statement,
     task_state: Statement,
     run_state: Statement,
+    run_exists: Statement,
+    offers: Statement,
+    withdraws: Statement,
+    cancel_requests: Statement,
+    post_results: Statement,
+    result_token: Statement,
+    task_remote: Statement,
 }
 
 impl Statements {
     async fn prepare(client: &Object) -> Result<Statements, Error> {
         Ok(Statements {
+            run_exists: client.prepare_cached(RUN_EXISTS).await?,
+            offers: client.prepare_cached(OFFERS).await?,
+            withdraws: client.prepare_cached(WITHDRAWS).await?,
+            cancel_requests: client.prepare_cached(CANCEL_REQUESTS).await?,
+            post_results: client.prepare_cached(POST_RESULTS).await?,
+            result_token: client.prepare_cached(RESULT_TOKEN).await?,
+            task_remote: client.prepare_cached(TASK_REMOTE).await?,
             create_run: client.prepare_cached(CREATE_RUN).await?,
             tasks_plain: client.prepare_cached(TASKS_PLAIN).await?,
             tasks_start: client.prepare_cached(TASKS_START).await?,
@@ -188,9 +233,13 @@ enum Step<'a> {
     Start(Vec<(usize, &'a TaskChange)>),
     End(Vec<(usize, &'a TaskChange)>),
     Beats(Vec<(usize, &'a Heartbeat)>),
+    Offers(Vec<(usize, &'a Offer)>),
+    Withdraws(Vec<(usize, TaskId)>),
+    Cancels(Vec<(usize, TaskId, LeaseToken)>),
+    Posts(Vec<(usize, &'a PostedResult)>),
 }
 
-/// Task changes and heartbeats on distinct tasks, gathered by kind.
+/// Changes on distinct tasks, gathered by kind.
 #[derive(Default)]
 struct Group<'a> {
     tasks: HashSet<TaskId>,
@@ -198,6 +247,10 @@ struct Group<'a> {
     start: Vec<(usize, &'a TaskChange)>,
     end: Vec<(usize, &'a TaskChange)>,
     beats: Vec<(usize, &'a Heartbeat)>,
+    offers: Vec<(usize, &'a Offer)>,
+    withdraws: Vec<(usize, TaskId)>,
+    cancels: Vec<(usize, TaskId, LeaseToken)>,
+    posts: Vec<(usize, &'a PostedResult)>,
 }
 
 impl<'a> Group<'a> {
@@ -220,6 +273,18 @@ impl<'a> Group<'a> {
         if !group.beats.is_empty() {
             steps.push(Step::Beats(group.beats));
         }
+        if !group.offers.is_empty() {
+            steps.push(Step::Offers(group.offers));
+        }
+        if !group.withdraws.is_empty() {
+            steps.push(Step::Withdraws(group.withdraws));
+        }
+        if !group.cancels.is_empty() {
+            steps.push(Step::Cancels(group.cancels));
+        }
+        if !group.posts.is_empty() {
+            steps.push(Step::Posts(group.posts));
+        }
     }
 
     /// A kind that reached [`GROUP`] changes becomes a statement now; the
@@ -237,6 +302,18 @@ impl<'a> Group<'a> {
         if self.beats.len() >= GROUP {
             steps.push(Step::Beats(std::mem::take(&mut self.beats)));
         }
+        if self.offers.len() >= GROUP {
+            steps.push(Step::Offers(std::mem::take(&mut self.offers)));
+        }
+        if self.withdraws.len() >= GROUP {
+            steps.push(Step::Withdraws(std::mem::take(&mut self.withdraws)));
+        }
+        if self.cancels.len() >= GROUP {
+            steps.push(Step::Cancels(std::mem::take(&mut self.cancels)));
+        }
+        if self.posts.len() >= GROUP {
+            steps.push(Step::Posts(std::mem::take(&mut self.posts)));
+        }
     }
 }
 
@@ -250,6 +327,9 @@ fn plan(changes: &[Change]) -> Vec<Step<'_>> {
         let task = match change {
             Change::Task(tc) => tc.task,
             Change::Heartbeat(hb) => hb.task,
+            Change::Offer(offer) => offer.task,
+            Change::Withdraw { task } | Change::RequestCancel { task, .. } => *task,
+            Change::PostResult(result) => result.task,
             Change::CreateRun(_) | Change::Run(_) | Change::AdoptRun(_) => {
                 group.close(&mut steps);
                 steps.push(Step::One(i, change));
@@ -267,6 +347,10 @@ fn plan(changes: &[Change]) -> Vec<Step<'_>> {
                 TaskUpdate::EndAttempt { .. } => group.end.push((i, tc)),
             },
             Change::Heartbeat(hb) => group.beats.push((i, hb)),
+            Change::Offer(offer) => group.offers.push((i, offer)),
+            Change::Withdraw { task } => group.withdraws.push((i, *task)),
+            Change::RequestCancel { task, token } => group.cancels.push((i, *task, *token)),
+            Change::PostResult(result) => group.posts.push((i, result)),
             Change::CreateRun(_) | Change::Run(_) | Change::AdoptRun(_) => unreachable!("handled above"),
         }
         group.spill(&mut steps);
@@ -284,11 +368,15 @@ async fn execute(
         Step::One(i, Change::CreateRun(run)) => Ok(vec![(*i, create_run(tx, st, run).await?)]),
         Step::One(i, Change::Run(change)) => Ok(vec![(*i, run_change(tx, st, change).await?)]),
         Step::One(i, Change::AdoptRun(adopt)) => Ok(vec![(*i, adopt_run(tx, st, adopt).await?)]),
-        Step::One(_, Change::Task(_) | Change::Heartbeat(_)) => Err(corrupt("a task change planned alone")),
+        Step::One(_, _) => Err(corrupt("a task change planned alone")),
         Step::Plain(group) => tasks_plain(tx, st, group).await,
         Step::Start(group) => tasks_start(tx, st, group).await,
         Step::End(group) => tasks_end(tx, st, group).await,
         Step::Beats(group) => heartbeats(tx, st, group).await,
+        Step::Offers(group) => offers(tx, st, group).await,
+        Step::Withdraws(group) => withdraws(tx, st, group).await,
+        Step::Cancels(group) => cancel_requests(tx, st, group).await,
+        Step::Posts(group) => post_results(tx, st, group).await,
     }
 }
 
@@ -335,13 +423,16 @@ async fn create_run(tx: &Transaction<'_>, st: &Statements, run: &NewRun) -> Resu
                 &queues,
                 &reasons,
                 &actors,
+                &run.schedule_tick.map(Timestamp::as_micros),
             ],
         )
         .await?;
-    Ok(Said::Done(match row {
-        Some(_) => Outcome::Applied,
-        None => Outcome::Conflict(conflict::run_exists(run.id)),
-    }))
+    Ok(match (row, run.schedule_tick) {
+        (Some(_), _) => Said::Done(Outcome::Applied),
+        (None, None) => Said::Done(Outcome::Conflict(conflict::run_exists(run.id))),
+        // The id or the tick was taken: which one is read after the pipeline.
+        (None, Some(_)) => Said::Recheck,
+    })
 }
 
 async fn run_change(tx: &Transaction<'_>, st: &Statements, change: &RunChange) -> Result<Said, Error> {
@@ -607,6 +698,262 @@ async fn heartbeats(
         .collect()
 }
 
+async fn offers(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    group: &[(usize, &Offer)],
+) -> Result<Vec<(usize, Said)>, Error> {
+    let n = group.len();
+    let (mut ids, mut queues, mut ready_at, mut lease_ms, mut payloads) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (_, offer) in group {
+        ids.push(Uuid(offer.task.to_bytes()));
+        queues.push(offer.queue.as_str());
+        ready_at.push(offer.ready_at.as_micros());
+        lease_ms.push(
+            i64::try_from(offer.lease_ms)
+                .map_err(|_| invalid(&format!("a lease of {} ms does not fit", offer.lease_ms)))?,
+        );
+        payloads.push(offer.payload.as_str());
+    }
+    let rows = tx.query(&st.offers, &[&ids, &queues, &ready_at, &lease_ms, &payloads]).await?;
+    check_rows(n, &rows)?;
+    group
+        .iter()
+        .zip(&rows)
+        .map(|((i, offer), row)| {
+            if row.try_get::<_, Option<i64>>(1)?.is_some() {
+                return Ok((*i, Said::Done(Outcome::Applied)));
+            }
+            let state = task_state(row, 2)?;
+            Ok((
+                *i,
+                match conflict::offer(offer.task, state.as_ref()) {
+                    Some(why) => Said::Done(Outcome::Conflict(why)),
+                    None => Said::Recheck,
+                },
+            ))
+        })
+        .collect()
+}
+
+async fn withdraws(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    group: &[(usize, TaskId)],
+) -> Result<Vec<(usize, Said)>, Error> {
+    let ids: Vec<Uuid> = group.iter().map(|(_, task)| Uuid(task.to_bytes())).collect();
+    let rows = tx.query(&st.withdraws, &[&ids]).await?;
+    check_rows(group.len(), &rows)?;
+    group
+        .iter()
+        .zip(&rows)
+        .map(|((i, task), row)| {
+            let outcome =
+                if row.try_get(1)? { Outcome::Applied } else { Outcome::Conflict(conflict::no_offer(*task)) };
+            Ok((*i, Said::Done(outcome)))
+        })
+        .collect()
+}
+
+async fn cancel_requests(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    group: &[(usize, TaskId, LeaseToken)],
+) -> Result<Vec<(usize, Said)>, Error> {
+    let ids: Vec<Uuid> = group.iter().map(|(_, task, _)| Uuid(task.to_bytes())).collect();
+    let tokens: Vec<Uuid> = group.iter().map(|(_, _, token)| Uuid(token.to_bytes())).collect();
+    let rows = tx.query(&st.cancel_requests, &[&ids, &tokens]).await?;
+    check_rows(group.len(), &rows)?;
+    group
+        .iter()
+        .zip(&rows)
+        .map(|((i, task, token), row)| {
+            if row.try_get::<_, Option<i64>>(1)?.is_some() {
+                return Ok((*i, Said::Done(Outcome::Applied)));
+            }
+            let state = task_state(row, 2)?;
+            Ok((
+                *i,
+                match conflict::lease(*task, *token, state.as_ref()) {
+                    Some(why) => Said::Done(Outcome::Conflict(why)),
+                    None => Said::Recheck,
+                },
+            ))
+        })
+        .collect()
+}
+
+async fn post_results(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    group: &[(usize, &PostedResult)],
+) -> Result<Vec<(usize, Said)>, Error> {
+    let n = group.len();
+    let (mut ids, mut runs, mut tokens, mut at, mut bodies) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (_, result) in group {
+        ids.push(Uuid(result.task.to_bytes()));
+        runs.push(Uuid(result.run.to_bytes()));
+        tokens.push(Uuid(result.token.to_bytes()));
+        at.push(result.at.as_micros());
+        bodies.push(result.body.as_str());
+    }
+    let rows = tx.query(&st.post_results, &[&ids, &runs, &tokens, &at, &bodies]).await?;
+    check_rows(n, &rows)?;
+    group
+        .iter()
+        .zip(&rows)
+        .map(|((i, result), row)| {
+            // The lease was current with the task locked: the result is
+            // there now, written by this post or by the same post before.
+            if row.try_get::<_, Option<i64>>(1)?.is_some() {
+                return Ok((*i, Said::Done(Outcome::Applied)));
+            }
+            let state = task_state(row, 3)?;
+            Ok((
+                *i,
+                match conflict::lease(result.task, result.token, state.as_ref()) {
+                    Some(why) => Said::Done(Outcome::Conflict(why)),
+                    None => Said::Recheck,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Leases up to `req.max` ready offers in one statement (`sql/claim.sql`),
+/// on a pooled connection, as a transaction of its own.
+pub(super) async fn claim(pool: &Pool, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+    let max = i64::try_from(req.max).unwrap_or(i64::MAX);
+    let actor = actor_text(&Actor::Worker(req.worker.clone()));
+    let now = req.now.as_micros();
+    let mut tries = 0;
+    let rows = loop {
+        tries += 1;
+        let client = pool.get().await.map_err(Error::from)?;
+        let stmt = client.prepare_cached(CLAIM).await.map_err(Error::from)?;
+        match client.query(&stmt, &[&req.queues, &now, &max, &req.worker, &actor, &req.server]).await {
+            Ok(rows) => break rows,
+            // Rolled back for certain: nothing was taken, try again. Any other
+            // failure is the caller's (a lost connection may have committed).
+            Err(e) if tries < TRIES && rolled_back(&e) => {
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+            }
+            Err(e) => return Err(Error::Pg(e).into()),
+        }
+    };
+    let mut outcome = ClaimOutcome::default();
+    for row in &rows {
+        outcome.next_ready_at =
+            row.try_get::<_, Option<i64>>(0).map_err(Error::from)?.map(Timestamp::from_micros);
+        let Some(task) = row.try_get::<_, Option<Uuid>>(1).map_err(Error::from)? else {
+            continue;
+        };
+        let claimed = (|| -> Result<Claimed, Error> {
+            let at = Timestamp::from_micros(row.try_get(4)?);
+            Ok(Claimed {
+                task: TaskId::from_bytes(task.0),
+                run: RunId::from_bytes(row.try_get::<_, Uuid>(2)?.0),
+                attempt: u32::try_from(row.try_get::<_, i32>(3)?)
+                    .map_err(|_| corrupt("a negative attempt"))?,
+                lease: Lease {
+                    token: LeaseToken::from_bytes(row.try_get::<_, Uuid>(6)?.0),
+                    started_at: at,
+                    last_heartbeat_at: at,
+                    expires_at: Timestamp::from_micros(row.try_get(5)?),
+                },
+                payload: row.try_get(7)?,
+            })
+        })()?;
+        outcome.tasks.push(claimed);
+    }
+    Ok(outcome)
+}
+
+/// Renews leases set-wise (`sql/renewals.sql`): one statement, its own
+/// transaction, unless a task comes twice; then one statement per run of
+/// distinct tasks, in order, in one transaction.
+pub(super) async fn renew(pool: &Pool, renewals: &[Renewal]) -> Result<Vec<LeaseState>, StoreError> {
+    let mut groups: Vec<&[Renewal]> = Vec::new();
+    let (mut start, mut seen) = (0, HashSet::new());
+    for (i, renewal) in renewals.iter().enumerate() {
+        if !seen.insert(renewal.task) {
+            groups.push(&renewals[start..i]);
+            start = i;
+            seen.clear();
+            seen.insert(renewal.task);
+        }
+    }
+    groups.push(&renewals[start..]);
+
+    let mut client = pool.get().await.map_err(Error::from)?;
+    let stmt = client.prepare_cached(RENEWALS).await.map_err(Error::from)?;
+    let mut states = Vec::with_capacity(renewals.len());
+    if let [group] = groups.as_slice() {
+        renew_group(&**client, &stmt, group, &mut states).await?;
+        return Ok(states);
+    }
+    let tx = client.transaction().await.map_err(Error::from)?;
+    for group in groups {
+        renew_group(&*tx, &stmt, group, &mut states).await?;
+    }
+    tx.commit().await.map_err(|e| match e.code() {
+        Some(_) => Error::Pg(e),
+        None => Error::Store(StoreError::CommitUnknown(describe(&e))),
+    })?;
+    Ok(states)
+}
+
+async fn renew_group(
+    client: &impl tokio_postgres::GenericClient,
+    stmt: &Statement,
+    group: &[Renewal],
+    states: &mut Vec<LeaseState>,
+) -> Result<(), Error> {
+    let n = group.len();
+    let (mut ids, mut tokens, mut at, mut has_progress, mut percent, mut message, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for renewal in group {
+        ids.push(Uuid(renewal.task.to_bytes()));
+        tokens.push(Uuid(renewal.token.to_bytes()));
+        at.push(renewal.at.as_micros());
+        has_progress.push(renewal.progress.is_some());
+        percent.push(renewal.progress.as_ref().map(|p| p.percent));
+        message.push(renewal.progress.as_ref().and_then(|p| p.message.as_deref()));
+        details.push(renewal.details.as_ref().map(Json));
+    }
+    let rows = client.query(stmt, &[&ids, &tokens, &at, &has_progress, &percent, &message, &details]).await?;
+    check_rows(n, &rows)?;
+    for row in &rows {
+        states.push(match row.try_get::<_, Option<i64>>(1)? {
+            Some(expires_at) => LeaseState::Held {
+                expires_at: Timestamp::from_micros(expires_at),
+                cancel_requested: row.try_get(2)?,
+            },
+            None => LeaseState::Stale,
+        });
+    }
+    Ok(())
+}
+
 /// Each task change's outcome from its row: applied when column 1 (the
 /// task_no) is there, else refused for the state from column `state_at`.
 fn task_outcomes(
@@ -650,8 +997,53 @@ fn check_rows(n: usize, rows: &[Row]) -> Result<(), Error> {
 
 /// Why a change was refused after all, from the state as it is now (the slow
 /// path, after a concurrent writer moved the row on).
-async fn recheck(tx: &Transaction<'_>, st: &Statements, change: &Change) -> Result<String, Error> {
-    Ok(match change {
+async fn recheck(tx: &Transaction<'_>, st: &Statements, change: &Change) -> Result<Outcome, Error> {
+    let state_of = |task: TaskId| async move {
+        let row = tx.query_opt(&st.task_state, &[&Uuid(task.to_bytes())]).await?;
+        Ok::<_, Error>(row.map(|row| task_state(&row, 0)).transpose()?.flatten())
+    };
+    // Whether a task whose status and lease fit has a queue, the last thing
+    // an offer or a posted result needs.
+    let remote = |task: TaskId| async move {
+        let row = tx.query_opt(&st.task_remote, &[&Uuid(task.to_bytes())]).await?;
+        Ok::<_, Error>(row.map(|row| row.try_get::<_, bool>(0)).transpose()?.unwrap_or(true))
+    };
+    Ok(Outcome::Conflict(match change {
+        Change::CreateRun(run) => {
+            let taken: bool = tx.query_one(&st.run_exists, &[&Uuid(run.id.to_bytes())]).await?.try_get(0)?;
+            match run.schedule_tick {
+                Some(tick) if !taken => conflict::tick_taken(&run.workflow, tick),
+                _ => conflict::run_exists(run.id),
+            }
+        }
+        Change::Offer(offer) => match conflict::offer(offer.task, state_of(offer.task).await?.as_ref()) {
+            Some(why) => why,
+            None if !remote(offer.task).await? => conflict::no_queue(offer.task),
+            None => conflict::task_changed_meanwhile(offer.task),
+        },
+        Change::RequestCancel { task, token } => {
+            conflict::lease(*task, *token, state_of(*task).await?.as_ref())
+                .unwrap_or_else(|| conflict::task_changed_meanwhile(*task))
+        }
+        Change::PostResult(result) => {
+            let row = tx.query_opt(&st.result_token, &[&Uuid(result.task.to_bytes())]).await?;
+            let state = row.as_ref().map(|row| task_state(row, 0)).transpose()?.flatten();
+            if let Some(why) = conflict::lease(result.task, result.token, state.as_ref()) {
+                why
+            } else {
+                // Posted by a concurrent call under the same lease: the same
+                // post, applied once.
+                let stored = row.map(|row| row.try_get::<_, Option<Uuid>>(4)).transpose()?.flatten();
+                if stored == Some(Uuid(result.token.to_bytes())) {
+                    return Ok(Outcome::Applied);
+                }
+                if !remote(result.task).await? {
+                    conflict::no_queue(result.task)
+                } else {
+                    conflict::task_changed_meanwhile(result.task)
+                }
+            }
+        }
         Change::Run(change) => {
             let row = tx.query_opt(&st.run_state, &[&Uuid(change.run.to_bytes())]).await?;
             let state = row.map(|row| run_state(&row, 0)).transpose()?.flatten();
@@ -672,10 +1064,10 @@ async fn recheck(tx: &Transaction<'_>, st: &Statements, change: &Change) -> Resu
             conflict::heartbeat(hb, state.as_ref())
                 .unwrap_or_else(|| conflict::task_changed_meanwhile(hb.task))
         }
-        Change::CreateRun(_) | Change::AdoptRun(_) => {
-            return Err(invalid("only status changes and heartbeats are read again"));
+        Change::AdoptRun(_) | Change::Withdraw { .. } => {
+            return Err(invalid("adoptions and withdrawals are never read again"));
         }
-    })
+    }))
 }
 
 /// Four columns from `first`: status, attempt, last_at, lease_token; a NULL
@@ -761,6 +1153,10 @@ mod tests {
                 Step::Start(g) => ("start", at(g)),
                 Step::End(g) => ("end", at(g)),
                 Step::Beats(g) => ("beats", g.iter().map(|(i, _)| *i).collect()),
+                Step::Offers(g) => ("offers", g.iter().map(|(i, _)| *i).collect()),
+                Step::Withdraws(g) => ("withdraws", g.iter().map(|(i, _)| *i).collect()),
+                Step::Cancels(g) => ("cancels", g.iter().map(|(i, _, _)| *i).collect()),
+                Step::Posts(g) => ("posts", g.iter().map(|(i, _)| *i).collect()),
             })
             .collect()
     }
@@ -812,6 +1208,35 @@ mod tests {
         assert_eq!(
             shape(&changes),
             vec![("one", vec![0]), ("plain", vec![1]), ("one", vec![2]), ("plain", vec![3])]
+        );
+    }
+
+    #[test]
+    fn dispatch_changes_group_by_task_like_the_others() {
+        use crate::conformance::offer;
+        let run = new_run("plan", 3, t(0));
+        let (a, b, c) = (run.tasks[0].id, run.tasks[1].id, run.tasks[2].id);
+        let token = LeaseToken::random();
+        let result = PostedResult { task: c, run: run.id, token, at: t(1), body: "{}".into() };
+        let changes = vec![
+            plain(a, 0, Submitted, Pending, t(1)),
+            offer(b, run.id, "q", t(1)),
+            Change::PostResult(result),
+            // A's offer follows A's promotion: the next group.
+            offer(a, run.id, "q", t(1)),
+            Change::RequestCancel { task: c, token },
+            Change::Withdraw { task: b },
+        ];
+        assert_eq!(
+            shape(&changes),
+            vec![
+                ("plain", vec![0]),
+                ("offers", vec![1]),
+                ("posts", vec![2]),
+                ("offers", vec![3]),
+                ("withdraws", vec![5]),
+                ("cancels", vec![4]),
+            ]
         );
     }
 

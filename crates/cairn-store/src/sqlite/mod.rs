@@ -7,6 +7,10 @@
 //! query-only connections on tokio's blocking threads (`read`), in parallel
 //! with the writer. The schema is versioned by refinery (`schema`).
 //!
+//! Dispatch (`crate::dispatch`) needs nothing more: claims and renewals are
+//! jobs of the one writer, notices are published by the writer after each
+//! commit, and the one server that uses a file is its sole member and leader.
+//!
 //! Architecture invariant: no connection but the writer's ever writes, so a
 //! change's compare-and-set (an `UPDATE` whose `WHERE` names the expected
 //! status and lease token) inside the writer's `BEGIN IMMEDIATE` transaction
@@ -24,11 +28,18 @@ use std::time::Duration;
 
 use cairn_core::{RunId, TaskId, Timestamp};
 
+use tokio::sync::broadcast;
+
 use crate::Store;
 use crate::change::{Change, Outcome};
+use crate::dispatch::{ClaimOutcome, ClaimRequest, LeaseState, Membership, Notice, PostedResult, Renewal};
 use crate::error::StoreError;
 use crate::model::{ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, TaskDetail};
 use crate::validate::validate_batch;
+use writer::{Done, Work};
+
+/// Notices a receiver may fall behind by before it lags (and must resync).
+const NOTICE_BACKLOG: usize = 4096;
 
 pub use writer::WriteStats;
 
@@ -100,6 +111,7 @@ pub struct SqliteStore {
     schema_version: i64,
     writer: writer::WriterHandle,
     readers: Arc<read::ReadPool>,
+    notices: broadcast::Sender<Notice>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -131,9 +143,12 @@ impl SqliteStore {
         for _ in 0..options.readers.max(1) {
             readers.push(schema::open_reader(path, &options)?);
         }
-        let writer = writer::spawn(conn, options.max_group_changes).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            reason: format!("cannot start the writer thread: {e}"),
+        let (notices, _) = broadcast::channel(NOTICE_BACKLOG);
+        let writer = writer::spawn(conn, options.max_group_changes, notices.clone()).map_err(|e| {
+            StoreError::Open {
+                path: path.display().to_string(),
+                reason: format!("cannot start the writer thread: {e}"),
+            }
         })?;
         tracing::debug!(path = %path.display(), %synchronous, schema_version, "sqlite store open");
         Ok(SqliteStore {
@@ -142,6 +157,7 @@ impl SqliteStore {
             schema_version,
             writer,
             readers: Arc::new(read::ReadPool::new(readers)),
+            notices,
         })
     }
 
@@ -184,19 +200,31 @@ impl SqliteStore {
     }
 }
 
+/// The writer's answer to queued work, once committed.
+async fn answer(queued: Result<writer::Answer, StoreError>) -> Result<Done, StoreError> {
+    // A dropped reply means the writer died holding the work: whether it
+    // committed is unknown, which `Closed` says.
+    queued?.await.map_err(|_| StoreError::Closed)?
+}
+
+fn unexpected(what: &str) -> StoreError {
+    StoreError::Database(format!("the writer answered a {what} with something else"))
+}
+
 impl Store for SqliteStore {
     fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
         let queued = if changes.is_empty() {
             Ok(None)
         } else {
-            validate_batch(&changes).and_then(|()| self.writer.submit(changes).map(Some))
+            validate_batch(&changes).and_then(|()| self.writer.submit(Work::Apply(changes)).map(Some))
         };
         async move {
             match queued? {
                 None => Ok(Vec::new()),
-                // A dropped reply means the writer died holding the batch:
-                // whether it committed is unknown, which `Closed` says.
-                Some(reply) => reply.await.map_err(|_| StoreError::Closed)?,
+                Some(queued) => match answer(Ok(queued)).await? {
+                    Done::Applied(outcomes) => Ok(outcomes),
+                    _ => Err(unexpected("batch")),
+                },
             }
         }
     }
@@ -261,6 +289,57 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<Vec<ProgressSample>, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| read::progress_samples(c, task)).await }
+    }
+
+    /// Runs on the writer thread, in the group's transaction: nothing else
+    /// writes meanwhile, so the offers it reads are its to take.
+    fn claim(&self, req: ClaimRequest) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send {
+        let queued = self.writer.submit(Work::Claim(req));
+        async move {
+            match answer(queued).await? {
+                Done::Claimed(outcome) => Ok(outcome),
+                _ => Err(unexpected("claim")),
+            }
+        }
+    }
+
+    fn renew(
+        &self,
+        renewals: Vec<Renewal>,
+    ) -> impl Future<Output = Result<Vec<LeaseState>, StoreError>> + Send {
+        let queued =
+            if renewals.is_empty() { Ok(None) } else { self.writer.submit(Work::Renew(renewals)).map(Some) };
+        async move {
+            match queued? {
+                None => Ok(Vec::new()),
+                Some(queued) => match answer(Ok(queued)).await? {
+                    Done::Renewed(states) => Ok(states),
+                    _ => Err(unexpected("renewal")),
+                },
+            }
+        }
+    }
+
+    fn posted_result(
+        &self,
+        task: TaskId,
+    ) -> impl Future<Output = Result<Option<PostedResult>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| read::posted_result(c, task)).await }
+    }
+
+    fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// One server uses a file: it is the sole member, and leads.
+    fn join(&self, _server: &str) -> impl Future<Output = Result<Membership, StoreError>> + Send {
+        std::future::ready(Ok(Membership::sole()))
+    }
+
+    /// Unknown here: the engine checks the owner's process instead.
+    fn server_alive(&self, _owner: &str) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send {
+        std::future::ready(Ok(None))
     }
 }
 

@@ -14,6 +14,7 @@ use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Error;
+use crate::dispatch::PostedResult;
 use crate::error::StoreError;
 use crate::model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
@@ -107,6 +108,7 @@ const TASK_TRANSITIONS: &str = include_str!("sql/task_transitions.sql");
 const TASK_ATTEMPTS: &str = include_str!("sql/task_attempts.sql");
 const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
 const NEXT_LEASE_EXPIRY: &str = include_str!("sql/next_lease_expiry.sql");
+const POSTED_RESULT: &str = include_str!("sql/posted_result.sql");
 
 pub(super) fn run(conn: &Connection, id: RunId) -> Result<Option<RunRecord>, Error> {
     Ok(run_row(conn, id)?.map(|(_, run)| run))
@@ -457,4 +459,20 @@ fn json_map(text: Option<&str>) -> Result<BTreeMap<String, String>, Error> {
         Some(text) => serde_json::from_str(text)
             .map_err(|e| StoreError::Corrupt(format!("bad JSON map {text:?}: {e}")).into()),
     }
+}
+
+/// The result posted for a task's current attempt.
+pub(super) fn posted_result(conn: &Connection, task: TaskId) -> Result<Option<PostedResult>, Error> {
+    let mut stmt = conn.prepare_cached(POSTED_RESULT)?;
+    let mut rows = stmt.query([task.to_bytes()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(PostedResult {
+        task,
+        run: RunId::from_bytes(row.get(3)?),
+        token: LeaseToken::from_bytes(row.get(0)?),
+        at: Timestamp::from_micros(row.get(1)?),
+        body: row.get(2)?,
+    }))
 }

@@ -15,28 +15,63 @@
 //! row only when they all hold; otherwise the change is a
 //! [`Outcome::Conflict`] and writes nothing. The transition row is inserted
 //! in the same transaction as the update it records.
+//!
+//! Claims and lease renewals (`crate::dispatch`) are jobs on the same queue,
+//! so they share the group's transaction and are serialized with every other
+//! write: a claim takes offers no other writer can touch meanwhile. The
+//! notices of a transaction are published once it committed, repeats merged.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use cairn_core::lease::Lease;
 use cairn_core::record::Actor;
-use cairn_core::{LeaseToken, RunStatus, TaskStatus};
+use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use super::Error;
 use crate::change::{AdoptRun, Change, Heartbeat, NewRun, Outcome, RunChange, TaskChange, TaskUpdate};
 use crate::conflict::{self, RunState, TaskState};
+use crate::dispatch::{
+    ClaimOutcome, ClaimRequest, Claimed, LeaseState, Notice, Offer, PostedResult, Renewal,
+};
 use crate::error::StoreError;
 
-type Reply = oneshot::Sender<Result<Vec<Outcome>, StoreError>>;
+/// What a caller asks of the writer.
+pub(super) enum Work {
+    Apply(Vec<Change>),
+    Claim(ClaimRequest),
+    Renew(Vec<Renewal>),
+}
+
+/// What the writer answers, by the kind of [`Work`].
+pub(super) enum Done {
+    Applied(Vec<Outcome>),
+    Claimed(ClaimOutcome),
+    Renewed(Vec<LeaseState>),
+}
+
+pub(super) type Answer = oneshot::Receiver<Result<Done, StoreError>>;
 
 struct Job {
-    changes: Vec<Change>,
-    reply: Reply,
+    work: Work,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+impl Job {
+    /// How much of a group this job takes up.
+    fn size(&self) -> usize {
+        match &self.work {
+            Work::Apply(changes) => changes.len(),
+            Work::Claim(req) => req.max.max(1),
+            Work::Renew(renewals) => renewals.len(),
+        }
+    }
 }
 
 /// Counters of what the writer committed, e.g. to see how well group commit
@@ -65,26 +100,29 @@ pub(super) struct WriterHandle {
     counters: Arc<Counters>,
 }
 
-pub(super) fn spawn(conn: Connection, max_group_changes: usize) -> std::io::Result<WriterHandle> {
+/// Starts the writer thread on `conn`; it publishes the notices of each
+/// commit on `notices`.
+pub(super) fn spawn(
+    conn: Connection,
+    max_group_changes: usize,
+    notices: broadcast::Sender<Notice>,
+) -> std::io::Result<WriterHandle> {
     let (tx, rx) = mpsc::channel();
     let counters = Arc::new(Counters::default());
     let c = counters.clone();
     let thread = std::thread::Builder::new()
         .name("cairn-sqlite-writer".into())
-        .spawn(move || run(conn, rx, &c, max_group_changes.max(1)))?;
+        .spawn(move || run(conn, rx, &c, max_group_changes.max(1), &notices))?;
     Ok(WriterHandle { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), counters })
 }
 
 impl WriterHandle {
-    /// Queues a batch; the receiver gets its outcomes once committed.
-    pub(super) fn submit(
-        &self,
-        changes: Vec<Change>,
-    ) -> Result<oneshot::Receiver<Result<Vec<Outcome>, StoreError>>, StoreError> {
+    /// Queues work; the receiver gets its answer once committed.
+    pub(super) fn submit(&self, work: Work) -> Result<Answer, StoreError> {
         let (reply, rx) = oneshot::channel();
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let sender = queue.as_ref().ok_or(StoreError::Closed)?;
-        sender.send(Job { changes, reply }).map_err(|_| StoreError::Closed)?;
+        sender.send(Job { work, reply }).map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
 
@@ -115,14 +153,15 @@ fn run(
     queue: mpsc::Receiver<Job>,
     counters: &Counters,
     max_group: usize,
+    notices: &broadcast::Sender<Notice>,
 ) -> Result<(), StoreError> {
     while let Ok(first) = queue.recv() {
+        let mut size = first.size();
         let mut group = vec![first];
-        let mut size = group[0].changes.len();
         while size < max_group {
             match queue.try_recv() {
                 Ok(job) => {
-                    size += job.changes.len();
+                    size += job.size();
                     group.push(job);
                 }
                 Err(_) => break,
@@ -132,14 +171,24 @@ fn run(
         // bad batch does not fail the others that shared its transaction.
         while !group.is_empty() {
             match commit(&mut conn, &group) {
-                Ok(outcomes) => {
+                Ok((answers, published)) => {
                     counters.transactions.fetch_add(1, Ordering::Relaxed);
-                    counters.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
-                    let changes: usize = group.iter().map(|job| job.changes.len()).sum();
-                    counters.changes.fetch_add(changes as u64, Ordering::Relaxed);
-                    for (job, outcomes) in group.drain(..).zip(outcomes) {
-                        // The caller may have stopped waiting; its batch stands.
-                        let _ = job.reply.send(Ok(outcomes));
+                    let (mut batches, mut changes) = (0, 0);
+                    for job in &group {
+                        if let Work::Apply(batch) = &job.work {
+                            batches += 1;
+                            changes += batch.len() as u64;
+                        }
+                    }
+                    counters.batches.fetch_add(batches, Ordering::Relaxed);
+                    counters.changes.fetch_add(changes, Ordering::Relaxed);
+                    for notice in published {
+                        // No receiver is fine: nobody is waiting.
+                        let _ = notices.send(notice);
+                    }
+                    for (job, answer) in group.drain(..).zip(answers) {
+                        // The caller may have stopped waiting; its work stands.
+                        let _ = job.reply.send(Ok(answer));
                     }
                 }
                 Err(Failure { job: Some(i), error }) => {
@@ -176,32 +225,49 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
-/// Applies `jobs` in one transaction; all or nothing.
-fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Vec<Outcome>>, Failure> {
+/// Does `jobs` in one transaction, all or nothing; returns each job's answer
+/// and the notices to publish once committed.
+fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>), Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let outcomes = {
+    let (answers, notices) = {
         let mut w = Statements::new(&tx)?;
         let mut all = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
-            let mut outcomes = Vec::with_capacity(job.changes.len());
-            for change in &job.changes {
-                // Dropping `tx` on the way out rolls everything back.
-                outcomes.push(w.apply(change).map_err(|error| Failure { job: Some(i), error })?);
-            }
-            all.push(outcomes);
+            // Dropping `tx` on the way out rolls everything back.
+            let failed = |error| Failure { job: Some(i), error };
+            all.push(match &job.work {
+                Work::Apply(changes) => {
+                    let mut outcomes = Vec::with_capacity(changes.len());
+                    for change in changes {
+                        outcomes.push(w.apply(change).map_err(failed)?);
+                    }
+                    Done::Applied(outcomes)
+                }
+                Work::Claim(req) => Done::Claimed(w.claim(req).map_err(failed)?),
+                Work::Renew(renewals) => {
+                    let mut states = Vec::with_capacity(renewals.len());
+                    for renewal in renewals {
+                        states.push(w.renew(renewal).map_err(failed)?);
+                    }
+                    Done::Renewed(states)
+                }
+            });
         }
-        all
+        (all, w.notices)
     };
     tx.commit()?;
-    Ok(outcomes)
+    Ok((answers, notices))
 }
 
 macro_rules! statements {
     ($($name:ident),* $(,)?) => {
-        /// The writer's prepared statements, one per file in `sql/`.
+        /// The writer's prepared statements, one per file in `sql/`, and
+        /// the notices of the transaction they write in.
         struct Statements<'c> {
             conn: &'c Connection,
             $($name: CachedStatement<'c>,)*
+            notices: Vec<Notice>,
+            published: HashSet<Notice>,
         }
 
         impl<'c> Statements<'c> {
@@ -209,6 +275,8 @@ macro_rules! statements {
                 Ok(Statements {
                     conn,
                     $($name: conn.prepare_cached(include_str!(concat!("sql/", stringify!($name), ".sql")))?,)*
+                    notices: Vec::new(),
+                    published: HashSet::new(),
                 })
             }
         }
@@ -216,8 +284,9 @@ macro_rules! statements {
         /// Prepares every write statement once, so a schema mismatch fails at open.
         pub(super) fn prepare_all(conn: &Connection) -> rusqlite::Result<()> {
             $(conn.prepare_cached(include_str!(concat!("sql/", stringify!($name), ".sql")))?;)*
-            conn.prepare_cached(TASK_STATE)?;
-            conn.prepare_cached(RUN_STATE)?;
+            for slow_path in SLOW_PATH {
+                conn.prepare_cached(slow_path)?;
+            }
             Ok(())
         }
     };
@@ -238,10 +307,39 @@ statements!(
     update_run,
     adopt_run,
     insert_progress_sample,
+    delete_offer,
+    delete_result,
+    upsert_offer,
+    withdraw_offer,
+    request_cancel,
+    insert_result,
+    claim_offers,
+    take_offer,
+    claim_task,
+    next_ready,
+    renew,
 );
 
 const TASK_STATE: &str = include_str!("sql/task_state.sql");
 const RUN_STATE: &str = include_str!("sql/run_state.sql");
+const RUN_EXISTS: &str = include_str!("sql/run_exists.sql");
+const RESULT_TOKEN: &str = include_str!("sql/result_token.sql");
+const TASK_REMOTE: &str = include_str!("sql/task_remote.sql");
+
+/// Statements only a refused change runs, to say why: prepared at open with
+/// the others, taken from the cache when needed.
+const SLOW_PATH: [&str; 5] = [TASK_STATE, RUN_STATE, RUN_EXISTS, RESULT_TOKEN, TASK_REMOTE];
+
+/// One offer a claim may take, with what the claim needs of its run.
+struct Candidate {
+    seq: i64,
+    task_no: i64,
+    ready_at: i64,
+    lease_ms: i64,
+    payload: String,
+    run: RunId,
+    owner: Option<String>,
+}
 
 impl Statements<'_> {
     fn apply(&mut self, change: &Change) -> Result<Outcome, Error> {
@@ -251,7 +349,209 @@ impl Statements<'_> {
             Change::Task(change) => self.task_change(change),
             Change::Heartbeat(hb) => self.heartbeat(hb),
             Change::AdoptRun(adopt) => self.adopt_run(adopt),
+            Change::Offer(offer) => self.offer(offer),
+            Change::Withdraw { task } => self.withdraw(*task),
+            Change::RequestCancel { task, token } => self.request_cancel(*task, *token),
+            Change::PostResult(result) => self.post_result(result),
         }
+    }
+
+    /// Publishes `notice` once this transaction commits; a repeat is merged.
+    fn publish(&mut self, notice: Notice) {
+        if self.published.insert(notice.clone()) {
+            self.notices.push(notice);
+        }
+    }
+
+    fn offer(&mut self, offer: &Offer) -> Result<Outcome, Error> {
+        let offered: Option<i64> = self
+            .upsert_offer
+            .query_row(
+                params![
+                    offer.task.to_bytes(),
+                    offer.queue,
+                    offer.ready_at.as_micros(),
+                    lease_ms(offer.lease_ms)?,
+                    offer.payload
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if offered.is_none() {
+            let state = self.task_state_of(offer.task.to_bytes())?;
+            // The one writer saw it PENDING: it has no queue.
+            let why =
+                conflict::offer(offer.task, state.as_ref()).unwrap_or_else(|| conflict::no_queue(offer.task));
+            return Ok(Outcome::Conflict(why));
+        }
+        self.publish(Notice::Offered { queue: offer.queue.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn withdraw(&mut self, task: TaskId) -> Result<Outcome, Error> {
+        let taken: Option<i64> =
+            self.withdraw_offer.query_row([task.to_bytes()], |row| row.get(0)).optional()?;
+        Ok(match taken {
+            Some(_) => Outcome::Applied,
+            None => Outcome::Conflict(conflict::no_offer(task)),
+        })
+    }
+
+    fn request_cancel(&mut self, task: TaskId, token: LeaseToken) -> Result<Outcome, Error> {
+        let asked: Option<i64> = self
+            .request_cancel
+            .query_row(params![task.to_bytes(), token.to_bytes()], |row| row.get(0))
+            .optional()?;
+        if asked.is_some() {
+            return Ok(Outcome::Applied);
+        }
+        let state = self.task_state_of(task.to_bytes())?;
+        let why = conflict::lease(task, token, state.as_ref()).unwrap_or_else(|| conflict::stale_token(task));
+        Ok(Outcome::Conflict(why))
+    }
+
+    fn post_result(&mut self, result: &PostedResult) -> Result<Outcome, Error> {
+        let id = result.task.to_bytes();
+        let token = result.token.to_bytes();
+        let posted: Option<i64> = self
+            .insert_result
+            .query_row(params![id, token, result.at.as_micros(), result.body], |row| row.get(0))
+            .optional()?;
+        if posted.is_some() {
+            self.publish(Notice::Posted { run: result.run, task: result.task });
+            return Ok(Outcome::Applied);
+        }
+        let state = self.task_state_of(id)?;
+        if let Some(why) = conflict::lease(result.task, result.token, state.as_ref()) {
+            return Ok(Outcome::Conflict(why));
+        }
+        // The lease is current: the task has no queue, or the result was
+        // there already, posted under this very token (ending an attempt
+        // deletes its result, so no other token's can be there). The same
+        // post again changes nothing.
+        let stored: Option<[u8; 16]> =
+            self.conn.prepare_cached(RESULT_TOKEN)?.query_row([id], |row| row.get(0)).optional()?;
+        Ok(match stored {
+            Some(stored) if stored == token => Outcome::Applied,
+            Some(_) => Outcome::Conflict(conflict::task_changed_meanwhile(result.task)),
+            None => Outcome::Conflict(conflict::no_queue(result.task)),
+        })
+    }
+
+    /// Leases up to `req.max` ready offers of `req.queues`, oldest first:
+    /// each queue's first candidates along its index, merged.
+    fn claim(&mut self, req: &ClaimRequest) -> Result<ClaimOutcome, Error> {
+        let now = req.now.as_micros();
+        let mut queues: Vec<&str> = req.queues.iter().map(String::as_str).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let mut candidates = Vec::new();
+        if req.max > 0 {
+            let limit = i64::try_from(req.max).unwrap_or(i64::MAX);
+            for queue in &queues {
+                let mut rows = self.claim_offers.query(params![queue, now, limit])?;
+                while let Some(row) = rows.next()? {
+                    candidates.push(Candidate {
+                        seq: row.get(0)?,
+                        task_no: row.get(1)?,
+                        ready_at: row.get(2)?,
+                        lease_ms: row.get(3)?,
+                        payload: row.get(4)?,
+                        run: RunId::from_bytes(row.get(5)?),
+                        owner: row.get(6)?,
+                    });
+                }
+            }
+        }
+        candidates.sort_unstable_by_key(|c| (c.ready_at, c.seq));
+        candidates.truncate(req.max);
+
+        let actor = actor_text(&Actor::Worker(req.worker.clone()));
+        let mut tasks = Vec::with_capacity(candidates.len());
+        for offer in candidates {
+            // Taken whatever happens next: an offer of a task that left
+            // PENDING is stale and goes too.
+            self.take_offer.execute([offer.seq])?;
+            let token = LeaseToken::random();
+            let leased: Option<([u8; 16], u32, i64, i64)> = self
+                .claim_task
+                .query_row(params![offer.task_no, now, token.to_bytes(), req.worker, offer.lease_ms], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .optional()?;
+            let Some((id, attempt, at, expires_at)) = leased else {
+                continue;
+            };
+            self.insert_attempt.execute(params![offer.task_no, attempt, req.worker, at])?;
+            self.insert_task_transition.execute(params![
+                offer.task_no,
+                attempt,
+                TaskStatus::Pending.code(),
+                TaskStatus::Running.code(),
+                at,
+                format!("attempt {attempt} started"),
+                actor,
+            ])?;
+            let task = TaskId::from_bytes(id);
+            if offer.owner.as_deref() != Some(req.server.as_str()) {
+                self.publish(Notice::Claimed { run: offer.run, task });
+            }
+            let at = Timestamp::from_micros(at);
+            tasks.push(Claimed {
+                task,
+                run: offer.run,
+                attempt,
+                lease: Lease {
+                    token,
+                    started_at: at,
+                    last_heartbeat_at: at,
+                    expires_at: Timestamp::from_micros(expires_at),
+                },
+                payload: offer.payload,
+            });
+        }
+
+        let mut next_ready_at: Option<i64> = None;
+        for queue in &queues {
+            let next: Option<i64> =
+                self.next_ready.query_row(params![queue, now], |row| row.get(0)).optional()?;
+            next_ready_at = match (next_ready_at, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(ClaimOutcome { tasks, next_ready_at: next_ready_at.map(Timestamp::from_micros) })
+    }
+
+    fn renew(&mut self, renewal: &Renewal) -> Result<LeaseState, Error> {
+        let (percent, message) = match &renewal.progress {
+            Some(p) => (Some(f64::from(p.percent)), p.message.as_deref()),
+            None => (None, None),
+        };
+        let details = renewal.details.as_ref().map(serde_json::to_string).transpose().map_err(|e| {
+            StoreError::InvalidChange(format!("renewal details of task {}: {e}", renewal.task))
+        })?;
+        let held: Option<(i64, bool)> = self
+            .renew
+            .query_row(
+                params![
+                    renewal.task.to_bytes(),
+                    renewal.token.to_bytes(),
+                    renewal.at.as_micros(),
+                    renewal.progress.is_some(),
+                    percent,
+                    message,
+                    details,
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        Ok(match held {
+            Some((expires_at, cancel_requested)) => {
+                LeaseState::Held { expires_at: Timestamp::from_micros(expires_at), cancel_requested }
+            }
+            None => LeaseState::Stale,
+        })
     }
 
     fn adopt_run(&mut self, adopt: &AdoptRun) -> Result<Outcome, Error> {
@@ -280,12 +580,19 @@ impl Statements<'_> {
                     run.owner,
                     run.spec_path,
                     t.at.as_micros(),
+                    run.schedule_tick.map(Timestamp::as_micros),
                 ],
                 |row| row.get(0),
             )
             .optional()?;
         let Some(run_no) = run_no else {
-            return Ok(Outcome::Conflict(conflict::run_exists(run.id)));
+            // The id taken, or else the tick.
+            let id_taken = run.schedule_tick.is_none()
+                || self.conn.prepare_cached(RUN_EXISTS)?.exists([run.id.to_bytes()])?;
+            return Ok(Outcome::Conflict(match run.schedule_tick {
+                Some(tick) if !id_taken => conflict::tick_taken(&run.workflow, tick),
+                _ => conflict::run_exists(run.id),
+            }));
         };
         self.insert_run_spec.execute(params![run_no, run.spec_source])?;
         self.insert_run_transition.execute(params![
@@ -370,12 +677,23 @@ impl Statements<'_> {
         let task_no: Option<i64> = match &change.update {
             TaskUpdate::Plain => {
                 let finished = t.to.is_terminal().then_some(at);
-                self.update_task_plain
-                    .query_row(params![id, from.code(), t.to.code(), at, finished], |row| row.get(0))
-                    .optional()?
+                let row: Option<(i64, bool)> = self
+                    .update_task_plain
+                    .query_row(params![id, from.code(), t.to.code(), at, finished], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()?;
+                if let Some((task_no, true)) = row
+                    && from == TaskStatus::Pending
+                {
+                    // No offer outlives its task's PENDING status (and only
+                    // a task with a queue has one).
+                    self.delete_offer.execute([task_no])?;
+                }
+                row.map(|(task_no, _)| task_no)
             }
             TaskUpdate::Start { lease, worker } => {
-                let task_no: Option<i64> = self
+                let row: Option<(i64, bool)> = self
                     .update_task_start
                     .query_row(
                         params![
@@ -389,10 +707,14 @@ impl Statements<'_> {
                             lease.last_heartbeat_at.as_micros(),
                             lease.expires_at.as_micros(),
                         ],
-                        |row| row.get(0),
+                        |row| Ok((row.get(0)?, row.get(1)?)),
                     )
                     .optional()?;
-                if let Some(task_no) = task_no {
+                let task_no = row.map(|(task_no, _)| task_no);
+                if let Some((task_no, remote)) = row {
+                    if remote {
+                        self.delete_offer.execute([task_no])?;
+                    }
                     self.insert_attempt.execute(params![
                         task_no,
                         t.attempt,
@@ -405,13 +727,13 @@ impl Statements<'_> {
             TaskUpdate::EndAttempt { token, result, retry_at } => {
                 let finished = t.to.is_terminal().then_some(at);
                 let not_before = retry_at.filter(|_| t.to == TaskStatus::Pending).map(|r| r.as_micros());
-                let row: Option<(i64, u32)> = self
+                let row: Option<(i64, u32, bool)> = self
                     .update_task_end
                     .query_row(params![id, t.to.code(), token.to_bytes(), at, finished, not_before], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                     })
                     .optional()?;
-                if let Some((task_no, attempt)) = row {
+                if let Some((task_no, attempt, remote)) = row {
                     let closed = self.close_attempt.execute(params![
                         task_no,
                         attempt,
@@ -428,8 +750,12 @@ impl Statements<'_> {
                         ))
                         .into());
                     }
+                    if remote {
+                        // The result posted for the attempt (if any) is applied now.
+                        self.delete_result.execute([task_no])?;
+                    }
                 }
-                row.map(|(task_no, _)| task_no)
+                row.map(|(task_no, _, _)| task_no)
             }
         };
         let Some(task_no) = task_no else {
@@ -515,6 +841,11 @@ impl Statements<'_> {
             })
             .optional()?)
     }
+}
+
+/// An offer's lease as stored (validated to fit).
+fn lease_ms(ms: u64) -> Result<i64, Error> {
+    i64::try_from(ms).map_err(|_| invalid(&format!("a lease of {ms} ms does not fit")))
 }
 
 fn invalid(why: &str) -> Error {

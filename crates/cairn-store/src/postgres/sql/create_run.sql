@@ -3,11 +3,13 @@
 -- parallel arrays, one element per task, so a run of 100,000 tasks is one
 -- round trip and a few set-wise inserts. Each task's number is drawn once
 -- (the materialized `numbered`) and shared by its row and its log row, so
--- the two inserts need no join. No row back: the id is taken.
+-- the two inserts need no join. No row back: the id is taken, or ($21) a run
+-- of the same workflow for the same schedule tick exists.
 WITH run AS (
-    INSERT INTO runs (id, workflow, status, trigger_kind, params, owner, spec_path, submitted_at, last_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
-    ON CONFLICT (id) DO NOTHING
+    INSERT INTO runs (id, workflow, status, trigger_kind, params, owner, spec_path, submitted_at, last_at,
+                      schedule_tick)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $21)
+    ON CONFLICT DO NOTHING
     RETURNING run_no
 ), spec AS (
     INSERT INTO run_specs (run_no, source)

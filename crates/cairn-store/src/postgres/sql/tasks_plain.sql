@@ -1,7 +1,8 @@
 -- Task changes outside RUNNING, one per element of the arrays, each task at
 -- most once. Each is a compare-and-set: applied only if the task is still in
 -- the expected status and the change is not older than its last one, and
--- then its transition row is appended. One row back per element, in order:
+-- then its transition row is appended (and an offer of a task that leaves
+-- PENDING deleted). One row back per element, in order:
 -- the task_no when applied (else NULL), then, only when refused, the state
 -- the compare-and-set met (status NULL: no such task).
 WITH input AS (
@@ -14,10 +15,17 @@ WITH input AS (
     SET status = i.to_status, last_at = i.at, finished_at = i.finished_at
     FROM input i
     WHERE t.id = i.id AND t.status = i.from_status AND t.last_at <= i.at
-    RETURNING i.ord, t.task_no, i.attempt, i.from_status, i.to_status, i.at, i.reason, i.actor
+    RETURNING i.ord, t.task_no, i.attempt, i.from_status, i.to_status, i.at, i.reason, i.actor,
+              t.queue IS NOT NULL AS remote
 ), logged AS (
     INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
     SELECT task_no, attempt, from_status, to_status, at, reason, actor FROM upd
+), unoffered AS (
+    -- No offer outlives its task's PENDING (2) status; only a task with a
+    -- queue has one. By the primary key: the array keeps the planner from
+    -- hashing the whole table.
+    DELETE FROM task_offers
+    WHERE task_no = ANY (ARRAY(SELECT task_no FROM upd WHERE from_status = 2 AND remote))
 )
 SELECT i.ord, u.task_no, s.status, s.attempt, s.last_at, s.lease_token
 FROM input i

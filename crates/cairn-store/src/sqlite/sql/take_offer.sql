@@ -1,0 +1,1 @@
+DELETE FROM task_offers WHERE seq = ?1

@@ -1,0 +1,284 @@
+//! `cairn serve`: the API, the workflow catalog, the run manager (local
+//! executor, remote queues and their reaping), and — while this server
+//! leads the servers sharing its store — the cron scheduler and the
+//! adoption of the runs of servers that are gone, in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_core::lease::LeaseSettings;
+use cairn_engine::owner::LocalOwner;
+use cairn_engine::scheduler::Workflows;
+use cairn_engine::{EngineClock, Manager, ManagerOptions, ScheduledWorkflow, Scheduler, recover};
+use cairn_server::{AppState, Catalog, EngineControl, ServerConfig};
+use cairn_store::{PostgresOptions, PostgresStore, Store, StoreError};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Exit;
+use crate::home::Home;
+
+mod gate;
+
+use gate::Gate;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to serve the API on
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CAIRN_LISTEN")]
+    listen: SocketAddr,
+    /// Directory of workflow files (reloaded on change) [default: DATA_DIR/workflows]
+    #[arg(long, value_name = "DIR")]
+    workflows: Option<PathBuf>,
+    /// A running attempt whose lease is not extended for this long is lost
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    heartbeat_timeout: u64,
+    /// Keep everything in this PostgreSQL database instead of the data directory's SQLite file
+    /// (logs stay in the data directory)
+    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
+    database: Option<String>,
+    /// On SIGTERM, how long active runs may take to finish before their local steps are interrupted
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    grace: u64,
+}
+
+pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
+    let clock = EngineClock::system();
+    let home = Home::resolve(data_dir)?;
+    // Listening before the store is open: a load balancer or an operator
+    // sees "not ready, waiting for …" instead of a refused connection.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the address listened on")?;
+    let gate = Gate::new("opening the store");
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(
+        axum::serve(listener, gate.router())
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let stopping = tokio::spawn(wait_for_stop());
+    let serving = async {
+        match args.database.clone() {
+            Some(url) => {
+                let Some(store) = connect(&url, &gate, &stopping).await? else { return Ok(Exit::Success) };
+                let store = Arc::new(store);
+                recover(store.as_ref(), &clock).await.context("recovering runs of dead executors")?;
+                serve_on(store, home, args, clock, (addr, &gate), stopping).await
+            }
+            None => {
+                let store = home.open(&clock).await?;
+                serve_on(store, home, args, clock, (addr, &gate), stopping).await
+            }
+        }
+    };
+    let result = serving.await;
+    http_stop.cancel();
+    http.await.context("serving the API")?.context("serving the API")?;
+    result
+}
+
+/// Connects to PostgreSQL, trying again (every second, then up to every ten)
+/// while the database cannot be reached; `None` when told to stop meanwhile.
+/// A URL that is not one, or a schema newer than this build, ends it at once.
+async fn connect(
+    url: &str,
+    gate: &Gate,
+    stopping: &tokio::task::JoinHandle<()>,
+) -> Result<Option<PostgresStore>> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let err = match PostgresStore::connect(url, PostgresOptions::default()).await {
+            Ok(store) => return Ok(Some(store)),
+            Err(e @ (StoreError::TooNew { .. } | StoreError::InvalidChange(_))) => e,
+            Err(StoreError::Open { path, reason }) if path.starts_with('(') => {
+                return Err(StoreError::Open { path, reason }).context("reading --database");
+            }
+            Err(e) => {
+                let what = format!("waiting for the database {}: {e}", redact(url));
+                tracing::warn!("{what}; trying again in {}s", pause.as_secs());
+                gate.waiting_for(what);
+                tokio::time::sleep(pause).await;
+                if stopping.is_finished() {
+                    return Ok(None);
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        return Err(err).with_context(|| format!("connecting to the database {}", redact(url)));
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve_on<S: Store>(
+    store: Arc<S>,
+    home: Home,
+    args: Args,
+    clock: EngineClock,
+    (addr, gate): (SocketAddr, &Gate),
+    stopping: tokio::task::JoinHandle<()>,
+) -> Result<Exit> {
+    let workflows = args.workflows.clone().unwrap_or_else(|| home.dir.join("workflows"));
+    std::fs::create_dir_all(&workflows).with_context(|| format!("creating {}", workflows.display()))?;
+
+    let opts = ManagerOptions {
+        owner: LocalOwner::current().server_name(),
+        log_root: home.log_root(),
+        lease: LeaseSettings::with_timeout(Duration::from_secs(args.heartbeat_timeout.max(1))),
+    };
+    let manager = Manager::new(store.clone(), clock.clone(), opts);
+    // A member before it drives anything, so no other server takes its runs
+    // for those of a dead one.
+    let membership = store.join(manager.owner()).await.context("joining the servers of the store")?;
+    let resumed = manager.resume().await.context("resuming the runs of a previous server")?;
+
+    let catalog = Catalog::load(&workflows);
+    let _watching = catalog.watch(Duration::from_secs(1));
+    let (schedules, feeding) = feed_schedules(&catalog);
+    let scheduled = schedules.borrow().len();
+    let stop_scheduler = CancellationToken::new();
+    // Before anything records a metric.
+    cairn_server::metrics::install();
+    cairn_server::metrics::set_leader(false);
+    let scheduler = tokio::spawn(lead(
+        manager.clone(),
+        schedules,
+        clock,
+        membership.leader.clone(),
+        stop_scheduler.clone(),
+    ));
+    let _observing = cairn_server::metrics::spawn_observer(manager.subscribe());
+    let control = Arc::new(EngineControl::new(manager.clone(), catalog.clone()));
+    let state = AppState::new(store, control, catalog.clone(), ServerConfig::new(home.log_root()));
+    gate.open(cairn_server::router(state));
+
+    let snapshot = catalog.snapshot();
+    eprintln!(
+        "cairn serving http://{} — data {}, workflows {} ({} loaded, {} broken, {} on a schedule), {} runs resumed",
+        addr,
+        home.dir.display(),
+        workflows.display(),
+        snapshot.len() - snapshot.broken(),
+        snapshot.broken(),
+        scheduled,
+        resumed
+    );
+
+    let grace = Duration::from_secs(args.grace);
+    let _ = stopping.await;
+    // No new scheduled run once stopping has begun.
+    stop_scheduler.cancel();
+    let _ = scheduler.await;
+    feeding.abort();
+    eprintln!("stopping: waiting up to {}s for {} active runs", grace.as_secs(), manager.active_runs());
+    // Local steps still running after the grace are interrupted and
+    // recorded as such; the next server resumes the runs (remote attempts
+    // keep their leases meanwhile). The API serves until then.
+    manager.shutdown(grace).await;
+    drop(membership);
+    Ok(Exit::Success)
+}
+
+/// What only the leader does, for as long as it leads: the cron scheduler,
+/// and taking over the unfinished runs of servers that are gone.
+async fn lead<S: Store>(
+    manager: Arc<Manager<S>>,
+    schedules: watch::Receiver<Workflows>,
+    clock: EngineClock,
+    mut leader: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    // A tick due while no server led (the leader died, or the only server
+    // restarted) fires late if it is this recent; each tick runs once all
+    // the same, as the store refuses a second run for it.
+    const TAKEOVER_WINDOW: Duration = Duration::from_secs(15);
+    loop {
+        tokio::select! {
+            led = leader.wait_for(|&l| l) => if led.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+        tracing::info!("leading: running the cron scheduler and adopting the runs of servers that are gone");
+        cairn_server::metrics::set_leader(true);
+        let term = stop.child_token();
+        let scheduler =
+            Scheduler::new(manager.clone(), schedules.clone(), clock.clone()).with_takeover(TAKEOVER_WINDOW);
+        let scheduling = tokio::spawn(scheduler.run(term.clone()));
+        let adopting = tokio::spawn(adopt_orphans(manager.clone(), term.clone()));
+        tokio::select! {
+            _ = leader.wait_for(|&l| !l) => tracing::warn!("no longer the leader"),
+            () = stop.cancelled() => {}
+        }
+        term.cancel();
+        let _ = scheduling.await;
+        let _ = adopting.await;
+        cairn_server::metrics::set_leader(false);
+    }
+}
+
+/// Adopts, every couple of seconds, the unfinished runs of servers that are gone.
+async fn adopt_orphans<S: Store>(manager: Arc<Manager<S>>, term: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = every.tick() => match manager.resume().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "adopted the runs of servers that are gone"),
+                Err(e) => tracing::warn!(error = %e, "could not look for the runs of servers that are gone"),
+            },
+            () = term.cancelled() => return,
+        }
+    }
+}
+
+/// The catalog's workflows that have a schedule, republished at every reload.
+fn feed_schedules(catalog: &Catalog) -> (watch::Receiver<Workflows>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(scheduled_workflows(catalog));
+    let catalog = catalog.clone();
+    let mut changes = catalog.subscribe();
+    let feeding = tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            tx.send_replace(scheduled_workflows(&catalog));
+        }
+    });
+    (rx, feeding)
+}
+
+fn scheduled_workflows(catalog: &Catalog) -> Workflows {
+    let snapshot = catalog.snapshot();
+    let list = snapshot
+        .entries()
+        .filter_map(|e| {
+            let workflow = e.workflow().filter(|w| !w.schedule.start.is_empty())?;
+            Some(ScheduledWorkflow { workflow: workflow.clone(), source: e.source.clone() })
+        })
+        .collect();
+    Arc::new(list)
+}
+
+async fn wait_for_stop() {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
