@@ -27,7 +27,7 @@ use cairn_core::record::Actor;
 use cairn_core::spec::{self, Workflow};
 use cairn_core::{LeaseToken, RunId, TaskId, TaskStatus};
 use cairn_store::{
-    AdoptRun, Change, ClaimRequest, LeaseState, Notice, PostedResult, Renewal, RunDetail, Store,
+    AdoptRun, Change, ClaimRequest, LeaseState, Notice, Outcome, PostedResult, Renewal, RunDetail, Store,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -260,10 +260,11 @@ impl<S: Store> Manager<S> {
             .filter_map(|(id, q)| q.map(|_| id))
             .collect();
         self.launch(driver, workflow.name.clone());
-        // Claims and results the old owner was told of and never acted on.
+        // Claims, results and a cancel the old owner was told of and never acted on.
         for task in remote {
             self.sync_task(task).await;
         }
+        self.cancel_if_requested(id).await;
         Ok(())
     }
 
@@ -390,9 +391,46 @@ impl<S: Store> Manager<S> {
             }
             lock(&manager.runs).remove(&run);
             lock(&manager.tasks).retain(|_, (r, _, _)| *r != run);
+            if let Err(EngineError::Store(e)) = result {
+                manager.restart_when_stored(run, e).await;
+            }
         });
         runs.insert(run, ActiveRun { workflow, commands, driving: driving.abort_handle() });
         run
+    }
+
+    /// Continues a run whose driver stopped on a store failure (a commit
+    /// whose fate is unknown, the database gone) from its records, once
+    /// the store answers again; the records, not the driver's memory, say
+    /// what was done.
+    async fn restart_when_stored(self: &Arc<Self>, run: RunId, cause: cairn_store::StoreError) {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            if self.waits.is_closed() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            // The lost commit may have been the run's last.
+            if let Ok(Some(r)) = self.store.run(run).await
+                && r.status.is_terminal()
+            {
+                return;
+            }
+            match Box::pin(self.restart(run)).await {
+                Ok(()) => {
+                    tracing::info!(run = %run, cause = %cause, "run continued from its records");
+                    return;
+                }
+                Err(EngineError::Store(e)) => {
+                    tracing::warn!(run = %run, error = %e, "cannot continue the run yet");
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(run = %run, error = %e, "cannot continue the run");
+                    return;
+                }
+            }
+        }
     }
 
     /// A graceful stop: lease nothing more, give active runs up to `grace`
@@ -443,9 +481,34 @@ impl<S: Store> Manager<S> {
             Some(_) => {}
         }
         let commands = lock(&self.runs).get(&run).map(|r| r.commands.clone());
-        match commands {
-            Some(tx) if tx.send(Command::Cancel { actor }).is_ok() => Ok(()),
-            _ => Err(EngineError::Conflict(format!("run {run} is not driven by this server"))),
+        if let Some(tx) = commands
+            && tx.send(Command::Cancel { actor: actor.clone() }).is_ok()
+        {
+            return Ok(());
+        }
+        // Driven by another server (or about to be adopted): the request is
+        // recorded, and whoever drives the run hears of it.
+        let outcomes = self.store.apply(vec![Change::RequestRunCancel { run, actor }]).await?;
+        match outcomes.into_iter().next() {
+            Some(Outcome::Conflict(reason)) => Err(EngineError::Conflict(reason)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cancels a run driven here if a cancel was recorded for it (asked on
+    /// another server, or before this server adopted it).
+    async fn cancel_if_requested(&self, run: RunId) {
+        let Some(commands) = lock(&self.runs).get(&run).map(|r| r.commands.clone()) else { return };
+        match self.store.run(run).await {
+            Ok(Some(r)) => {
+                if let Some(actor) = r.cancel_requested_by.filter(|_| !r.status.is_terminal()) {
+                    let _ = commands.send(Command::Cancel { actor });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(run = %run, error = %e, "could not read a run to follow a cancel request")
+            }
         }
     }
 
@@ -649,8 +712,13 @@ impl<S: Store> Manager<S> {
                     self.sync_task(task).await;
                 }
             }
+            Notice::CancelRequested { run } => self.cancel_if_requested(run).await,
             Notice::Resync => {
                 self.waits.all();
+                let runs: Vec<RunId> = lock(&self.runs).keys().copied().collect();
+                for run in runs {
+                    self.cancel_if_requested(run).await;
+                }
                 let remote: Vec<TaskId> =
                     lock(&self.tasks).iter().filter(|(_, (_, _, remote))| *remote).map(|(t, _)| *t).collect();
                 for task in remote {

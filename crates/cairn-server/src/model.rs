@@ -27,6 +27,8 @@ pub struct RunSummary {
     pub status: RunStatus,
     /// How the run came to be: `manual`, `schedule`, `api`, `retry`.
     pub trigger: String,
+    /// The cron time a scheduled run is for (each fires once).
+    pub scheduled_for: Option<Timestamp>,
     pub submitted_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
@@ -42,6 +44,7 @@ impl RunSummary {
             workflow: r.workflow.clone(),
             status: r.status,
             trigger: r.trigger.clone(),
+            scheduled_for: r.schedule_tick,
             submitted_at: r.submitted_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
@@ -66,6 +69,10 @@ pub struct RunView {
     pub workflow: String,
     pub status: RunStatus,
     pub trigger: String,
+    /// The cron time a scheduled run is for (each fires once).
+    pub scheduled_for: Option<Timestamp>,
+    /// Who asked to cancel the run, until its driver has ended it.
+    pub cancel_requested_by: Option<String>,
     pub params: BTreeMap<String, String>,
     pub submitted_at: Timestamp,
     pub started_at: Option<Timestamp>,
@@ -169,6 +176,12 @@ impl RunView {
             workflow: r.workflow.clone(),
             status: r.status,
             trigger: r.trigger.clone(),
+            scheduled_for: r.schedule_tick,
+            cancel_requested_by: r
+                .cancel_requested_by
+                .as_ref()
+                .filter(|_| !r.status.is_terminal())
+                .map(ToString::to_string),
             params: r.params.clone(),
             submitted_at: r.submitted_at,
             started_at: r.started_at,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cairn_core::lease::Lease;
 use cairn_core::progress::Progress;
-use cairn_core::record::{RunTransition, Transition};
+use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{LeaseToken, RunId, TaskId, Timestamp};
 
 /// One write. A batch applies many in order in one transaction.
@@ -41,6 +41,17 @@ pub enum Change {
     /// (`TaskUpdate::EndAttempt`) deletes it. Publishes
     /// [`Notice::Posted`](crate::Notice::Posted) when written.
     PostResult(crate::dispatch::PostedResult),
+    /// `actor` asks that the whole run be canceled, on whichever server the
+    /// request reached: the run records it
+    /// ([`RunRecord::cancel_requested_by`](crate::RunRecord::cancel_requested_by))
+    /// and its driver, wherever it runs, hears of it by
+    /// [`Notice::CancelRequested`](crate::Notice::CancelRequested) and
+    /// cancels the run as any other cancel. Not a status change: the driver
+    /// makes those. Refused when the run does not exist or is finished.
+    /// Asking again is applied and keeps the first actor (the request the
+    /// driver may already be acting on); every applied request publishes the
+    /// notice again.
+    RequestRunCancel { run: RunId, actor: Actor },
 }
 
 #[derive(Clone, Debug)]

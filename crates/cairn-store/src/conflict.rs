@@ -8,7 +8,7 @@
 //! only where writers run concurrently, as on PostgreSQL), and the backend
 //! reads the state again or falls back to [`task_changed_meanwhile`].
 
-use cairn_core::{LeaseToken, RunStatus, TaskId, TaskStatus, Timestamp};
+use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
 use crate::change::{AdoptRun, Heartbeat, RunChange, TaskChange, TaskUpdate};
 
@@ -143,11 +143,27 @@ pub(crate) fn run_change(change: &RunChange, from: RunStatus, state: Option<RunS
     }
 }
 
-pub(crate) fn run_changed_meanwhile(change: &RunChange) -> String {
-    format!("run {} changed while this change was applied", change.run)
+/// The last word on a run change whose refusal no stored state explains.
+pub(crate) fn run_changed_meanwhile(run: RunId) -> String {
+    format!("run {run} changed while this change was applied")
 }
 
-pub(crate) fn run_exists(run: cairn_core::RunId) -> String {
+/// Why a cancel request of `run` does not fit the run's stored `state`
+/// (`None`: no such run): only a run not yet finished can be canceled.
+pub(crate) fn run_cancel(run: RunId, state: Option<RunState>) -> Option<String> {
+    let Some(state) = state else {
+        return Some(format!("run {run} does not exist"));
+    };
+    match RunStatus::from_code(state.status) {
+        Some(status) if !status.is_terminal() => None,
+        status => Some(format!(
+            "run {run} is {}: a finished run is never canceled",
+            status.map_or("(unknown)", |s| s.as_str())
+        )),
+    }
+}
+
+pub(crate) fn run_exists(run: RunId) -> String {
     format!("run {run} already exists")
 }
 

@@ -75,6 +75,7 @@ macro_rules! store_conformance_suite {
             posted_results_last_until_the_attempt_ends,
             notices_follow_their_commits,
             a_schedule_tick_starts_one_run,
+            a_run_cancel_request_is_recorded_for_its_driver,
             a_joined_server_is_alive_and_a_sole_member_leads,
         );
     };
@@ -305,6 +306,40 @@ fn attempts(detail: &RunDetail, id: TaskId) -> &[AttemptRecord] {
     detail.attempts.get(&id).map_or(&[], Vec::as_slice)
 }
 
+/// `id`'s record as every read that returns run records returns it — `run`,
+/// `run_detail`, `task` (of its first task), `runs_by_prefix`, `list_runs`
+/// unfiltered and by workflow, status and both, and `active_runs` while it
+/// is not finished — asserting that they all agree.
+async fn run_everywhere<S: Store>(store: &S, id: RunId) -> RunRecord {
+    let run = store.run(id).await.expect("run").expect("the run exists");
+    let d = detail(store, id).await;
+    let mut reads = vec![("run_detail", Some(d.run.clone()))];
+    if let Some(first) = d.tasks.first() {
+        reads.push(("task", store.task(first.id).await.expect("task").map(|t| t.run)));
+    }
+    let find = |runs: Vec<RunRecord>| runs.into_iter().find(|r| r.id == id);
+    reads.push((
+        "runs_by_prefix",
+        find(store.runs_by_prefix(&id.to_string(), 1).await.expect("runs_by_prefix")),
+    ));
+    let workflow = Some(run.workflow.clone());
+    for (name, query) in [
+        ("list_runs", RunQuery::default()),
+        ("list_runs by workflow", RunQuery { workflow: workflow.clone(), ..Default::default() }),
+        ("list_runs by status", RunQuery { statuses: vec![run.status], ..Default::default() }),
+        ("list_runs by both", RunQuery { statuses: vec![run.status], workflow, ..Default::default() }),
+    ] {
+        reads.push((name, find(store.list_runs(query).await.expect("list_runs"))));
+    }
+    if !run.status.is_terminal() {
+        reads.push(("active_runs", find(store.active_runs().await.expect("active_runs"))));
+    }
+    for (name, read) in reads {
+        assert_eq!(read.as_ref(), Some(&run), "{name} reads the run as run() does");
+    }
+    run
+}
+
 async fn create<S: Store>(store: &S, run: NewRun) -> (RunId, Vec<TaskId>) {
     let mut tasks: Vec<_> = run.tasks.iter().map(|t| (t.index, t.id)).collect();
     tasks.sort();
@@ -395,6 +430,8 @@ pub async fn create_and_read_round_trip<S: Store>(store: Arc<S>) {
         started_at: None,
         finished_at: None,
         error: None,
+        cancel_requested_by: None,
+        schedule_tick: None,
     };
     assert_eq!(store.run(id).await.unwrap(), Some(expected.clone()));
     assert_eq!(store.spec_source(id).await.unwrap().as_deref(), Some(created.spec_source.as_str()));
@@ -1727,6 +1764,7 @@ pub async fn a_schedule_tick_starts_one_run<S: Store>(store: Arc<S>) {
     };
     let first = scheduled("nightly", Some(tick));
     let (first_id, _) = create(&*store, first.clone()).await;
+    assert_eq!(run_everywhere(&*store, first_id).await.schedule_tick, Some(tick), "the tick reads back");
     let twin = scheduled("nightly", Some(tick));
     let twin_id = twin.id;
     let why = conflict(&*store, Change::CreateRun(twin)).await;
@@ -1744,7 +1782,8 @@ pub async fn a_schedule_tick_starts_one_run<S: Store>(store: Arc<S>) {
     // Another workflow's tick, another tick, and unscheduled runs are apart.
     create(&*store, scheduled("weekly", Some(tick))).await;
     create(&*store, scheduled("nightly", Some(t(120_000)))).await;
-    create(&*store, scheduled("nightly", None)).await;
+    let (unscheduled, _) = create(&*store, scheduled("nightly", None)).await;
+    assert_eq!(run_everywhere(&*store, unscheduled).await.schedule_tick, None);
     create(&*store, scheduled("nightly", None)).await;
     // A taken id is said as such, tick or not.
     let mut same_id = scheduled("nightly", Some(t(180_000)));
@@ -1755,6 +1794,70 @@ pub async fn a_schedule_tick_starts_one_run<S: Store>(store: Arc<S>) {
     both.tasks = vec![];
     let why = conflict(&*store, Change::CreateRun(both)).await;
     assert_eq!(why, format!("run {first_id} already exists"));
+}
+
+/// A cancel of a run may be asked of any server: the run records who asked
+/// first, and its driver, wherever it runs, hears of it after the commit.
+/// A request is not a status change; a missing or finished run refuses it.
+pub async fn a_run_cancel_request_is_recorded_for_its_driver<S: Store>(store: Arc<S>) {
+    use RunStatus::*;
+    let ask = |run: RunId, actor: Actor| Change::RequestRunCancel { run, actor };
+    let alice = Actor::User("alice".to_owned());
+    let mut rx = store.notices();
+    let (running, _) = create(&*store, new_run("cancel", 1, t(0))).await;
+    apply_ok(&*store, vec![run_change(running, Queued, Running, t(1), None)]).await;
+    let (failed, _) = create(&*store, new_run("cancel", 1, t(0))).await;
+    apply_ok(
+        &*store,
+        vec![
+            run_change(failed, Queued, Running, t(1), None),
+            run_change(failed, Running, Failed, t(2), Some("boom")),
+        ],
+    )
+    .await;
+
+    // Refused: nothing written, no notice.
+    let unknown = RunId::new(t(3));
+    assert_eq!(conflict(&*store, ask(unknown, alice.clone())).await, format!("run {unknown} does not exist"));
+    let before = detail(&*store, failed).await;
+    let why = conflict(&*store, ask(failed, alice.clone())).await;
+    assert_eq!(why, format!("run {failed} is FAILED: a finished run is never canceled"));
+    assert_eq!(detail(&*store, failed).await, before);
+    assert_eq!(run_everywhere(&*store, failed).await.cancel_requested_by, None);
+
+    // Asked on a task of its own while this one listens: the notice is the
+    // first (the refusals published nothing), and whoever hears it can read
+    // the request already.
+    let asking = tokio::spawn({
+        let (store, change) = (store.clone(), ask(running, alice.clone()));
+        async move { store.apply(vec![change]).await }
+    });
+    assert_eq!(next_notice(&mut rx).await, Notice::CancelRequested { run: running });
+    let asked = store.run(running).await.unwrap().expect("the run exists");
+    assert_eq!(asked.cancel_requested_by, Some(alice.clone()), "heard only once committed");
+    assert_eq!(asking.await.expect("the request's task").expect("the batch commits"), vec![Outcome::Applied]);
+    let record = run_everywhere(&*store, running).await;
+    assert_eq!(record.cancel_requested_by, Some(alice.clone()));
+    assert_eq!(record.status, Running, "a request is not a status change");
+    assert_eq!(detail(&*store, running).await.run_transitions.len(), 2, "and logs no transition");
+
+    // Asked again, by another: applied, the first asker kept, heard again.
+    apply_ok(&*store, vec![ask(running, Actor::User("bob".to_owned()))]).await;
+    assert_eq!(next_notice(&mut rx).await, Notice::CancelRequested { run: running });
+    assert_eq!(run_everywhere(&*store, running).await.cancel_requested_by, Some(alice.clone()));
+
+    // A queued run may be canceled too, by any actor.
+    let (queued, _) = create(&*store, new_run("cancel", 0, t(4))).await;
+    apply_ok(&*store, vec![ask(queued, Actor::Scheduler)]).await;
+    assert_eq!(next_notice(&mut rx).await, Notice::CancelRequested { run: queued });
+    assert_eq!(run_everywhere(&*store, queued).await.cancel_requested_by, Some(Actor::Scheduler));
+
+    // The driver cancels the run; the request stays on the record, and a
+    // request now is refused.
+    apply_ok(&*store, vec![run_change(running, Running, Canceled, t(5), None)]).await;
+    assert_eq!(run_everywhere(&*store, running).await.cancel_requested_by, Some(alice.clone()));
+    let why = conflict(&*store, ask(running, alice)).await;
+    assert_eq!(why, format!("run {running} is CANCELED: a finished run is never canceled"));
 }
 
 /// A server that joined counts as alive where the store can tell, one that

@@ -25,6 +25,11 @@
 //! what both sides take, so a driver that wants an offered task back
 //! ([`Change::Withdraw`](crate::Change::Withdraw)) and a claim can never
 //! both win.
+//!
+//! A cancel of a whole run may be asked of any server too:
+//! [`Change::RequestRunCancel`](crate::Change::RequestRunCancel) records it
+//! on the run, and the run's driver hears [`Notice::CancelRequested`] and
+//! cancels the run itself, as every status change of a run is its driver's.
 
 use cairn_core::lease::Lease;
 use cairn_core::progress::Progress;
@@ -138,6 +143,10 @@ pub enum Notice {
     Claimed { run: RunId, task: TaskId },
     /// A result was posted for a task of `run`.
     Posted { run: RunId, task: TaskId },
+    /// A cancel of `run` was asked ([`Change::RequestRunCancel`](crate::Change::RequestRunCancel)),
+    /// maybe on another server than the one driving it: its driver reads the
+    /// run and cancels it.
+    CancelRequested { run: RunId },
     /// Notices may have been missed (a reconnect, a lagging receiver):
     /// whoever relies on them reads the state again.
     Resync,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cairn_core::progress::Progress;
-use cairn_core::record::{RunTransition, Transition};
+use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +19,12 @@ pub struct RunRecord {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub error: Option<String>,
+    /// Who first asked that the run be canceled
+    /// ([`Change::RequestRunCancel`](crate::Change::RequestRunCancel)), if
+    /// anyone did. Kept once the run is finished, whatever it ended as.
+    pub cancel_requested_by: Option<Actor>,
+    /// The cron tick that started the run ([`NewRun::schedule_tick`](crate::NewRun::schedule_tick)).
+    pub schedule_tick: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -121,11 +121,14 @@ fn validate(change: &Change) -> Result<(), String> {
         Change::PostResult(result) if result.body.is_empty() => {
             Err(format!("task {}: a posted result needs a body", result.task))
         }
+        // Any actor may ask for a run's cancel: every actor is stored as
+        // its text and reads back as itself.
         Change::Heartbeat(_)
         | Change::AdoptRun(_)
         | Change::Withdraw { .. }
         | Change::RequestCancel { .. }
-        | Change::PostResult(_) => Ok(()),
+        | Change::PostResult(_)
+        | Change::RequestRunCancel { .. } => Ok(()),
     }
 }
 

@@ -135,7 +135,8 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
         vec![
             (1, "initial".to_owned()),
             (2, "details_and_progress_samples".to_owned()),
-            (3, "dispatch".to_owned())
+            (3, "dispatch".to_owned()),
+            (4, "run_cancel_requests".to_owned())
         ],
         "each migration applied once"
     );
@@ -529,6 +530,12 @@ async fn notices_cross_servers_and_resync_after_a_lost_connection() {
         .await
         .unwrap();
     assert_eq!(next(&mut heard).await, Notice::Offered { queue: "q".into() });
+    // A cancel asked of one server reaches the other, whichever drives the run.
+    let alice = cairn_core::record::Actor::User("alice".into());
+    let asked = writer.apply(vec![Change::RequestRunCancel { run: run_id, actor: alice.clone() }]).await;
+    assert_eq!(asked.unwrap(), vec![Outcome::Applied]);
+    assert_eq!(next(&mut heard).await, Notice::CancelRequested { run: run_id });
+    assert_eq!(reader.run(run_id).await.unwrap().unwrap().cancel_requested_by, Some(alice));
 
     let admin = db.session().await;
     let listening = backends(&admin, &db.name, "LISTEN cairn").await;

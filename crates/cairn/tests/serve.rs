@@ -625,7 +625,7 @@ fn ran_once(run: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_database_share_the_work_and_survive_the_leaders_death() {
     let db = PgDatabase::create();
-    let env = Env::new(&[("fan", FAN), ("tick", TICK)]);
+    let env = Env::new(&[("fan", FAN), ("tick", TICK), ("sleepy", REMOTE_SLEEP)]);
     let wf = env.dir.path().join("wf");
     let url = db.url();
     let pg = ["--database", url.as_str()];
@@ -657,6 +657,18 @@ async fn two_servers_on_one_database_share_the_work_and_survive_the_leaders_deat
     }
     assert!(workers.contains("wa") && (workers.contains("wb1") || workers.contains("wb2")), "{workers:?}");
 
+    // A cancel asked of the server that does not drive the run.
+    let sleepy = trigger(&ca, "sleepy").await;
+    let start = Instant::now();
+    while task(&cb.get_run(sleepy).await.unwrap(), "long")["status"] != "RUNNING" {
+        assert!(start.elapsed() < Duration::from_secs(20), "the remote step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cb.cancel_run(sleepy).await.unwrap();
+    let r = finished(&cb, sleepy, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "CANCELED", "{r}");
+    assert_eq!(task(&r, "long")["status"], "CANCELED");
+
     // Runs the leader drives are in flight when it is killed.
     let orphans = [trigger(&ca, "fan").await, trigger(&ca, "fan").await];
     a.kill(); // SIGKILL
@@ -681,4 +693,89 @@ async fn two_servers_on_one_database_share_the_work_and_survive_the_leaders_deat
         ticks.split('|').map(|n| n.trim().parse().unwrap()).collect::<Vec<_>>().try_into().unwrap();
     assert!(runs >= 4, "the schedule kept firing: {ticks}");
     assert_eq!((runs, distinct), (span, span), "runs, distinct ticks, ticks since the first: {ticks}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_database_is_unreachable_says_not_ready_and_keeps_trying() {
+    let env = Env::new(&[]);
+    // Nothing listens on port 1.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", "postgres://postgres@127.0.0.1:1/cairn"])
+        .arg("--data-dir")
+        .arg(env.dir.path().join("data"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the server exited before listening").unwrap();
+        if let Some(rest) = line.strip_prefix("cairn listening on ") {
+            break rest.split(';').next().unwrap().to_owned();
+        }
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    let client = Client::new(&url).unwrap();
+    assert_eq!(client.health().await.unwrap()["status"], "starting");
+    // Not ready, saying why, for as long as the database is away.
+    let start = Instant::now();
+    loop {
+        let res = cairn_client::reqwest::get(format!("{url}/api/v1/ready")).await.unwrap();
+        assert_eq!(res.status(), 503);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "unavailable", "{body}");
+        let message = body["message"].as_str().unwrap();
+        if message.contains("waiting for the database postgres://postgres@127.0.0.1:1/cairn") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still trying a few seconds on, not crashed.
+    let start = Instant::now();
+    while seen.lock().unwrap().iter().filter(|l| l.contains("trying again")).count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the server exited");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_rides_out_its_database_connections_being_cut() {
+    let db = PgDatabase::create();
+    let env = Env::new(&[("fan", FAN)]);
+    let url = db.url();
+    let server = Server::start_with(
+        &env.dir.path().join("data"),
+        &env.dir.path().join("wf"),
+        5,
+        &["--database", &url],
+    );
+    let _worker = WorkerProc::start(&server.url, "edge", "w1", &env.work());
+    let client = Client::new(&server.url).unwrap();
+    let runs = [trigger(&client, "fan").await, trigger(&client, "fan").await];
+    // Every connection of the server — pool, LISTEN, its session — is cut,
+    // twice, while the runs are under way.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        db.query(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            db.name
+        ));
+    }
+    for run in runs {
+        let r = finished(&client, run, Duration::from_secs(60)).await;
+        assert_eq!(r["status"], "COMPLETED", "{r}");
+    }
+    // Still serving and leading afterwards.
+    assert_eq!(the_leader(&[server.url.as_str()], Duration::from_secs(10)).await, 0);
+    assert_eq!(trigger(&client, "fan").await.to_string().len(), 26);
 }

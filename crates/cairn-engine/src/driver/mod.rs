@@ -672,7 +672,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         let changes = std::mem::take(&mut self.batch);
         let benign = std::mem::take(&mut self.benign);
         let withdrawing = std::mem::take(&mut self.withdrawing);
-        let outcomes = self.store.apply(changes).await?;
+        let outcomes = self.apply_until_stored(changes).await?;
         let expected = |pos: usize| benign.contains(&pos) || withdrawing.iter().any(|&(p, _)| p == pos);
         if let Some((_, Outcome::Conflict(reason))) =
             outcomes.iter().enumerate().find(|&(pos, o)| !o.is_applied() && !expected(pos))
@@ -705,6 +705,28 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
             self.launch(index);
         }
         Ok(())
+    }
+
+    /// Applies a batch, trying again while the store cannot be reached: a
+    /// database that is down for a while stalls the run, it does not end
+    /// it. A commit whose fate is unknown is not repeated (the driver stops;
+    /// its manager continues the run from the records).
+    async fn apply_until_stored(&self, changes: Vec<Change>) -> Result<Vec<Outcome>, EngineError> {
+        let mut pause = Duration::from_millis(50);
+        let mut tries = 0u32;
+        loop {
+            match self.store.apply(changes.clone()).await {
+                Err(e @ cairn_store::StoreError::Database(_)) => {
+                    tries += 1;
+                    if tries == 1 || tries.is_multiple_of(20) {
+                        tracing::warn!(run = %self.opts.run_id, error = %e, tries, "cannot store the run's changes; trying again");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     fn send_replies(&mut self) {

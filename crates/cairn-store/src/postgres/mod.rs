@@ -203,20 +203,25 @@ impl Store for PostgresStore {
             }
             // On a task of its own, so a caller that stops waiting never cuts
             // a transaction midway: the batch commits or rolls back whole.
-            tokio::spawn(write::apply(pool, changes))
+            let applied = tokio::spawn(write::apply(pool.clone(), changes))
                 .await
-                .map_err(|e| StoreError::Database(format!("applying a batch failed on its task: {e}")))?
+                .map_err(|e| StoreError::Database(format!("applying a batch failed on its task: {e}")))?;
+            if applied.is_err() {
+                // Connections that died with the failure are not handed out again.
+                pool.retain(|client, _| !client.is_closed());
+            }
+            applied
         }
     }
 
     fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::run(&pool, id).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::run(pool, id)).await }
     }
 
     fn spec_source(&self, run: RunId) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::spec_source(&pool, run).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::spec_source(pool, run)).await }
     }
 
     fn progress_samples(
@@ -224,17 +229,17 @@ impl Store for PostgresStore {
         task: TaskId,
     ) -> impl Future<Output = Result<Vec<ProgressSample>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::progress_samples(&pool, task).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::progress_samples(pool, task)).await }
     }
 
     fn run_detail(&self, id: RunId) -> impl Future<Output = Result<Option<RunDetail>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::run_detail(&pool, id).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::run_detail(pool, id)).await }
     }
 
     fn task(&self, id: TaskId) -> impl Future<Output = Result<Option<TaskDetail>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::task_detail(&pool, id).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::task_detail(pool, id)).await }
     }
 
     fn runs_by_prefix(
@@ -244,17 +249,17 @@ impl Store for PostgresStore {
     ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
         let pool = self.pool.clone();
         let prefix = prefix.to_owned();
-        async move { read::runs_by_prefix(&pool, &prefix, limit).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::runs_by_prefix(pool, &prefix, limit)).await }
     }
 
     fn list_runs(&self, query: RunQuery) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::list_runs(&pool, &query).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::list_runs(pool, &query)).await }
     }
 
     fn active_runs(&self) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::active_runs(&pool).await.map_err(StoreError::from) }
+        async move { read_again(&pool, read::active_runs).await }
     }
 
     fn expired_leases(
@@ -263,12 +268,12 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ExpiredLease>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::expired_leases(&pool, now, limit).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::expired_leases(pool, now, limit)).await }
     }
 
     fn next_lease_expiry(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::next_lease_expiry(&pool).await.map_err(StoreError::from) }
+        async move { read_again(&pool, read::next_lease_expiry).await }
     }
 
     /// One statement, one round trip (`sql/claim.sql`).
@@ -300,7 +305,7 @@ impl Store for PostgresStore {
         task: TaskId,
     ) -> impl Future<Output = Result<Option<PostedResult>, StoreError>> + Send {
         let pool = self.pool.clone();
-        async move { read::posted_result(&pool, task).await.map_err(StoreError::from) }
+        async move { read_again(&pool, |pool| read::posted_result(pool, task)).await }
     }
 
     fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
@@ -416,11 +421,41 @@ impl Error {
     }
 
     /// The SQLSTATE of a database error.
+    /// The connection was gone: closed by the server (a restart, an
+    /// administrator) or by the network. A read may be tried again.
+    fn lost_connection(&self) -> bool {
+        let closed = |e: &tokio_postgres::Error| {
+            e.is_closed()
+                || e.code().is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+        };
+        match self {
+            Error::Pg(e) | Error::Pool(PoolError::Backend(e)) => closed(e),
+            _ => false,
+        }
+    }
+
     fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
             Error::Pg(e) | Error::Pool(PoolError::Backend(e)) => e.code(),
             _ => None,
         }
+    }
+}
+
+/// Runs a read, and once more if it met a connection that was gone (the
+/// database restarted, or cut its connections): the idle connections of the
+/// pool may all be dead alike, so they are dropped first and the second try
+/// opens a fresh one.
+async fn read_again<'p, T, Fut>(pool: &'p Pool, read: impl Fn(&'p Pool) -> Fut) -> Result<T, StoreError>
+where
+    Fut: Future<Output = Result<T, Error>>,
+{
+    match read(pool).await {
+        Err(e) if e.lost_connection() => {
+            pool.retain(|_, _| false);
+            read(pool).await.map_err(StoreError::from)
+        }
+        done => done.map_err(StoreError::from),
     }
 }
 

@@ -5,9 +5,10 @@
 //! publishes what arrives on a broadcast channel.
 //!
 //! Payloads are short text: `o:<queue>` ([`Notice::Offered`]),
-//! `c:<run>:<task>` ([`Notice::Claimed`]) and `p:<run>:<task>`
-//! ([`Notice::Posted`]), ids in PostgreSQL's uuid text form. One the store
-//! does not know (a newer server's) is ignored.
+//! `c:<run>:<task>` ([`Notice::Claimed`]), `p:<run>:<task>`
+//! ([`Notice::Posted`]) and `x:<run>` ([`Notice::CancelRequested`]), ids in
+//! PostgreSQL's uuid text form. One the store does not know (a newer
+//! server's) is ignored.
 //!
 //! When the listening connection breaks, notices committed meanwhile are lost
 //! for good: the task reconnects with backoff (at most 2 s between tries),
@@ -123,6 +124,7 @@ fn parse(payload: &str) -> Option<Notice> {
         "o" => Some(Notice::Offered { queue: rest.to_owned() }),
         "c" => ids().map(|(run, task)| Notice::Claimed { run, task }),
         "p" => ids().map(|(run, task)| Notice::Posted { run, task }),
+        "x" => uuid(rest).map(|run| Notice::CancelRequested { run: RunId::from_bytes(run) }),
         _ => None,
     }
 }
@@ -156,7 +158,10 @@ mod tests {
         assert_eq!(parse("o:a:b"), Some(Notice::Offered { queue: "a:b".into() }), "a queue may hold ':'");
         assert_eq!(parse(&format!("c:{ids}")), Some(Notice::Claimed { run, task }));
         assert_eq!(parse(&format!("p:{ids}")), Some(Notice::Posted { run, task }));
-        for unknown in ["", "o", "x:1", "c:1:2", "p:not-a-uuid:at-all", &format!("z:{ids}")] {
+        assert_eq!(parse(&format!("x:{}", text(run.to_bytes()))), Some(Notice::CancelRequested { run }));
+        for unknown in
+            ["", "o", "x:1", "x", &format!("x:{ids}"), "c:1:2", "p:not-a-uuid:at-all", &format!("z:{ids}")]
+        {
             assert_eq!(parse(unknown), None, "{unknown:?}");
         }
     }

@@ -313,7 +313,8 @@ pub(super) async fn posted_result(pool: &Pool, task: TaskId) -> Result<Option<Po
 }
 
 /// Columns: run_no, id, workflow, status, trigger_kind, params, owner,
-/// spec_path, submitted_at, started_at, finished_at, error.
+/// spec_path, submitted_at, started_at, finished_at, error,
+/// cancel_requested_by, schedule_tick.
 fn run_record(row: &Row) -> Result<RunRecord, Error> {
     Ok(RunRecord {
         id: RunId::from_bytes(row.try_get::<_, Uuid>(1)?.0),
@@ -327,6 +328,8 @@ fn run_record(row: &Row) -> Result<RunRecord, Error> {
         started_at: row.try_get::<_, Option<i64>>(9)?.map(Timestamp::from_micros),
         finished_at: row.try_get::<_, Option<i64>>(10)?.map(Timestamp::from_micros),
         error: row.try_get(11)?,
+        cancel_requested_by: row.try_get::<_, Option<&str>>(12)?.map(actor).transpose()?,
+        schedule_tick: row.try_get::<_, Option<i64>>(13)?.map(Timestamp::from_micros),
     })
 }
 

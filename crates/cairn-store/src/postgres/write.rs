@@ -13,10 +13,11 @@
 //! only its own task's rows), so they go as one statement per kind, over
 //! arrays, up to [`GROUP`] elements each; a change to a task already in the
 //! group starts the next one, and any other change (a new run, a run's
-//! status, an adoption) is a statement of its own, in its place. A new run
-//! with all its tasks is one statement (`create_run.sql`). The statements
-//! are pipelined: all are sent before the answers are read, and PostgreSQL
-//! runs them in the order sent, so a change sees the ones before it.
+//! status, an adoption, a run's cancel request) is a statement of its own,
+//! in its place. A new run with all its tasks is one statement
+//! (`create_run.sql`). The statements are pipelined: all are sent before the
+//! answers are read, and PostgreSQL runs them in the order sent, so a change
+//! sees the ones before it.
 //!
 //! The dispatch changes (offers, withdrawals, cancel requests, posted
 //! results) are task changes too and group the same way. A claim and a
@@ -55,6 +56,7 @@ const TASKS_END: &str = include_str!("sql/tasks_end.sql");
 const HEARTBEATS: &str = include_str!("sql/heartbeats.sql");
 const RUN_CHANGE: &str = include_str!("sql/run_change.sql");
 const ADOPT_RUN: &str = include_str!("sql/adopt_run.sql");
+const REQUEST_RUN_CANCEL: &str = include_str!("sql/request_run_cancel.sql");
 const TASK_STATE: &str = include_str!("sql/task_state.sql");
 const RUN_STATE: &str = include_str!("sql/run_state.sql");
 const RUN_EXISTS: &str = include_str!("sql/run_exists.sql");
@@ -76,6 +78,7 @@ pub(super) const STATEMENTS: &[&str] = &[
     HEARTBEATS,
     RUN_CHANGE,
     ADOPT_RUN,
+    REQUEST_RUN_CANCEL,
     TASK_STATE,
     RUN_STATE,
     RUN_EXISTS,
@@ -190,6 +193,7 @@ struct Statements {
     heartbeats: Statement,
     run_change: Statement,
     adopt_run: Statement,
+    request_run_cancel: Statement,
     task_state: Statement,
     run_state: Statement,
     run_exists: Statement,
@@ -218,6 +222,7 @@ impl Statements {
             heartbeats: client.prepare_cached(HEARTBEATS).await?,
             run_change: client.prepare_cached(RUN_CHANGE).await?,
             adopt_run: client.prepare_cached(ADOPT_RUN).await?,
+            request_run_cancel: client.prepare_cached(REQUEST_RUN_CANCEL).await?,
             task_state: client.prepare_cached(TASK_STATE).await?,
             run_state: client.prepare_cached(RUN_STATE).await?,
         })
@@ -227,7 +232,7 @@ impl Statements {
 /// One statement of a batch and the changes it carries, each with its
 /// position in the batch.
 enum Step<'a> {
-    /// A new run, a run's status change or an adoption.
+    /// A new run, a run's status change, an adoption or a run's cancel request.
     One(usize, &'a Change),
     Plain(Vec<(usize, &'a TaskChange)>),
     Start(Vec<(usize, &'a TaskChange)>),
@@ -330,7 +335,7 @@ fn plan(changes: &[Change]) -> Vec<Step<'_>> {
             Change::Offer(offer) => offer.task,
             Change::Withdraw { task } | Change::RequestCancel { task, .. } => *task,
             Change::PostResult(result) => result.task,
-            Change::CreateRun(_) | Change::Run(_) | Change::AdoptRun(_) => {
+            Change::CreateRun(_) | Change::Run(_) | Change::AdoptRun(_) | Change::RequestRunCancel { .. } => {
                 group.close(&mut steps);
                 steps.push(Step::One(i, change));
                 continue;
@@ -351,7 +356,9 @@ fn plan(changes: &[Change]) -> Vec<Step<'_>> {
             Change::Withdraw { task } => group.withdraws.push((i, *task)),
             Change::RequestCancel { task, token } => group.cancels.push((i, *task, *token)),
             Change::PostResult(result) => group.posts.push((i, result)),
-            Change::CreateRun(_) | Change::Run(_) | Change::AdoptRun(_) => unreachable!("handled above"),
+            Change::CreateRun(_) | Change::Run(_) | Change::AdoptRun(_) | Change::RequestRunCancel { .. } => {
+                unreachable!("handled above")
+            }
         }
         group.spill(&mut steps);
     }
@@ -368,6 +375,9 @@ async fn execute(
         Step::One(i, Change::CreateRun(run)) => Ok(vec![(*i, create_run(tx, st, run).await?)]),
         Step::One(i, Change::Run(change)) => Ok(vec![(*i, run_change(tx, st, change).await?)]),
         Step::One(i, Change::AdoptRun(adopt)) => Ok(vec![(*i, adopt_run(tx, st, adopt).await?)]),
+        Step::One(i, Change::RequestRunCancel { run, actor }) => {
+            Ok(vec![(*i, request_run_cancel(tx, st, *run, actor).await?)])
+        }
         Step::One(_, _) => Err(corrupt("a task change planned alone")),
         Step::Plain(group) => tasks_plain(tx, st, group).await,
         Step::Start(group) => tasks_start(tx, st, group).await,
@@ -473,6 +483,22 @@ async fn adopt_run(tx: &Transaction<'_>, st: &Statements, adopt: &AdoptRun) -> R
         Some(_) => Outcome::Applied,
         None => Outcome::Conflict(conflict::adopt_run(adopt)),
     }))
+}
+
+async fn request_run_cancel(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    run: RunId,
+    actor: &Actor,
+) -> Result<Said, Error> {
+    let row = tx.query_one(&st.request_run_cancel, &[&Uuid(run.to_bytes()), &actor_text(actor)]).await?;
+    if row.try_get::<_, Option<i64>>(0)?.is_some() {
+        return Ok(Said::Done(Outcome::Applied));
+    }
+    Ok(match conflict::run_cancel(run, run_state(&row, 1)?) {
+        Some(why) => Said::Done(Outcome::Conflict(why)),
+        None => Said::Recheck,
+    })
 }
 
 /// The columns every task change's transition row takes from its change.
@@ -1049,7 +1075,12 @@ async fn recheck(tx: &Transaction<'_>, st: &Statements, change: &Change) -> Resu
             let state = row.map(|row| run_state(&row, 0)).transpose()?.flatten();
             let from = change.transition.from.ok_or_else(|| invalid("run change without a from-status"))?;
             conflict::run_change(change, from, state)
-                .unwrap_or_else(|| conflict::run_changed_meanwhile(change))
+                .unwrap_or_else(|| conflict::run_changed_meanwhile(change.run))
+        }
+        Change::RequestRunCancel { run, .. } => {
+            let row = tx.query_opt(&st.run_state, &[&Uuid(run.to_bytes())]).await?;
+            let state = row.map(|row| run_state(&row, 0)).transpose()?.flatten();
+            conflict::run_cancel(*run, state).unwrap_or_else(|| conflict::run_changed_meanwhile(*run))
         }
         Change::Task(change) => {
             let row = tx.query_opt(&st.task_state, &[&Uuid(change.task.to_bytes())]).await?;
@@ -1204,10 +1235,19 @@ mod tests {
             plain(a, 0, Submitted, Pending, t(1)),
             run_change(id, cairn_core::RunStatus::Queued, cairn_core::RunStatus::Running, t(1), None),
             plain(b, 0, Submitted, Pending, t(1)),
+            Change::RequestRunCancel { run: id, actor: Actor::User("alice".into()) },
+            plain(a, 0, Pending, Canceled, t(2)),
         ];
         assert_eq!(
             shape(&changes),
-            vec![("one", vec![0]), ("plain", vec![1]), ("one", vec![2]), ("plain", vec![3])]
+            vec![
+                ("one", vec![0]),
+                ("plain", vec![1]),
+                ("one", vec![2]),
+                ("plain", vec![3]),
+                ("one", vec![4]),
+                ("plain", vec![5])
+            ]
         );
     }
 

@@ -350,7 +350,8 @@ pub(super) fn next_lease_expiry(conn: &Connection) -> Result<Option<Timestamp>, 
 }
 
 /// Columns: run_no, id, workflow, status, trigger_kind, params, owner,
-/// spec_path, submitted_at, started_at, finished_at, error.
+/// spec_path, submitted_at, started_at, finished_at, error,
+/// cancel_requested_by, schedule_tick.
 fn run_record(row: &Row<'_>) -> Result<RunRecord, Error> {
     Ok(RunRecord {
         id: RunId::from_bytes(row.get(1)?),
@@ -364,6 +365,8 @@ fn run_record(row: &Row<'_>) -> Result<RunRecord, Error> {
         started_at: row.get::<_, Option<i64>>(9)?.map(Timestamp::from_micros),
         finished_at: row.get::<_, Option<i64>>(10)?.map(Timestamp::from_micros),
         error: row.get(11)?,
+        cancel_requested_by: row.get::<_, Option<String>>(12)?.as_deref().map(actor).transpose()?,
+        schedule_tick: row.get::<_, Option<i64>>(13)?.map(Timestamp::from_micros),
     })
 }
 

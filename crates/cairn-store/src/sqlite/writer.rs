@@ -312,6 +312,7 @@ statements!(
     upsert_offer,
     withdraw_offer,
     request_cancel,
+    request_run_cancel,
     insert_result,
     claim_offers,
     take_offer,
@@ -353,6 +354,7 @@ impl Statements<'_> {
             Change::Withdraw { task } => self.withdraw(*task),
             Change::RequestCancel { task, token } => self.request_cancel(*task, *token),
             Change::PostResult(result) => self.post_result(result),
+            Change::RequestRunCancel { run, actor } => self.request_run_cancel(*run, actor),
         }
     }
 
@@ -554,6 +556,20 @@ impl Statements<'_> {
         })
     }
 
+    fn request_run_cancel(&mut self, run: RunId, actor: &Actor) -> Result<Outcome, Error> {
+        let asked: Option<i64> = self
+            .request_run_cancel
+            .query_row(params![run.to_bytes(), actor_text(actor)], |row| row.get(0))
+            .optional()?;
+        if asked.is_none() {
+            let why = conflict::run_cancel(run, self.run_state_of(run)?)
+                .unwrap_or_else(|| conflict::run_changed_meanwhile(run));
+            return Ok(Outcome::Conflict(why));
+        }
+        self.publish(Notice::CancelRequested { run });
+        Ok(Outcome::Applied)
+    }
+
     fn adopt_run(&mut self, adopt: &AdoptRun) -> Result<Outcome, Error> {
         let adopted: Option<i64> = self
             .adopt_run
@@ -657,16 +673,17 @@ impl Statements<'_> {
     }
 
     fn run_conflict(&self, change: &RunChange, from: RunStatus) -> Result<Outcome, Error> {
-        let state = self
+        let why = conflict::run_change(change, from, self.run_state_of(change.run)?)
+            .unwrap_or_else(|| conflict::run_changed_meanwhile(change.run));
+        Ok(Outcome::Conflict(why))
+    }
+
+    fn run_state_of(&self, run: RunId) -> Result<Option<RunState>, Error> {
+        Ok(self
             .conn
             .prepare_cached(RUN_STATE)?
-            .query_row([change.run.to_bytes()], |row| {
-                Ok(RunState { status: row.get(0)?, last_at: row.get(1)? })
-            })
-            .optional()?;
-        let why = conflict::run_change(change, from, state)
-            .unwrap_or_else(|| conflict::run_changed_meanwhile(change));
-        Ok(Outcome::Conflict(why))
+            .query_row([run.to_bytes()], |row| Ok(RunState { status: row.get(0)?, last_at: row.get(1)? }))
+            .optional()?)
     }
 
     fn task_change(&mut self, change: &TaskChange) -> Result<Outcome, Error> {

@@ -62,6 +62,9 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
             .with_graceful_shutdown(http_stop.clone().cancelled_owned())
             .into_future(),
     );
+    if args.database.is_some() {
+        eprintln!("cairn listening on http://{addr}; not ready until the database answers");
+    }
     let stopping = tokio::spawn(wait_for_stop());
     let serving = async {
         match args.database.clone() {

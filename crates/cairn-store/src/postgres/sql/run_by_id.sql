@@ -1,2 +1,3 @@
-SELECT run_no, id, workflow, status, trigger_kind, params, owner, spec_path, submitted_at, started_at, finished_at, error
+SELECT run_no, id, workflow, status, trigger_kind, params, owner, spec_path, submitted_at, started_at, finished_at, error,
+       cancel_requested_by, schedule_tick
 FROM runs WHERE id = $1

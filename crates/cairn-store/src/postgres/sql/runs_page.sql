@@ -4,5 +4,6 @@
 -- index, in runs_page_status.sql, runs_page_workflow.sql and
 -- runs_page_workflow_status.sql: $4 the status or workflow, $5 the workflow
 -- when both filter.
-SELECT run_no, id, workflow, status, trigger_kind, params, owner, spec_path, submitted_at, started_at, finished_at, error
+SELECT run_no, id, workflow, status, trigger_kind, params, owner, spec_path, submitted_at, started_at, finished_at, error,
+       cancel_requested_by, schedule_tick
 FROM runs WHERE id <= $1 AND (id <> $1 OR $2) ORDER BY id DESC LIMIT $3
