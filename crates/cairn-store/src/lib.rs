@@ -56,7 +56,16 @@ pub trait Store: Send + Sync + 'static {
     /// `Err` means nothing in the batch was committed: a change outside the
     /// transition table or paired with the wrong [`TaskUpdate`] fails the
     /// whole batch with [`StoreError::InvalidChange`].
-    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
+        self.apply_shared(std::sync::Arc::new(changes))
+    }
+
+    /// [`Store::apply`] of a batch the caller keeps a handle on, to apply it
+    /// again without a copy after an error that applied nothing.
+    fn apply_shared(
+        &self,
+        changes: std::sync::Arc<Vec<Change>>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 
     fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;
 

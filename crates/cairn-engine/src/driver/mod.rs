@@ -712,10 +712,11 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
     /// it. A commit whose fate is unknown is not repeated (the driver stops;
     /// its manager continues the run from the records).
     async fn apply_until_stored(&self, changes: Vec<Change>) -> Result<Vec<Outcome>, EngineError> {
+        let changes = Arc::new(changes);
         let mut pause = Duration::from_millis(50);
         let mut tries = 0u32;
         loop {
-            match self.store.apply(changes.clone()).await {
+            match self.store.apply_shared(changes.clone()).await {
                 Err(e @ cairn_store::StoreError::Database(_)) => {
                     tries += 1;
                     if tries == 1 || tries.is_multiple_of(20) {

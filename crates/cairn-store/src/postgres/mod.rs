@@ -193,7 +193,10 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
-    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
+    fn apply_shared(
+        &self,
+        changes: std::sync::Arc<Vec<Change>>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
         let checked = validate_batch(&changes);
         let pool = self.pool.clone();
         async move {

@@ -105,7 +105,10 @@ const PIPELINE: usize = 64;
 /// connection lost before its commit.
 const TRIES: u32 = 5;
 
-pub(super) async fn apply(pool: Pool, changes: Vec<Change>) -> Result<Vec<Outcome>, StoreError> {
+pub(super) async fn apply(
+    pool: Pool,
+    changes: std::sync::Arc<Vec<Change>>,
+) -> Result<Vec<Outcome>, StoreError> {
     let mut tries = 0;
     loop {
         tries += 1;

@@ -212,7 +212,10 @@ fn unexpected(what: &str) -> StoreError {
 }
 
 impl Store for SqliteStore {
-    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
+    fn apply_shared(
+        &self,
+        changes: Arc<Vec<Change>>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send {
         let queued = if changes.is_empty() {
             Ok(None)
         } else {

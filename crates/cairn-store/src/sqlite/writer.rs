@@ -44,7 +44,7 @@ use crate::error::StoreError;
 
 /// What a caller asks of the writer.
 pub(super) enum Work {
-    Apply(Vec<Change>),
+    Apply(std::sync::Arc<Vec<Change>>),
     Claim(ClaimRequest),
     Renew(Vec<Renewal>),
 }
@@ -238,7 +238,7 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>
             all.push(match &job.work {
                 Work::Apply(changes) => {
                     let mut outcomes = Vec::with_capacity(changes.len());
-                    for change in changes {
+                    for change in changes.iter() {
                         outcomes.push(w.apply(change).map_err(failed)?);
                     }
                     Done::Applied(outcomes)
