@@ -125,15 +125,64 @@ fn api_root(base: &str) -> Result<Url, ClientError> {
     Ok(url)
 }
 
-/// Filters for [`Client::list_runs`]; empty fields are not sent.
+/// Filters for [`Client::list_runs`]; empty fields are not sent. Times are
+/// RFC 3339 text (`2026-11-20T08:00:00Z`); each range is `[after, before)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunQuery {
     /// Any of these statuses (e.g. `FAILED`, `CANCELED`).
     pub statuses: Vec<String>,
-    pub workflow: Option<String>,
+    /// Any of these workflows.
+    pub workflows: Vec<String>,
+    /// Any of these triggers (`manual`, `schedule`, `api`, `retry`).
+    pub triggers: Vec<String>,
+    /// Every one of these labels (`key` or `key=value`).
+    pub labels: Vec<String>,
+    pub submitted_after: Option<String>,
+    pub submitted_before: Option<String>,
+    pub finished_after: Option<String>,
+    pub finished_before: Option<String>,
+    pub id_prefix: Option<String>,
+    /// `submitted` (default) or `finished`.
+    pub sort: Option<String>,
+    /// `desc` (default) or `asc`.
+    pub order: Option<String>,
     pub limit: Option<u32>,
-    /// The page after this cursor (a previous page's `next_cursor`).
-    pub before: Option<String>,
+    /// The page after this one of the same query (a previous page's `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+impl RunQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        let lists = [
+            ("status", &self.statuses),
+            ("workflow", &self.workflows),
+            ("trigger", &self.triggers),
+            ("label", &self.labels),
+        ];
+        for (key, values) in lists {
+            if !values.is_empty() {
+                pairs.push((key, values.join(",")));
+            }
+        }
+        let single = [
+            ("submitted_after", &self.submitted_after),
+            ("submitted_before", &self.submitted_before),
+            ("finished_after", &self.finished_after),
+            ("finished_before", &self.finished_before),
+            ("id_prefix", &self.id_prefix),
+            ("sort", &self.sort),
+            ("order", &self.order),
+        ];
+        pairs.extend(single.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))));
+        if let Some(n) = self.limit {
+            pairs.push(("limit", n.to_string()));
+        }
+        if let Some(c) = &self.cursor {
+            pairs.push(("cursor", c.clone()));
+        }
+        pairs
+    }
 }
 
 /// One page of runs, newest first.
@@ -142,6 +191,22 @@ pub struct RunPage {
     pub runs: Vec<serde_json::Value>,
     #[serde(default)]
     pub next_cursor: Option<String>,
+}
+
+fn window(
+    from: Option<&str>,
+    to: Option<&str>,
+    workflows: &[String],
+    bucket: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    pairs.extend(from.map(|f| ("from", f.to_owned())));
+    pairs.extend(to.map(|t| ("to", t.to_owned())));
+    if !workflows.is_empty() {
+        pairs.push(("workflow", workflows.join(",")));
+    }
+    pairs.extend(bucket.map(|b| ("bucket", b.to_owned())));
+    pairs
 }
 
 #[derive(Deserialize)]
@@ -265,25 +330,41 @@ impl Client {
     }
 
     pub async fn list_runs(&self, q: &RunQuery) -> Result<RunPage, ClientError> {
-        let mut url = self.url(&["runs"])?;
-        {
-            let mut pairs = url.query_pairs_mut();
-            if !q.statuses.is_empty() {
-                pairs.append_pair("status", &q.statuses.join(","));
-            }
-            if let Some(w) = &q.workflow {
-                pairs.append_pair("workflow", w);
-            }
-            if let Some(n) = q.limit {
-                pairs.append_pair("limit", &n.to_string());
-            }
-            if let Some(b) = &q.before {
-                pairs.append_pair("before", b);
-            }
-        }
-        // An empty query leaves a bare `?`; drop it.
-        if url.query() == Some("") {
-            url.set_query(None);
+        self.get_with(&["runs"], &q.pairs()).await
+    }
+
+    /// Runs and tasks submitted in `[from, to)` (RFC 3339; `to` open = now),
+    /// by status: `{"runs": {"FAILED": 3, …}, "tasks": {…}}`.
+    pub async fn status_counts(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        workflows: &[String],
+    ) -> Result<serde_json::Value, ClientError> {
+        self.get_with(&["stats", "status"], &window(from, to, workflows, None)).await
+    }
+
+    /// Runs by status per `bucket` (`minute`, `hour`, `day`) from `from`,
+    /// overall and per workflow, with failure rates.
+    pub async fn trend(
+        &self,
+        from: &str,
+        to: Option<&str>,
+        bucket: &str,
+        workflows: &[String],
+    ) -> Result<serde_json::Value, ClientError> {
+        self.get_with(&["stats", "trend"], &window(Some(from), to, workflows, Some(bucket))).await
+    }
+
+    /// A GET of `path` with query `pairs` (none: no `?`).
+    async fn get_with<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &[&str],
+        pairs: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        let mut url = self.url(path)?;
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
         }
         self.send_json(self.http.request(Method::GET, url).timeout(self.request_timeout)).await
     }

@@ -347,9 +347,10 @@ async fn run_and_task_routes() {
     let page = client
         .list_runs(&RunQuery {
             statuses: vec!["FAILED".into(), "CANCELED".into()],
-            workflow: Some("etl".into()),
+            workflows: vec!["etl".into()],
             limit: Some(20),
-            before: Some("01ABC".into()),
+            cursor: Some("01ABC".into()),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -367,7 +368,7 @@ async fn run_and_task_routes() {
         targets,
         [
             "POST /api/v1/workflows/nightly%20etl/runs".to_owned(),
-            "GET /api/v1/runs?status=FAILED%2CCANCELED&workflow=etl&limit=20&before=01ABC".to_owned(),
+            "GET /api/v1/runs?status=FAILED%2CCANCELED&workflow=etl&limit=20&cursor=01ABC".to_owned(),
             "GET /api/v1/runs".to_owned(),
             format!("GET /api/v1/runs/{run}"),
             format!("POST /api/v1/runs/{run}/cancel"),

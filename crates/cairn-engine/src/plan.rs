@@ -25,6 +25,8 @@ pub struct RunPlan {
     /// The cron tick that started the run (trigger `schedule`); the store
     /// refuses a second run for the same tick.
     pub schedule_tick: Option<cairn_core::Timestamp>,
+    /// The workflow's labels, `key` or `key=value`, recorded for searches.
+    pub labels: Vec<String>,
     /// Keep the `details` checkpoints of remote attempts (Cairn's `keep_details`).
     pub keep_details: bool,
     /// For a retry: per task, the result it is carried over with from the

@@ -49,6 +49,14 @@ pub fn plan(workflow: &Workflow, params: &[(String, String)], source: String, tr
         spec_path: workflow.file.as_ref().map(|p| p.display().to_string()),
         trigger: trigger.to_owned(),
         schedule_tick: None,
+        labels: workflow
+            .labels
+            .iter()
+            .map(|l| match &l.value {
+                Some(v) => format!("{}={v}", l.key),
+                None => l.key.clone(),
+            })
+            .collect(),
         preconditions: !workflow.preconditions.is_empty(),
         keep_details: workflow.keep_details,
         carried: Vec::new(),

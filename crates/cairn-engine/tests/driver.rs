@@ -170,6 +170,7 @@ fn plan(tasks: Vec<PlannedTask>) -> RunPlan {
         spec_path: None,
         trigger: "manual".into(),
         schedule_tick: None,
+        labels: Vec::new(),
         preconditions: false,
         keep_details: false,
         carried: Vec::new(),

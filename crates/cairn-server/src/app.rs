@@ -24,7 +24,7 @@ use utoipa::openapi::path::HttpMethod;
 use crate::catalog::Catalog;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::{events, health, logs, runs, tasks, workers, workflows};
+use crate::routes::{events, health, history, logs, runs, tasks, workers, workflows};
 
 /// Settings of the API.
 #[derive(Clone, Debug)]
@@ -118,7 +118,10 @@ pub(crate) fn api<S: Store, C: Control>() -> (Router<AppState<S, C>>, OpenApi) {
         .add(workflows::__path_get_workflow, workflows::get_workflow::<S, C>)
         .add(workflows::__path_validate_workflow, workflows::validate_workflow)
         .add(workflows::__path_trigger_run, workflows::trigger_run::<S, C>)
-        .add(runs::__path_list_runs, runs::list_runs::<S, C>)
+        .add(history::__path_list_runs, history::list_runs::<S, C>)
+        .add(history::__path_list_tasks, history::list_tasks::<S, C>)
+        .add(history::__path_status_counts, history::status_counts::<S, C>)
+        .add(history::__path_trend, history::trend::<S, C>)
         .add(runs::__path_get_run, runs::get_run::<S, C>)
         .add(runs::__path_cancel_run, runs::cancel_run::<S, C>)
         .add(runs::__path_retry_run, runs::retry_run::<S, C>)

@@ -58,8 +58,104 @@ impl RunSummary {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunPage {
     pub runs: Vec<RunSummary>,
-    /// Pass as `before` for the next page; absent on the last page.
-    pub next_cursor: Option<RunId>,
+    /// Pass as `cursor`, with the same filters, for the next page; absent
+    /// on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A task as task searches list it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskSummary {
+    pub id: TaskId,
+    pub run_id: RunId,
+    pub workflow: String,
+    /// The step's name.
+    pub name: String,
+    pub status: TaskStatus,
+    pub queue: Option<String>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub submitted_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl TaskSummary {
+    pub fn new(row: &cairn_store::TaskRow) -> TaskSummary {
+        let t = &row.task;
+        TaskSummary {
+            id: t.id,
+            run_id: t.run,
+            workflow: row.workflow.clone(),
+            name: t.name.clone(),
+            status: t.status,
+            queue: t.queue.clone(),
+            attempts: t.attempt,
+            submitted_at: t.submitted_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            exit_code: t.exit_code,
+            error: t.error.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskSummary>,
+    /// Pass as `cursor`, with the same filters, for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Runs and tasks submitted in a window, by status name (statuses with
+/// none are absent).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatusCounts {
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub runs: BTreeMap<RunStatus, u64>,
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub tasks: BTreeMap<TaskStatus, u64>,
+}
+
+/// Runs submitted in one bucket, by status.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrendPoint {
+    /// The bucket's start.
+    pub at: Timestamp,
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub counts: BTreeMap<RunStatus, u64>,
+    /// `FAILED` over the runs of the bucket that finished; absent when none did.
+    pub failure_rate: Option<f64>,
+}
+
+impl TrendPoint {
+    pub fn new(p: cairn_store::TrendPoint<RunStatus>) -> TrendPoint {
+        let finished: u64 = p.counts.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| n).sum();
+        let failed = p.counts.get(&RunStatus::Failed).copied().unwrap_or(0);
+        let failure_rate = (finished > 0).then(|| failed as f64 / finished as f64);
+        TrendPoint { at: p.at, counts: p.counts, failure_rate }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowTrend {
+    pub workflow: String,
+    pub points: Vec<TrendPoint>,
+}
+
+impl WorkflowTrend {
+    pub fn new(workflow: String, points: Vec<cairn_store::TrendPoint<RunStatus>>) -> WorkflowTrend {
+        WorkflowTrend { workflow, points: points.into_iter().map(TrendPoint::new).collect() }
+    }
+}
+
+/// Runs by status per bucket of a window, overall and per workflow.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Trend {
+    pub points: Vec<TrendPoint>,
+    pub workflows: Vec<WorkflowTrend>,
 }
 
 /// A run with its tasks and its own transition log.

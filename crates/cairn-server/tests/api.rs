@@ -358,7 +358,10 @@ async fn bad_input_is_400_naming_the_field() {
         ("status=FAILED,NOPE", "status"),
         ("limit=0", "limit"),
         ("limit=lots", "limit"),
-        ("before=yesterday", "before"),
+        ("cursor=yesterday", "cursor"),
+        ("submitted_after=yesterday", "submitted_after"),
+        ("sort=size", "sort"),
+        ("order=up", "order"),
         ("stauts=FAILED", "stauts"),
     ] {
         h.get(&format!("/api/v1/runs?{query}")).await.assert_error(
@@ -431,7 +434,7 @@ async fn runs_page_newest_first_with_a_cursor() {
         pages += 1;
         seen.extend(ids_of(&page));
         match page["next_cursor"].as_str() {
-            Some(cursor) => uri = format!("/api/v1/runs?limit=2&before={cursor}"),
+            Some(cursor) => uri = format!("/api/v1/runs?limit=2&cursor={cursor}"),
             None => break,
         }
     }
@@ -447,10 +450,77 @@ async fn runs_page_newest_first_with_a_cursor() {
     let page = h.get("/api/v1/runs?workflow=odd&status=RUNNING").await.json();
     assert_eq!(ids_of(&page), [ids[3].to_string()]);
     let page = h.get("/api/v1/runs?workflow=even&limit=1").await.json();
-    assert_eq!(
-        (ids_of(&page), page["next_cursor"].as_str()),
-        (vec![ids[4].to_string()], Some(&*ids[4].to_string()))
+    assert_eq!(ids_of(&page), vec![ids[4].to_string()]);
+    // A cursor belongs to its query: with other filters it is refused.
+    let cursor = page["next_cursor"].as_str().unwrap();
+    h.get(&format!("/api/v1/runs?workflow=odd&limit=1&cursor={cursor}")).await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("cursor"),
     );
+    let page = h.get(&format!("/api/v1/runs?workflow=even&limit=1&cursor={cursor}")).await.json();
+    assert_eq!(ids_of(&page), vec![ids[2].to_string()]);
+    let page = h.get("/api/v1/runs?order=asc&limit=2").await.json();
+    assert_eq!(ids_of(&page), [ids[0].to_string(), ids[1].to_string()]);
+    let window = format!("submitted_after={}&submitted_before={}", t(1000), t(3000));
+    let page = h.get(&format!("/api/v1/runs?{window}")).await.json();
+    assert_eq!(ids_of(&page), [ids[2].to_string(), ids[1].to_string()]);
+    let page = h.get("/api/v1/runs?sort=finished").await.json();
+    assert_eq!(ids_of(&page), [ids[2].to_string(), ids[1].to_string()], "finished runs, latest first");
+}
+
+/// The status mix of a window and its trend come from the maintained
+/// counts; tasks are listed with their own filters.
+#[tokio::test]
+async fn counts_trends_and_tasks_of_a_window() {
+    let h = harness().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (id, _) = stored_run(&h, if i < 3 { "etl" } else { "report" }, 2, t(i * 60_000)).await;
+        ids.push(id);
+    }
+    apply(&h, vec![run_change(ids[0], RunStatus::Queued, RunStatus::Running, t(300_000), None)]).await;
+    apply(&h, vec![run_change(ids[0], RunStatus::Running, RunStatus::Failed, t(301_000), Some("x"))]).await;
+    apply(&h, vec![run_change(ids[1], RunStatus::Queued, RunStatus::Canceled, t(302_000), None)]).await;
+
+    let all = h.get(&format!("/api/v1/stats/status?from={}", t(0))).await.json();
+    assert_eq!(all["runs"], json!({ "QUEUED": 2, "FAILED": 1, "CANCELED": 1 }), "{all}");
+    assert_eq!(all["tasks"], json!({ "SUBMITTED": 8 }), "{all}");
+    let etl = h.get(&format!("/api/v1/stats/status?from={}&workflow=etl", t(0))).await.json();
+    assert_eq!(etl["runs"], json!({ "QUEUED": 1, "FAILED": 1, "CANCELED": 1 }));
+    let late = h.get(&format!("/api/v1/stats/status?from={}", t(120_000))).await.json();
+    assert_eq!(late["runs"], json!({ "QUEUED": 2 }), "only what was submitted from minute 2");
+
+    let trend =
+        h.get(&format!("/api/v1/stats/trend?from={}&to={}&bucket=minute", t(0), t(240_000))).await.json();
+    let points = trend["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "{trend}");
+    assert_eq!(points[0]["counts"], json!({ "FAILED": 1 }));
+    assert_eq!(points[0]["failure_rate"], 1.0);
+    assert_eq!(points[1]["counts"], json!({ "CANCELED": 1 }));
+    assert_eq!(points[1]["failure_rate"], 0.0);
+    assert_eq!(points[2]["failure_rate"], Value::Null, "nothing finished");
+    let workflows: Vec<&str> =
+        trend["workflows"].as_array().unwrap().iter().map(|w| w["workflow"].as_str().unwrap()).collect();
+    assert_eq!(workflows, ["etl", "report"]);
+    h.get("/api/v1/stats/trend?bucket=minute").await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("from"),
+    );
+    h.get(&format!("/api/v1/stats/trend?from={}&bucket=week", t(0))).await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("bucket"),
+    );
+
+    let tasks = h.get("/api/v1/tasks?workflow=report").await.json();
+    let tasks = tasks["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|t| t["workflow"] == "report" && t["run_id"] == ids[3].to_string()));
+    let page = h.get("/api/v1/tasks?status=SUBMITTED&limit=3").await.json();
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 3);
+    assert!(page["next_cursor"].is_string());
 }
 
 /// A run shows every task with its log, attempts, progress (with an overrun
@@ -741,6 +811,9 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/v1/workflows/validate"),
         ("post", "/api/v1/workflows/{name}/runs"),
         ("get", "/api/v1/runs"),
+        ("get", "/api/v1/tasks"),
+        ("get", "/api/v1/stats/status"),
+        ("get", "/api/v1/stats/trend"),
         ("get", "/api/v1/runs/{run_id}"),
         ("post", "/api/v1/runs/{run_id}/cancel"),
         ("post", "/api/v1/runs/{run_id}/retry"),

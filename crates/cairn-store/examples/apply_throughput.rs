@@ -136,6 +136,7 @@ fn new_run(tasks: usize, clock: &SystemClock) -> NewRun {
     let now = clock.now();
     NewRun {
         schedule_tick: None,
+        labels: Vec::new(),
         id: RunId::new(now),
         workflow: "fan-out".into(),
         trigger: "manual".into(),

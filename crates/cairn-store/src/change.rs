@@ -81,6 +81,8 @@ pub struct NewRun {
     /// run of the same workflow for the same tick is refused as a conflict,
     /// so a tick fires once even when two servers both think they lead.
     pub schedule_tick: Option<Timestamp>,
+    /// The workflow's `labels`, each `key` or `key=value`, for searches.
+    pub labels: Vec<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -29,6 +29,20 @@ use cairn_core::progress::Progress;
 use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{LeaseToken, ManualClock, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
+mod counts;
+pub use counts::{
+    assert_counts_equal_the_records, counts_and_trends_equal_a_count_of_the_records,
+    counts_follow_each_applied_change_and_skip_refused_ones, postgres_at_version, random_runs,
+    sqlite_at_version, trends_refuse_unbounded_windows,
+};
+mod search;
+pub use search::{
+    History, PlanCase, RunFacts, TaskFacts, build_history, expected_runs, expected_tasks, plan_cases,
+    search_cursors_and_page_sizes_are_checked, search_pages_cover_every_match_once_in_order,
+    search_runs_by_each_filter_alone_and_together, search_tasks_by_each_filter_alone_and_together,
+    searches_match_a_brute_force_filter, walk_runs, walk_tasks,
+};
+
 use crate::{
     AdoptRun, AttemptRecord, AttemptResult, Change, ClaimOutcome, ClaimRequest, Claimed, Heartbeat,
     LeaseState, NewRun, NewTask, Notice, Offer, Outcome, PostedResult, Renewal, RunChange, RunDetail,
@@ -77,6 +91,16 @@ macro_rules! store_conformance_suite {
             a_schedule_tick_starts_one_run,
             a_run_cancel_request_is_recorded_for_its_driver,
             a_joined_server_is_alive_and_a_sole_member_leads,
+            // status counts and trends (conformance/counts.rs)
+            counts_and_trends_equal_a_count_of_the_records,
+            counts_follow_each_applied_change_and_skip_refused_ones,
+            trends_refuse_unbounded_windows,
+            // history searches (conformance/search.rs)
+            search_runs_by_each_filter_alone_and_together,
+            search_tasks_by_each_filter_alone_and_together,
+            search_pages_cover_every_match_once_in_order,
+            search_cursors_and_page_sizes_are_checked,
+            searches_match_a_brute_force_filter,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -106,6 +130,7 @@ pub const LEASE: Duration = Duration::from_secs(30);
 pub fn new_run(workflow: &str, tasks: u32, at: Timestamp) -> NewRun {
     NewRun {
         schedule_tick: None,
+        labels: Vec::new(),
         id: RunId::new(at),
         workflow: workflow.to_owned(),
         trigger: "manual".to_owned(),

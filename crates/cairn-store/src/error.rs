@@ -10,6 +10,10 @@ pub enum StoreError {
         "the store at {path} was written by a newer Cairn (schema version {found}, this build knows up to {known}); upgrade cairn"
     )]
     TooNew { path: String, found: i64, known: i64 },
+    /// A search the store cannot serve as asked (a cursor from another
+    /// search, a window or page size out of bounds); nothing was read.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("store migration failed: {0}")]
     Migration(String),
     #[error("invalid change: {0}")]

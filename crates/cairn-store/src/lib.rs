@@ -11,12 +11,15 @@
 pub mod change;
 pub mod dispatch;
 pub mod error;
+pub mod history;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
 mod conflict;
+mod counts;
 mod query;
+mod search;
 mod validate;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -31,11 +34,16 @@ pub use dispatch::{
     ClaimOutcome, ClaimRequest, Claimed, LeaseState, Membership, Notice, Offer, PostedResult, Renewal,
 };
 pub use error::StoreError;
+pub use history::{
+    Bucket, CountQuery, Cursor, Order, RunFilter, RunPage, RunSearch, RunSort, TaskFilter, TaskPage, TaskRow,
+    TaskSearch, TimeRange, TrendPoint, WorkflowTrends,
+};
 pub use model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
     TaskRecord,
 };
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use search::{PlannedStatement, QueryPlan};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use cairn_core::{RunId, TaskId, Timestamp};
@@ -158,4 +166,54 @@ pub trait Store: Send + Sync + 'static {
     /// member; `None` when this store cannot tell (SQLite: the engine
     /// checks the owner's process instead).
     fn server_alive(&self, owner: &str) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send;
+
+    // ---- history (see `history`) ----------------------------------------
+
+    /// One page of the runs `q` selects, from an index (see [`history`]).
+    fn search_runs(&self, q: RunSearch) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
+
+    /// One page of the tasks `q` selects, from an index.
+    fn search_tasks(&self, q: TaskSearch) -> impl Future<Output = Result<TaskPage, StoreError>> + Send;
+
+    /// Runs submitted in the window, by status (statuses with none are absent).
+    /// The window is `[from, to)` in whole minutes: `from` rounded down, `to`
+    /// up (a window empty before rounding stays empty); an open end takes
+    /// everything on that side. Reads only the aggregate rows of the window
+    /// (whole hours from the hour table, the edges from the minute table),
+    /// never runs or tasks (see `counts`).
+    fn run_counts(
+        &self,
+        q: CountQuery,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<cairn_core::RunStatus, u64>, StoreError>> + Send;
+
+    /// Tasks submitted in the window (each at its own submission time, of
+    /// its run's workflow), by status, as [`Store::run_counts`].
+    fn task_counts(
+        &self,
+        q: CountQuery,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<cairn_core::TaskStatus, u64>, StoreError>> + Send;
+
+    /// Runs submitted in each bucket of the window, by status, oldest
+    /// bucket first; every bucket of the window is present (empty ones too).
+    /// Buckets are aligned in UTC (a day starts at midnight UTC) and each
+    /// counts only the part of the window it covers, so the points add up to
+    /// [`Store::run_counts`] of the same query. The window needs its `from`
+    /// and at most 10,000 buckets, else [`StoreError::InvalidQuery`]; an open
+    /// `to` ends with the newest minute any run was submitted in (the store
+    /// reads no clock); an empty window, or an open one with no run
+    /// submitted since `from`, has no points.
+    fn run_trend(
+        &self,
+        q: CountQuery,
+        bucket: Bucket,
+    ) -> impl Future<Output = Result<Vec<TrendPoint<cairn_core::RunStatus>>, StoreError>> + Send;
+
+    /// [`Store::run_trend`] for each workflow apart: every workflow of
+    /// `q.workflows`, or when it is empty every workflow with a run in the
+    /// window.
+    fn workflow_trends(
+        &self,
+        q: CountQuery,
+        bucket: Bucket,
+    ) -> impl Future<Output = Result<WorkflowTrends, StoreError>> + Send;
 }

@@ -136,7 +136,9 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
             (1, "initial".to_owned()),
             (2, "details_and_progress_samples".to_owned()),
             (3, "dispatch".to_owned()),
-            (4, "run_cancel_requests".to_owned())
+            (4, "run_cancel_requests".to_owned()),
+            (5, "status_counts".to_owned()),
+            (6, "history_search".to_owned()),
         ],
         "each migration applied once"
     );
@@ -364,14 +366,22 @@ async fn a_batch_rolled_back_by_a_deadlock_is_tried_again() {
     assert_eq!(detail.transitions.len(), 2, "applied once, not once per try");
 }
 
-/// The reads the reaper and the history pages make walk their indexes.
+/// The reads the reaper and the task page make walk their indexes (the
+/// history searches: `search_plans_walk_indexes`).
 #[tokio::test]
 async fn reads_use_their_indexes() {
     let (store, db) = postgres().await;
-    // Enough rows that a sequential scan is not the cheaper plan.
-    let runs =
-        (0..2_000).map(|i| Change::CreateRun(new_run("idx", if i % 100 == 0 { 500 } else { 0 }, t(i))));
-    let outcomes = store.apply(runs.collect()).await.unwrap();
+    // Enough rows that a sequential scan is not the cheaper plan, and
+    // RUNNING tasks enough that walking them all (by `tasks_status`) to find
+    // the earliest expiry is not either.
+    let runs: Vec<_> = (0..2_000).map(|i| new_run("idx", if i % 100 == 0 { 500 } else { 0 }, t(i))).collect();
+    let running: Vec<TaskId> = runs.iter().flat_map(|r| r.tasks.iter().take(50).map(|t| t.id)).collect();
+    let outcomes = store.apply(runs.into_iter().map(Change::CreateRun).collect()).await.unwrap();
+    assert!(outcomes.iter().all(Outcome::is_applied));
+    let starts = running.iter().flat_map(|&task| {
+        [plain(task, 0, TaskStatus::Submitted, TaskStatus::Pending, t(3_000)), start(task, 1, t(3_001)).0]
+    });
+    let outcomes = store.apply(starts.collect()).await.unwrap();
     assert!(outcomes.iter().all(Outcome::is_applied));
     let client = db.session().await;
     client.batch_execute("ANALYZE").await.unwrap();
@@ -393,15 +403,6 @@ async fn reads_use_their_indexes() {
     for (query, index) in [
         (sql("next_lease_expiry.sql"), "tasks_lease_expiry"),
         (sql("expired_leases.sql").replace("$1", "0").replace("$2", "10"), "tasks_lease_expiry"),
-        (sql("runs_page.sql").replace("$1", max).replace("$2", "true").replace("$3", "10"), "runs_id"),
-        (
-            sql("runs_page_status.sql")
-                .replace("$1", max)
-                .replace("$2", "true")
-                .replace("$3", "10")
-                .replace("$4", "1"),
-            "runs_status",
-        ),
         (sql("task_by_id.sql").replace("$1", max), "tasks_id"),
     ] {
         let plan = plan(query.clone()).await;
@@ -590,4 +591,174 @@ async fn the_claim_walks_its_index() {
     assert!(plan.contains("task_offers_claim"), "{plan}");
     assert!(plan.contains("tasks_pkey"), "{plan}");
     assert!(!plan.contains("Seq Scan on task"), "{plan}");
+}
+
+/// A database written before the status counts (schema 4) is counted by the
+/// migration that adds them: its runs and tasks, whatever their status, and
+/// changes made after the upgrade keep the counts exact.
+#[tokio::test]
+async fn the_status_counts_migration_counts_what_an_older_cairn_wrote() {
+    use cairn_core::{RunId, RunStatus, Timestamp};
+    use cairn_store::conformance::{
+        assert_counts_equal_the_records, postgres_at_version, random_runs, run_change,
+    };
+
+    let db = TestDb::create().await;
+    postgres_at_version(&db.url(), 4).await.unwrap();
+    let session = db.session().await;
+    let workflows = ["etl", "backup", "report"];
+    let mut queued = Vec::new();
+    for i in 0..40_i64 {
+        let at = t(0).as_micros() - 7_200_000_000 + i * 47 * 60_000_000 + (i * 7919 % 60) * 1_000_000 + i;
+        let status = RunStatus::ALL[(i % 6) as usize];
+        let id = RunId::new(Timestamp::from_micros(at));
+        let run_no: i64 = session
+            .query_one(
+                &format!(
+                    "INSERT INTO runs (id, workflow, status, trigger_kind, submitted_at, last_at)
+                     VALUES ('{}', $1, $2, 'manual', $3, $3) RETURNING run_no",
+                    uuid(id.to_bytes())
+                ),
+                &[&workflows[(i % 3) as usize], &i16::from(status.code()), &at],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        session
+            .execute("INSERT INTO run_specs (run_no, source) VALUES ($1, 'steps: []')", &[&run_no])
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for j in 0..i % 4 {
+            // Queued runs' tasks wait SUBMITTED; the others' have any status
+            // but RUNNING (which would need a lease).
+            let status = match TaskStatus::ALL[((i + j) % 9) as usize] {
+                _ if status == RunStatus::Queued => TaskStatus::Submitted,
+                TaskStatus::Running => TaskStatus::Pending,
+                other => other,
+            };
+            let task = TaskId::new(Timestamp::from_micros(at));
+            let task_at = at + j * 50_000_000;
+            session
+                .execute(
+                    &format!(
+                        "INSERT INTO tasks (id, status, last_at, run_no, idx, max_attempts, submitted_at, name)
+                         VALUES ('{}', $1, $2, $3, $4, 1, $2, $5)",
+                        uuid(task.to_bytes())
+                    ),
+                    &[&i16::from(status.code()), &task_at, &run_no, &(j as i32), &format!("step-{j}")],
+                )
+                .await
+                .unwrap();
+            tasks.push(task);
+        }
+        if status == RunStatus::Queued {
+            queued.push((id, tasks));
+        }
+    }
+    drop(session);
+
+    let store = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    assert_eq!(store.schema_version(), PostgresStore::latest_schema_version());
+    let all = cairn_store::CountQuery::default();
+    assert_eq!(store.run_counts(all.clone()).await.unwrap().values().sum::<u64>(), 40);
+    assert_counts_equal_the_records(&store).await;
+
+    // The old runs move on after the upgrade, and new ones come.
+    let later = t(10 * 24 * 3_600_000);
+    let mut changes = Vec::new();
+    for (run, tasks) in &queued {
+        changes.push(run_change(*run, RunStatus::Queued, RunStatus::Running, later, None));
+        changes.extend(
+            tasks.iter().map(|task| plain(*task, 0, TaskStatus::Submitted, TaskStatus::Pending, later)),
+        );
+    }
+    assert!(store.apply(changes).await.unwrap().iter().all(|o| o.is_applied()));
+    random_runs(&store, 7, 30).await;
+    assert_counts_equal_the_records(&store).await;
+    store.close().await.unwrap();
+}
+
+/// Every shape of history search walks an index on a history of a few
+/// thousand runs, analyzed, so the planner's choices are its own — no
+/// sequential scan anywhere — and returns what a brute-force filter does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_plans_walk_indexes() {
+    use cairn_store::conformance::{
+        PlanCase, build_history, expected_runs, expected_tasks, plan_cases, walk_runs, walk_tasks,
+    };
+    fn nodes<'a>(plan: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+        match plan {
+            serde_json::Value::Array(items) => items.iter().for_each(|item| nodes(item, out)),
+            serde_json::Value::Object(map) => {
+                if map.contains_key("Node Type") {
+                    out.push(plan);
+                }
+                map.values().for_each(|value| nodes(value, out));
+            }
+            _ => {}
+        }
+    }
+    let (store, db) = postgres().await;
+    let history = build_history(&store, 3_000, 21).await;
+    // As autovacuum leaves a database: statistics, and the visibility map
+    // that makes index-only scans worth their name.
+    db.session().await.batch_execute("VACUUM ANALYZE").await.unwrap();
+    for case in plan_cases(&history) {
+        let (name, plan) = match case {
+            PlanCase::Runs(name, q) => {
+                assert_eq!(walk_runs(&store, q.clone()).await, expected_runs(&history, &q), "{name}: {q:?}");
+                (name, store.explain_search_runs(q).await.unwrap())
+            }
+            PlanCase::Tasks(name, q) => {
+                assert_eq!(
+                    walk_tasks(&store, q.clone()).await,
+                    expected_tasks(&history, &q),
+                    "{name}: {q:?}"
+                );
+                (name, store.explain_search_tasks(q).await.unwrap())
+            }
+        };
+        assert_eq!(plan.shape, name, "{plan:#?}");
+        for statement in &plan.statements {
+            let json: serde_json::Value = serde_json::from_str(&statement.plan).unwrap();
+            let mut all = Vec::new();
+            nodes(&json, &mut all);
+            assert!(!all.is_empty());
+            for node in all {
+                assert_ne!(
+                    node["Node Type"], "Seq Scan",
+                    "{name}: a sequential scan of {}\n{}\n{:#}",
+                    node["Relation Name"], statement.sql, json
+                );
+            }
+        }
+    }
+}
+
+/// The count upsert goes out with the COMMIT: when it fails, the COMMIT
+/// behind it rolls the batch back, the caller hears of it, and the
+/// connection serves the next batch.
+#[tokio::test]
+async fn a_failing_count_upsert_commits_nothing() {
+    let (store, db) = postgres().await;
+    store.close().await.unwrap();
+    db.session()
+        .await
+        .batch_execute("ALTER TABLE run_counts_minute ADD CONSTRAINT no_boom CHECK (workflow <> 'boom')")
+        .await
+        .unwrap();
+    // One connection: the batch after the failure runs on the same one.
+    let one = PostgresOptions { max_connections: 1, ..Default::default() };
+    let store = PostgresStore::connect(&db.url(), one).await.unwrap();
+    let run = new_run("boom", 2, t(0));
+    let id = run.id;
+    let err = store.apply(vec![Change::CreateRun(run)]).await.unwrap_err();
+    assert!(err.to_string().contains("no_boom"), "{err}");
+    assert_eq!(store.run(id).await.unwrap(), None, "nothing of the batch stays");
+    let fine = new_run("etl", 2, t(0));
+    assert!(store.apply(vec![Change::CreateRun(fine)]).await.unwrap()[0].is_applied());
+    let all = cairn_store::CountQuery::default();
+    let counts = store.run_counts(all).await.unwrap();
+    assert_eq!(counts, std::collections::BTreeMap::from([(cairn_core::RunStatus::Queued, 1)]));
 }

@@ -269,3 +269,144 @@ async fn a_failing_batch_fails_only_its_own_caller() {
     assert_eq!(after.batches - before.batches, 10);
     assert!(after.transactions - before.transactions <= 2, "{before:?} -> {after:?}");
 }
+
+/// A file written before the status counts (schema 4) is counted by the
+/// migration that adds them: its runs and tasks, whatever their status, and
+/// changes made after the upgrade keep the counts exact.
+#[tokio::test]
+async fn the_status_counts_migration_counts_what_an_older_cairn_wrote() {
+    use cairn_core::{RunId, RunStatus, TaskId};
+    use cairn_store::conformance::{
+        assert_counts_equal_the_records, random_runs, run_change, sqlite_at_version,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.db");
+    sqlite_at_version(&path, 4).unwrap();
+    let conn = raw(&path);
+    let workflows = ["etl", "backup", "report"];
+    let mut queued = Vec::new();
+    for i in 0..40_i64 {
+        let at = t(0).as_micros() - 7_200_000_000 + i * 47 * 60_000_000 + (i * 7919 % 60) * 1_000_000 + i;
+        let status = RunStatus::ALL[(i % 6) as usize];
+        let id = RunId::new(cairn_core::Timestamp::from_micros(at));
+        conn.execute(
+            "INSERT INTO runs (id, workflow, status, trigger_kind, submitted_at, last_at) VALUES (?1, ?2, ?3, 'manual', ?4, ?4)",
+            rusqlite::params![id.to_bytes(), workflows[(i % 3) as usize], status.code(), at],
+        )
+        .unwrap();
+        let run_no = conn.last_insert_rowid();
+        conn.execute("INSERT INTO run_specs (run_no, source) VALUES (?1, 'steps: []')", [run_no]).unwrap();
+        let mut tasks = Vec::new();
+        for j in 0..i % 4 {
+            // Queued runs' tasks wait SUBMITTED; the others' have any status
+            // but RUNNING (which would need a lease).
+            let status = match TaskStatus::ALL[((i + j) % 9) as usize] {
+                _ if status == RunStatus::Queued => TaskStatus::Submitted,
+                TaskStatus::Running => TaskStatus::Pending,
+                other => other,
+            };
+            let task = TaskId::new(cairn_core::Timestamp::from_micros(at));
+            let task_at = at + j * 50_000_000;
+            conn.execute(
+                "INSERT INTO tasks (id, status, last_at, run_no, idx, max_attempts, submitted_at, name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?3, ?6)",
+                rusqlite::params![task.to_bytes(), status.code(), task_at, run_no, j, format!("step-{j}")],
+            )
+            .unwrap();
+            tasks.push(task);
+        }
+        if status == RunStatus::Queued {
+            queued.push((id, tasks));
+        }
+    }
+    drop(conn);
+
+    let store = open(&path);
+    assert_eq!(store.schema_version(), SqliteStore::latest_schema_version());
+    let all = cairn_store::CountQuery::default();
+    assert_eq!(store.run_counts(all.clone()).await.unwrap().values().sum::<u64>(), 40);
+    assert_counts_equal_the_records(&store).await;
+
+    // The old runs move on after the upgrade, and new ones come.
+    let later = t(10 * 24 * 3_600_000);
+    let mut changes = Vec::new();
+    for (run, tasks) in &queued {
+        changes.push(run_change(*run, RunStatus::Queued, RunStatus::Running, later, None));
+        changes.extend(
+            tasks.iter().map(|task| plain(*task, 0, TaskStatus::Submitted, TaskStatus::Pending, later)),
+        );
+    }
+    assert!(store.apply(changes).await.unwrap().iter().all(|o| o.is_applied()));
+    random_runs(&store, 7, 30).await;
+    assert_counts_equal_the_records(&store).await;
+    store.close().await.unwrap();
+}
+
+/// Every shape of history search walks an index — no step scans a table
+/// without one, and only the bounded drives (named `…, sorted`) sort — and
+/// returns what a brute-force filter does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_plans_walk_indexes() {
+    use cairn_store::conformance::{
+        PlanCase, build_history, expected_runs, expected_tasks, plan_cases, walk_runs, walk_tasks,
+    };
+    let (store, _dir) = sqlite().await;
+    let history = build_history(&store, 3_000, 21).await;
+    for case in plan_cases(&history) {
+        let (name, plan) = match case {
+            PlanCase::Runs(name, q) => {
+                assert_eq!(walk_runs(&store, q.clone()).await, expected_runs(&history, &q), "{name}: {q:?}");
+                (name, store.explain_search_runs(q).await.unwrap())
+            }
+            PlanCase::Tasks(name, q) => {
+                assert_eq!(
+                    walk_tasks(&store, q.clone()).await,
+                    expected_tasks(&history, &q),
+                    "{name}: {q:?}"
+                );
+                (name, store.explain_search_tasks(q).await.unwrap())
+            }
+        };
+        assert_eq!(plan.shape, name, "{plan:#?}");
+        for statement in &plan.statements {
+            let shown = format!("{name}:\n{}\n{}", statement.sql, statement.plan);
+            for step in statement.plan.lines().map(str::trim) {
+                // `x` is a probe's count over its own bounded subquery.
+                if step.starts_with("SCAN ") && !step.starts_with("SCAN x") {
+                    assert!(
+                        step.contains(" USING INDEX ") || step.contains(" USING COVERING INDEX "),
+                        "a table scan in {shown}"
+                    );
+                }
+                if step.contains("TEMP B-TREE") {
+                    assert!(name.ends_with(", sorted"), "a sort in {shown}");
+                }
+            }
+        }
+    }
+}
+
+/// The counts are written in the transaction of the changes they count: when
+/// their upsert fails, nothing of the transaction is committed.
+#[tokio::test]
+async fn a_failing_count_upsert_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.db");
+    open(&path).close().await.unwrap();
+    raw(&path)
+        .execute_batch(
+            "CREATE TRIGGER no_boom BEFORE INSERT ON run_counts_minute WHEN NEW.workflow = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'no_boom'); END;",
+        )
+        .unwrap();
+    let store = open(&path);
+    let run = new_run("boom", 2, t(0));
+    let id = run.id;
+    let err = store.apply(vec![Change::CreateRun(run)]).await.unwrap_err();
+    assert!(err.to_string().contains("no_boom"), "{err}");
+    assert_eq!(store.run(id).await.unwrap(), None, "nothing of the batch stays");
+    assert!(store.apply(vec![Change::CreateRun(new_run("etl", 2, t(0)))]).await.unwrap()[0].is_applied());
+    let counts = store.run_counts(cairn_store::CountQuery::default()).await.unwrap();
+    assert_eq!(counts, std::collections::BTreeMap::from([(cairn_core::RunStatus::Queued, 1)]));
+}

@@ -392,6 +392,7 @@ fn plan(name: &str, tasks: Vec<PlannedTask>) -> RunPlan {
         spec_path: None,
         trigger: "bench".to_owned(),
         schedule_tick: None,
+        labels: Vec::new(),
         preconditions: false,
         keep_details: false,
         carried: Vec::new(),

@@ -1,11 +1,16 @@
-//! `cairn history`: recent runs, newest first, filtered by status and workflow.
+//! `cairn history`: runs (or tasks) with any set of filters, a page at a
+//! time, and with `--stats` the status mix of a window.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cairn_core::{RunId, RunStatus};
+use cairn_core::{RunStatus, TaskStatus, Timestamp};
 use cairn_engine::{EngineClock, human};
-use cairn_store::{RunQuery, Store};
+use cairn_server::model::{TaskSummary, TrendPoint};
+use cairn_store::{
+    Bucket, CountQuery, Cursor, Order, RunFilter, RunSearch, RunSort, Store, StoreError, TaskFilter,
+    TaskSearch, TimeRange,
+};
 
 use crate::out::outln;
 use crate::report::RunSummary;
@@ -13,62 +18,279 @@ use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only runs in these statuses (comma-separated, e.g. FAILED,CANCELED)
+    /// Only these statuses (comma-separated, e.g. FAILED,CANCELED)
     #[arg(long, value_delimiter = ',')]
     status: Vec<String>,
-    /// Only runs of this workflow
+    /// Only these workflows (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    workflow: Vec<String>,
+    /// Only runs started this way: manual, schedule, api, retry (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    trigger: Vec<String>,
+    /// Only runs with every one of these labels, each KEY or KEY=VALUE (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    label: Vec<String>,
+    /// Submitted at or after this time (RFC 3339, or an age like 24h, 7d, 30m)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Submitted before this time (RFC 3339, or an age)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Finished at or after this time; lists by finish time
+    #[arg(long, value_name = "TIME")]
+    finished_since: Option<String>,
+    /// Finished before this time; lists by finish time
+    #[arg(long, value_name = "TIME")]
+    finished_until: Option<String>,
+    /// Only runs whose id starts with this
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// Oldest first
     #[arg(long)]
-    workflow: Option<String>,
-    /// How many runs to show
+    oldest_first: bool,
+    /// Tasks instead of runs (--queue, --worker and --step apply then)
+    #[arg(long)]
+    tasks: bool,
+    /// Only tasks of these queues
+    #[arg(long, value_delimiter = ',', requires = "tasks")]
+    queue: Vec<String>,
+    /// Only tasks run by these workers
+    #[arg(long, value_delimiter = ',', requires = "tasks")]
+    worker: Vec<String>,
+    /// Only these steps
+    #[arg(long, value_delimiter = ',', requires = "tasks")]
+    step: Vec<String>,
+    /// How many to show (1 to 1000)
     #[arg(long, default_value_t = 20)]
     limit: usize,
-    /// Only runs older than this run id (the cursor for the next page)
-    #[arg(long, value_name = "RUN_ID")]
-    before: Option<String>,
+    /// Where the previous page ended (printed under it)
+    #[arg(long)]
+    cursor: Option<String>,
+    /// The status mix of the window (--since, --until, --workflow) and its trend per bucket
+    #[arg(long, conflicts_with_all = ["tasks", "cursor"])]
+    stats: bool,
+    /// Bucket of the --stats trend: minute, hour or day
+    #[arg(long, default_value = "hour", requires = "stats")]
+    bucket: String,
     /// Print JSON lines instead of a table
     #[arg(long)]
     json: bool,
 }
 
 pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
-    let statuses = args
-        .status
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.parse::<RunStatus>().map_err(|e| InvalidInput(format!("--status: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let before = match &args.before {
-        Some(b) => Some(b.parse::<RunId>().map_err(|e| InvalidInput(format!("--before: {e}")))?),
-        None => None,
-    };
     let clock = EngineClock::system();
+    let now = clock.now();
+    let submitted =
+        TimeRange { from: time(&args.since, "--since", now)?, to: time(&args.until, "--until", now)? };
+    let finished = TimeRange {
+        from: time(&args.finished_since, "--finished-since", now)?,
+        to: time(&args.finished_until, "--finished-until", now)?,
+    };
+    let sort =
+        if finished.from.is_some() || finished.to.is_some() { RunSort::Finished } else { RunSort::Submitted };
+    let order = if args.oldest_first { Order::OldestFirst } else { Order::NewestFirst };
+    if !(1..=1000).contains(&args.limit) {
+        return Err(InvalidInput(format!("--limit: expected 1 to 1000, got {}", args.limit)).into());
+    }
     let home = crate::home::Home::resolve(data_dir)?;
     let store = home.open(&clock).await?;
-    let runs = store
-        .list_runs(RunQuery { statuses, workflow: args.workflow.clone(), limit: args.limit.max(1), before })
-        .await?;
-    let now = clock.now();
+    if args.stats {
+        return stats(&*store, &args, submitted, now).await;
+    }
+    let cursor = args.cursor.clone().map(Cursor);
+    if args.tasks {
+        let filter = TaskFilter {
+            statuses: parse_all(&args.status, "--status", |s| {
+                s.parse::<TaskStatus>().map_err(|e| e.to_string())
+            })?,
+            workflows: args.workflow.clone(),
+            steps: args.step.clone(),
+            queues: args.queue.clone(),
+            workers: args.worker.clone(),
+            submitted,
+            finished,
+            run_id_prefix: args.prefix.clone(),
+        };
+        let page = store
+            .search_tasks(TaskSearch { filter, sort, order, cursor, limit: args.limit })
+            .await
+            .map_err(refused)?;
+        let rows: Vec<TaskSummary> = page.tasks.iter().map(TaskSummary::new).collect();
+        print_tasks(&rows, args.json)?;
+        more(page.next, args.json);
+        return Ok(Exit::Success);
+    }
+    let filter = RunFilter {
+        statuses: parse_all(&args.status, "--status", |s| s.parse::<RunStatus>().map_err(|e| e.to_string()))?,
+        workflows: args.workflow.clone(),
+        triggers: args.trigger.clone(),
+        labels: args.label.clone(),
+        submitted,
+        finished,
+        id_prefix: args.prefix.clone(),
+    };
+    let page = store
+        .search_runs(RunSearch { filter, sort, order, cursor, limit: args.limit })
+        .await
+        .map_err(refused)?;
     if args.json {
-        for r in &runs {
+        for r in &page.runs {
             outln!("{}", serde_json::to_string(&RunSummary::new(r, now))?);
+        }
+    } else if page.runs.is_empty() {
+        outln!("no runs match");
+    } else {
+        outln!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION");
+        for r in &page.runs {
+            let line = RunSummary::new(r, now);
+            let took = human(std::time::Duration::from_secs_f64(line.duration));
+            outln!(
+                "{:<26}  {:<20}  {:<19}  {:<20}  {:>9}",
+                r.id,
+                r.workflow,
+                r.status.as_str(),
+                local(r.submitted_at),
+                took
+            );
+        }
+    }
+    more(page.next, args.json);
+    Ok(Exit::Success)
+}
+
+async fn stats<S: Store>(store: &S, args: &Args, submitted: TimeRange, now: Timestamp) -> Result<Exit> {
+    let bucket = match args.bucket.as_str() {
+        "minute" => Bucket::Minute,
+        "hour" => Bucket::Hour,
+        "day" => Bucket::Day,
+        other => {
+            return Err(InvalidInput(format!("--bucket: expected minute, hour or day, got {other:?}")).into());
+        }
+    };
+    // A trend needs a start: the last day unless told.
+    let day_ago = Timestamp::from_micros(now.as_micros() - 86_400_000_000);
+    let window = TimeRange { from: submitted.from.or(Some(day_ago)), to: submitted.to };
+    let query = CountQuery { submitted: window, workflows: args.workflow.clone() };
+    let runs = store.run_counts(query.clone()).await?;
+    let tasks = store.task_counts(query.clone()).await?;
+    let trend: Vec<TrendPoint> =
+        store.run_trend(query, bucket).await?.into_iter().map(TrendPoint::new).collect();
+    if args.json {
+        let counts = serde_json::json!({ "runs": runs, "tasks": tasks });
+        outln!("{}", serde_json::to_string(&counts)?);
+        for p in &trend {
+            outln!("{}", serde_json::to_string(p)?);
         }
         return Ok(Exit::Success);
     }
-    if runs.is_empty() {
-        outln!("no runs match");
-        return Ok(Exit::Success);
+    let since = window.from.map(local).unwrap_or_default();
+    outln!("runs submitted since {since}:");
+    let total: u64 = runs.values().sum();
+    for (status, n) in &runs {
+        let share = if total > 0 { 100.0 * *n as f64 / total as f64 } else { 0.0 };
+        outln!("  {:<20} {:>9}  {:>5.1}%", status.as_str(), n, share);
     }
-    outln!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "DURATION");
-    for r in &runs {
-        let line = RunSummary::new(r, now);
-        let submitted = r.submitted_at.to_jiff().strftime("%Y-%m-%d %H:%M:%S").to_string();
-        let took = human(std::time::Duration::from_secs_f64(line.duration));
-        outln!("{:<26}  {:<20}  {:<19}  {:<20}  {:>9}", r.id, r.workflow, r.status.as_str(), submitted, took);
+    outln!("  {:<20} {:>9}", "total", total);
+    outln!("tasks:");
+    for (status, n) in &tasks {
+        outln!("  {:<20} {:>9}", status.as_str(), n);
     }
-    if runs.len() == args.limit.max(1)
-        && let Some(last) = runs.last()
-    {
-        outln!("more: cairn history --before {}", last.id);
+    outln!("trend ({}):", args.bucket);
+    for p in trend.iter().filter(|p| !p.counts.is_empty()) {
+        let counts: Vec<String> = p.counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect();
+        let rate = p.failure_rate.map(|r| format!("  failure rate {:.1}%", 100.0 * r)).unwrap_or_default();
+        outln!("  {}  {}{rate}", local(p.at), counts.join(" "));
     }
     Ok(Exit::Success)
+}
+
+fn print_tasks(rows: &[TaskSummary], json: bool) -> Result<()> {
+    if json {
+        for t in rows {
+            outln!("{}", serde_json::to_string(t)?);
+        }
+        return Ok(());
+    }
+    if rows.is_empty() {
+        outln!("no tasks match");
+        return Ok(());
+    }
+    outln!(
+        "{:<26}  {:<20}  {:<16}  {:<10}  {:<20}  {:>8}",
+        "RUN",
+        "WORKFLOW",
+        "STEP",
+        "STATUS",
+        "SUBMITTED",
+        "ATTEMPTS"
+    );
+    for t in rows {
+        outln!(
+            "{:<26}  {:<20}  {:<16}  {:<10}  {:<20}  {:>8}",
+            t.run_id,
+            t.workflow,
+            t.name,
+            t.status.as_str(),
+            local(t.submitted_at),
+            t.attempts
+        );
+    }
+    Ok(())
+}
+
+/// How to ask for the next page (on stderr under `--json`, so the lines stay JSON).
+fn more(next: Option<Cursor>, json: bool) {
+    if let Some(c) = next {
+        if json {
+            eprintln!("more: --cursor {}", c.0);
+        } else {
+            outln!("more: add --cursor {}", c.0);
+        }
+    }
+}
+
+/// A query the store refuses (a cursor of other filters) is bad input.
+fn refused(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::InvalidQuery(m) => InvalidInput(m).into(),
+        other => other.into(),
+    }
+}
+
+fn local(t: Timestamp) -> String {
+    t.to_jiff().strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn parse_all<T>(items: &[String], flag: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>> {
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s).map_err(|e| InvalidInput(format!("{flag}: {e}")).into()))
+        .collect()
+}
+
+/// An RFC 3339 time, or an age before `now` (`90s`, `30m`, `24h`, `7d`).
+fn time(text: &Option<String>, flag: &str, now: Timestamp) -> Result<Option<Timestamp>> {
+    let Some(text) = text.as_deref().map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(Some(Timestamp::from_jiff(t)));
+    }
+    let (number, unit) = text.split_at(text.len() - 1);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if seconds > 0 && n >= 0 => {
+            Ok(Some(Timestamp::from_micros(now.as_micros() - n * seconds * 1_000_000)))
+        }
+        _ => Err(InvalidInput(format!(
+            "{flag}: expected an RFC 3339 time (2026-11-20T08:00:00Z) or an age (30m, 24h, 7d), got {text:?}"
+        ))
+        .into()),
+    }
 }

@@ -390,3 +390,48 @@ fn the_examples_validate_and_hello_runs() {
     let (code, run) = env.run_json(&examples.join("hello.yaml"), &["-p", "NAME=Ada"]);
     assert_eq!((code, run["status"].as_str()), (0, Some("COMPLETED")), "{run}");
 }
+
+#[test]
+fn history_filters_pages_and_counts_runs_and_tasks() {
+    let env = Env::new();
+    let ok = env.write(
+        "ok.yaml",
+        "name: ok\nlabels: [team=data, nightly]\nsteps:\n  - name: fine\n    command: \"true\"\n",
+    );
+    let bad = env.write("bad.yaml", "name: bad\nsteps:\n  - name: broken\n    command: exit 3\n");
+    for _ in 0..3 {
+        assert!(env.run(&["run", ok.to_str().unwrap(), "--quiet"]).status.success());
+    }
+    assert_eq!(env.run(&["run", bad.to_str().unwrap(), "--quiet"]).status.code(), Some(1));
+    let lines = |args: &[&str]| -> Vec<Value> {
+        let out = env.run(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out.stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    };
+    let failed = lines(&["history", "--status", "failed", "--json"]);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["workflow"], "bad");
+    assert_eq!(lines(&["history", "--label", "team=data", "--since", "1h", "--json"]).len(), 3);
+    assert_eq!(lines(&["history", "--label", "team=ops", "--json"]).len(), 0);
+    // Two pages of two, through the cursor printed under the first.
+    let out = env.run(&["history", "--limit", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let cursor = text.lines().last().unwrap().strip_prefix("more: add --cursor ").expect(&text).to_owned();
+    let rest = lines(&["history", "--limit", "2", "--cursor", &cursor, "--json"]);
+    assert_eq!(rest.len(), 2);
+    let wrong = env.run(&["history", "--limit", "2", "--status", "FAILED", "--cursor", &cursor]);
+    assert_eq!(wrong.status.code(), Some(2), "a cursor of other filters is refused: {wrong:?}");
+    // Tasks, by step.
+    let broken = lines(&["history", "--tasks", "--step", "broken", "--json"]);
+    assert_eq!((broken.len(), broken[0]["status"].as_str()), (1, Some("FAILED")));
+    // The status mix of the last day.
+    let stats = lines(&["history", "--stats", "--bucket", "hour", "--json"]);
+    assert_eq!(stats[0]["runs"], serde_json::json!({ "COMPLETED": 3, "FAILED": 1 }), "{stats:?}");
+    let out = env.run(&["history", "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"), "{out:?}");
+}

@@ -521,6 +521,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
         }
         self.batch.push(Change::CreateRun(NewRun {
             schedule_tick: self.plan.schedule_tick,
+            labels: self.plan.labels.clone(),
             id: self.opts.run_id,
             workflow: plan.workflow.clone(),
             trigger: plan.trigger.clone(),

@@ -4,6 +4,7 @@
 
 pub(crate) mod events;
 pub(crate) mod health;
+pub(crate) mod history;
 pub(crate) mod logs;
 pub(crate) mod runs;
 pub(crate) mod tasks;

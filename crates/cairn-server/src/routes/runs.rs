@@ -1,84 +1,17 @@
-//! Runs: history with filters and a keyset cursor, one run whole, cancel, retry.
+//! Runs: one run whole, cancel, retry (the run list is in `history`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cairn_core::{RunId, RunStatus, TaskStatus, spec};
-use cairn_store::{RunQuery, Store};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use cairn_core::{RunId, TaskStatus, spec};
+use cairn_store::Store;
 
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{ApiQuery, OptionalJson, actor, parse_id, parse_number};
-use crate::model::{
-    CancelAccepted, RetryRequest, RunCreated, RunPage, RunSummary, RunView, Timeouts, timeouts,
-};
-
-/// Page size when `limit` is not given, and the largest allowed.
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 1000;
-
-/// Filters of the run list.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct RunListQuery {
-    /// Any of these run statuses, comma-separated (e.g. `FAILED,CANCELED`).
-    status: Option<String>,
-    /// Only runs of this workflow.
-    workflow: Option<String>,
-    /// Page size, 1 to 1000 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    limit: Option<String>,
-    /// The cursor: only runs older than this run id (`next_cursor` of the previous page).
-    #[param(value_type = Option<RunId>)]
-    before: Option<String>,
-}
-
-/// Runs, newest first, filtered by status and workflow, a page at a time.
-#[utoipa::path(
-    get,
-    path = "/api/v1/runs",
-    tag = "runs",
-    params(RunListQuery),
-    responses(
-        (status = 200, description = "A page of runs", body = RunPage),
-        (status = 400, description = "A bad filter (code `bad_request`, field names it)", body = ErrorBody),
-    )
-)]
-pub(crate) async fn list_runs<S: Store, C: Control>(
-    State(state): State<AppState<S, C>>,
-    ApiQuery(q): ApiQuery<RunListQuery>,
-) -> Result<Json<RunPage>, ApiError> {
-    let statuses = match &q.status {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<RunStatus>().map_err(|e| ApiError::bad_request("status", e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let limit = match &q.limit {
-        None => DEFAULT_LIMIT,
-        Some(text) => parse_number("limit", text, 1..=MAX_LIMIT)?,
-    };
-    let before = q.before.as_deref().map(|b| parse_id::<RunId>("before", b)).transpose()?;
-    let workflow = q.workflow.clone().filter(|w| !w.is_empty());
-    // One more than the page tells whether another page follows.
-    let mut runs = state.store.list_runs(RunQuery { statuses, workflow, limit: limit + 1, before }).await?;
-    let next_cursor = if runs.len() > limit {
-        runs.truncate(limit);
-        runs.last().map(|r| r.id)
-    } else {
-        None
-    };
-    let now = state.clock.now();
-    Ok(Json(RunPage { runs: runs.iter().map(|r| RunSummary::new(r, now)).collect(), next_cursor }))
-}
+use crate::extract::{OptionalJson, actor, parse_id};
+use crate::model::{CancelAccepted, RetryRequest, RunCreated, RunView, Timeouts, timeouts};
 
 /// A run with every task — each with its transitions, attempts, progress
 /// and durations — and the run's own transitions.

@@ -28,12 +28,17 @@
 //! `WHERE` re-checks the expected status (and lease token) on the row it
 //! locked, so concurrent writers cannot both win a compare-and-set.
 
+mod counts;
 mod members;
 mod notify;
 mod read;
 mod schema;
+mod search;
 mod session;
 mod write;
+
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) use schema::migrate_to;
 
 use std::fmt;
 use std::future::Future;
@@ -141,7 +146,12 @@ impl PostgresStore {
         let client = pool.get().await.map_err(|e| open_err(Error::from(e).describe()))?;
         // Every statement prepared now: a schema mismatch fails at start (and
         // in every test), not at the first write of that kind.
-        for sql in write::STATEMENTS.iter().chain(read::STATEMENTS).chain(members::STATEMENTS) {
+        for sql in write::STATEMENTS
+            .iter()
+            .chain(read::STATEMENTS)
+            .chain(members::STATEMENTS)
+            .chain(counts::STATEMENTS)
+        {
             client
                 .prepare_cached(sql)
                 .await
@@ -180,6 +190,20 @@ impl PostgresStore {
     /// server reports it, for benchmark output. Cairn never lowers it.
     pub fn synchronous_commit(&self) -> &str {
         &self.synchronous_commit
+    }
+
+    /// How [`Store::search_runs`] would serve `q`: its drive and the plan
+    /// PostgreSQL makes of each statement, as `EXPLAIN (FORMAT JSON)` (for
+    /// tests and diagnosis).
+    pub async fn explain_search_runs(&self, q: crate::RunSearch) -> Result<crate::QueryPlan, StoreError> {
+        let q = crate::search::Runs::new(&q)?;
+        Ok(search::explain_runs(&self.pool, &q).await?)
+    }
+
+    /// How [`Store::search_tasks`] would serve `q` (see [`PostgresStore::explain_search_runs`]).
+    pub async fn explain_search_tasks(&self, q: crate::TaskSearch) -> Result<crate::QueryPlan, StoreError> {
+        let q = crate::search::Tasks::new(&q)?;
+        Ok(search::explain_tasks(&self.pool, &q).await?)
     }
 
     /// Closes the pool: connections close as their current call ends, and
@@ -329,6 +353,64 @@ impl Store for PostgresStore {
         let pool = self.pool.clone();
         let owner = owner.to_owned();
         async move { members::server_alive(&pool, &owner).await.map(Some).map_err(StoreError::from) }
+    }
+
+    fn search_runs(
+        &self,
+        q: crate::RunSearch,
+    ) -> impl Future<Output = Result<crate::RunPage, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            let q = crate::search::Runs::new(&q)?;
+            read_again(&pool, |pool| search::search_runs(pool, &q)).await
+        }
+    }
+
+    fn search_tasks(
+        &self,
+        q: crate::TaskSearch,
+    ) -> impl Future<Output = Result<crate::TaskPage, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            let q = crate::search::Tasks::new(&q)?;
+            read_again(&pool, |pool| search::search_tasks(pool, &q)).await
+        }
+    }
+
+    fn run_counts(
+        &self,
+        q: crate::CountQuery,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<cairn_core::RunStatus, u64>, StoreError>> + Send
+    {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| counts::run_counts(pool, &q)).await }
+    }
+
+    fn task_counts(
+        &self,
+        q: crate::CountQuery,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<cairn_core::TaskStatus, u64>, StoreError>> + Send
+    {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| counts::task_counts(pool, &q)).await }
+    }
+
+    fn run_trend(
+        &self,
+        q: crate::CountQuery,
+        bucket: crate::Bucket,
+    ) -> impl Future<Output = Result<Vec<crate::TrendPoint<cairn_core::RunStatus>>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| counts::run_trend(pool, &q, bucket)).await }
+    }
+
+    fn workflow_trends(
+        &self,
+        q: crate::CountQuery,
+        bucket: crate::Bucket,
+    ) -> impl Future<Output = Result<crate::WorkflowTrends, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| counts::workflow_trends(pool, &q, bucket)).await }
     }
 }
 

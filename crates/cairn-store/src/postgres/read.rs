@@ -22,7 +22,8 @@ use crate::model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
     TaskRecord,
 };
-use crate::query::{DEFAULT_PAGE, id_prefix_range};
+use crate::query::id_prefix_range;
+use crate::search::Runs;
 
 const RUN_BY_ID: &str = include_str!("sql/run_by_id.sql");
 const RUN_BY_NO: &str = include_str!("sql/run_by_no.sql");
@@ -31,10 +32,6 @@ const RUN_TRANSITIONS: &str = include_str!("sql/run_transitions.sql");
 const RUN_TASKS: &str = include_str!("sql/run_tasks.sql");
 const RUN_TASK_TRANSITIONS: &str = include_str!("sql/run_task_transitions.sql");
 const RUN_ATTEMPTS: &str = include_str!("sql/run_attempts.sql");
-const RUNS_PAGE: &str = include_str!("sql/runs_page.sql");
-const RUNS_PAGE_STATUS: &str = include_str!("sql/runs_page_status.sql");
-const RUNS_PAGE_WORKFLOW: &str = include_str!("sql/runs_page_workflow.sql");
-const RUNS_PAGE_WORKFLOW_STATUS: &str = include_str!("sql/runs_page_workflow_status.sql");
 const RUNS_ID_RANGE: &str = include_str!("sql/runs_id_range.sql");
 const TASK_BY_ID: &str = include_str!("sql/task_by_id.sql");
 const TASK_TRANSITIONS: &str = include_str!("sql/task_transitions.sql");
@@ -53,10 +50,6 @@ pub(super) const STATEMENTS: &[&str] = &[
     RUN_TASKS,
     RUN_TASK_TRANSITIONS,
     RUN_ATTEMPTS,
-    RUNS_PAGE,
-    RUNS_PAGE_STATUS,
-    RUNS_PAGE_WORKFLOW,
-    RUNS_PAGE_WORKFLOW_STATUS,
     RUNS_ID_RANGE,
     TASK_BY_ID,
     TASK_TRANSITIONS,
@@ -207,42 +200,10 @@ pub(super) async fn task_detail(pool: &Pool, id: TaskId) -> Result<Option<TaskDe
     Ok(Some(TaskDetail { run, task, transitions, attempts }))
 }
 
+/// Newest first, from the same walks as a search (`super::search`).
 pub(super) async fn list_runs(pool: &Pool, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {
-    let limit = if query.limit == 0 { DEFAULT_PAGE } else { query.limit };
-    let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // The first page starts from the largest id there is, itself included.
-    let (before, inclusive) = match query.before {
-        Some(id) => (Uuid(id.to_bytes()), false),
-        None => (Uuid([0xFF; 16]), true),
-    };
-    let client = pool.get().await?;
-    let client = &client;
-    if query.statuses.is_empty() {
-        let rows = match &query.workflow {
-            None => self::query(client, RUNS_PAGE, &[&before, &inclusive, &sql_limit]).await?,
-            Some(w) => self::query(client, RUNS_PAGE_WORKFLOW, &[&before, &inclusive, &sql_limit, w]).await?,
-        };
-        return rows.iter().map(run_record).collect();
-    }
-    // One index range per status, each newest first and at most a page long,
-    // merged: cheaper than one query whose IN list forces a sort of every match.
-    let mut statuses: Vec<i16> = query.statuses.iter().map(|s| i16::from(s.code())).collect();
-    statuses.sort();
-    statuses.dedup();
-    let pages = try_join_all(statuses.iter().map(|status| async move {
-        match &query.workflow {
-            None => self::query(client, RUNS_PAGE_STATUS, &[&before, &inclusive, &sql_limit, status]).await,
-            Some(w) => {
-                self::query(client, RUNS_PAGE_WORKFLOW_STATUS, &[&before, &inclusive, &sql_limit, status, w])
-                    .await
-            }
-        }
-    }))
-    .await?;
-    let mut page = pages.iter().flatten().map(run_record).collect::<Result<Vec<_>, _>>()?;
-    page.sort_by_key(|run| std::cmp::Reverse(run.id));
-    page.truncate(limit);
-    Ok(page)
+    let q = Runs::listing(&query.statuses, query.workflow.as_deref(), query.limit, query.before);
+    super::search::list_runs(pool, &q).await
 }
 
 pub(super) async fn active_runs(pool: &Pool) -> Result<Vec<RunRecord>, Error> {
@@ -315,7 +276,7 @@ pub(super) async fn posted_result(pool: &Pool, task: TaskId) -> Result<Option<Po
 /// Columns: run_no, id, workflow, status, trigger_kind, params, owner,
 /// spec_path, submitted_at, started_at, finished_at, error,
 /// cancel_requested_by, schedule_tick.
-fn run_record(row: &Row) -> Result<RunRecord, Error> {
+pub(super) fn run_record(row: &Row) -> Result<RunRecord, Error> {
     Ok(RunRecord {
         id: RunId::from_bytes(row.try_get::<_, Uuid>(1)?.0),
         workflow: row.try_get(2)?,
@@ -334,7 +295,7 @@ fn run_record(row: &Row) -> Result<RunRecord, Error> {
 }
 
 /// Columns as in `sql/run_tasks.sql`.
-fn task_record(row: &Row, run: RunId) -> Result<TaskRecord, Error> {
+pub(super) fn task_record(row: &Row, run: RunId) -> Result<TaskRecord, Error> {
     let id = TaskId::from_bytes(row.try_get::<_, Uuid>(1)?.0);
     let status = task_status(row.try_get(4)?)?;
     let lease = stored_lease(row, 12)?;

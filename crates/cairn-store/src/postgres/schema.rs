@@ -107,3 +107,21 @@ fn explain_connect_failure(e: &tokio_postgres::Error) -> String {
         what
     }
 }
+
+/// Brings the database at `url` up to schema `version` only, as an older
+/// Cairn left it: for tests of the migrations after it.
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) async fn migrate_to(url: &str, version: u16) -> Result<(), StoreError> {
+    let open_err = |e: tokio_postgres::Error| StoreError::Open { path: url.to_owned(), reason: describe(&e) };
+    let (mut client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(open_err)?;
+    let connection = tokio::spawn(connection);
+    let result = embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version.into()))
+        .run_async(&mut client)
+        .await
+        .map(|_| ())
+        .map_err(|e| StoreError::Migration(format!("migrating to version {version}: {e}")));
+    drop(client);
+    let _ = connection.await;
+    result
+}

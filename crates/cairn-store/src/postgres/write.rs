@@ -24,6 +24,11 @@
 //! batch of lease renewals are one statement each, in a transaction of
 //! their own (`claim`, `renew`).
 //!
+//! Each applied status change (and each new run and task) adds to the net
+//! changes of the status counts (`crate::counts`), from what its statement
+//! returned; after the last answer, one more statement (`counts_upsert.sql`)
+//! adds them to the aggregate tables, and the commit follows at once.
+//!
 //! The first error fails the batch: the transaction rolls back and nothing
 //! of it stays. Concurrent batches run in transactions of their own; a
 //! deadlock or serialization failure between them rolls one back whole, and
@@ -31,6 +36,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use cairn_core::lease::Lease;
@@ -46,6 +52,7 @@ use tokio_postgres::{Row, Statement, Transaction};
 use super::{Error, Uuid, describe};
 use crate::change::{AdoptRun, Change, Heartbeat, NewRun, Outcome, RunChange, TaskChange, TaskUpdate};
 use crate::conflict::{self, RunState, TaskState};
+use crate::counts::{self, Deltas, Kind};
 use crate::dispatch::{ClaimOutcome, ClaimRequest, Claimed, LeaseState, Offer, PostedResult, Renewal};
 use crate::error::StoreError;
 
@@ -68,6 +75,7 @@ const RESULT_TOKEN: &str = include_str!("sql/result_token.sql");
 const TASK_REMOTE: &str = include_str!("sql/task_remote.sql");
 const CLAIM: &str = include_str!("sql/claim.sql");
 const RENEWALS: &str = include_str!("sql/renewals.sql");
+const COUNTS_UPSERT: &str = include_str!("sql/counts_upsert.sql");
 
 /// Every statement of the write side, prepared when the store connects.
 pub(super) const STATEMENTS: &[&str] = &[
@@ -90,6 +98,7 @@ pub(super) const STATEMENTS: &[&str] = &[
     TASK_REMOTE,
     CLAIM,
     RENEWALS,
+    COUNTS_UPSERT,
 ];
 
 /// Changes in one set-wise statement at most: a few round trips' worth of
@@ -159,12 +168,18 @@ enum Said {
 async fn apply_once(client: &mut Object, changes: &[Change]) -> Result<Vec<Outcome>, Error> {
     let st = Statements::prepare(client).await?;
     let steps = plan(changes);
-    let tx = client.transaction().await?;
+    // The driver's own transaction (not the pool's wrapper), which holds
+    // nothing but the connection: see `commit_with_counts`.
+    let connection: &mut tokio_postgres::Client = client;
+    let tx = connection.transaction().await?;
     let mut said: Vec<Option<Said>> = changes.iter().map(|_| None).collect();
+    // Filled by the statements as their answers arrive, one at a time.
+    let deltas = Mutex::new(Deltas::default());
     for window in steps.chunks(PIPELINE) {
         // FuturesOrdered polls each new future once, in order, before any
         // answer arrives: the statements go out in the batch's order.
-        let mut inflight: FuturesOrdered<_> = window.iter().map(|step| execute(&tx, &st, step)).collect();
+        let mut inflight: FuturesOrdered<_> =
+            window.iter().map(|step| execute(&tx, &st, step, &deltas)).collect();
         while let Some(result) = inflight.next().await {
             for (i, one) in result? {
                 said[i] = Some(one);
@@ -179,12 +194,23 @@ async fn apply_once(client: &mut Object, changes: &[Change]) -> Result<Vec<Outco
             None => return Err(corrupt("change without an answer from its statement")),
         });
     }
-    tx.commit().await.map_err(|e| match e.code() {
-        // The server answered the commit with an error: it rolled back.
+    // A second look (`recheck`) never applies a status change: the counts are complete.
+    let deltas = deltas.into_inner().unwrap_or_else(|e| e.into_inner());
+    if deltas.is_empty() {
+        tx.commit().await.map_err(commit_failed)?;
+    } else {
+        commit_with_counts(tx, &st, deltas).await?;
+    }
+    Ok(outcomes)
+}
+
+/// A commit that failed: certainly rolled back when the server answered it
+/// with an error, unknown when the answer was lost.
+fn commit_failed(e: tokio_postgres::Error) -> Error {
+    match e.code() {
         Some(_) => Error::Pg(e),
         None => Error::Store(StoreError::CommitUnknown(describe(&e))),
-    })?;
-    Ok(outcomes)
+    }
 }
 
 /// The write statements of one connection, from its statement cache.
@@ -206,6 +232,7 @@ struct Statements {
     post_results: Statement,
     result_token: Statement,
     task_remote: Statement,
+    counts_upsert: Statement,
 }
 
 impl Statements {
@@ -218,6 +245,7 @@ impl Statements {
             post_results: client.prepare_cached(POST_RESULTS).await?,
             result_token: client.prepare_cached(RESULT_TOKEN).await?,
             task_remote: client.prepare_cached(TASK_REMOTE).await?,
+            counts_upsert: client.prepare_cached(COUNTS_UPSERT).await?,
             create_run: client.prepare_cached(CREATE_RUN).await?,
             tasks_plain: client.prepare_cached(TASKS_PLAIN).await?,
             tasks_start: client.prepare_cached(TASKS_START).await?,
@@ -373,18 +401,19 @@ async fn execute(
     tx: &Transaction<'_>,
     st: &Statements,
     step: &Step<'_>,
+    deltas: &Mutex<Deltas>,
 ) -> Result<Vec<(usize, Said)>, Error> {
     match step {
-        Step::One(i, Change::CreateRun(run)) => Ok(vec![(*i, create_run(tx, st, run).await?)]),
-        Step::One(i, Change::Run(change)) => Ok(vec![(*i, run_change(tx, st, change).await?)]),
+        Step::One(i, Change::CreateRun(run)) => Ok(vec![(*i, create_run(tx, st, run, deltas).await?)]),
+        Step::One(i, Change::Run(change)) => Ok(vec![(*i, run_change(tx, st, change, deltas).await?)]),
         Step::One(i, Change::AdoptRun(adopt)) => Ok(vec![(*i, adopt_run(tx, st, adopt).await?)]),
         Step::One(i, Change::RequestRunCancel { run, actor }) => {
             Ok(vec![(*i, request_run_cancel(tx, st, *run, actor).await?)])
         }
         Step::One(_, _) => Err(corrupt("a task change planned alone")),
-        Step::Plain(group) => tasks_plain(tx, st, group).await,
-        Step::Start(group) => tasks_start(tx, st, group).await,
-        Step::End(group) => tasks_end(tx, st, group).await,
+        Step::Plain(group) => tasks_plain(tx, st, group, deltas).await,
+        Step::Start(group) => tasks_start(tx, st, group, deltas).await,
+        Step::End(group) => tasks_end(tx, st, group, deltas).await,
         Step::Beats(group) => heartbeats(tx, st, group).await,
         Step::Offers(group) => offers(tx, st, group).await,
         Step::Withdraws(group) => withdraws(tx, st, group).await,
@@ -393,7 +422,12 @@ async fn execute(
     }
 }
 
-async fn create_run(tx: &Transaction<'_>, st: &Statements, run: &NewRun) -> Result<Said, Error> {
+async fn create_run(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    run: &NewRun,
+    deltas: &Mutex<Deltas>,
+) -> Result<Said, Error> {
     let t = &run.transition;
     let n = run.tasks.len();
     let (mut ids, mut idx, mut max_attempts, mut at) =
@@ -437,9 +471,19 @@ async fn create_run(tx: &Transaction<'_>, st: &Statements, run: &NewRun) -> Resu
                 &reasons,
                 &actors,
                 &run.schedule_tick.map(Timestamp::as_micros),
+                &crate::search::label_terms(&run.labels),
             ],
         )
         .await?;
+    if let Some(row) = &row {
+        let run_no: i64 = row.try_get(0)?;
+        let mut deltas = lock(deltas);
+        deltas.created(Kind::Runs, t.at.as_micros(), run_no, t.to.code());
+        for task in &run.tasks {
+            let t = &task.transition;
+            deltas.created(Kind::Tasks, t.at.as_micros(), run_no, t.to.code());
+        }
+    }
     Ok(match (row, run.schedule_tick) {
         (Some(_), _) => Said::Done(Outcome::Applied),
         (None, None) => Said::Done(Outcome::Conflict(conflict::run_exists(run.id))),
@@ -448,7 +492,12 @@ async fn create_run(tx: &Transaction<'_>, st: &Statements, run: &NewRun) -> Resu
     })
 }
 
-async fn run_change(tx: &Transaction<'_>, st: &Statements, change: &RunChange) -> Result<Said, Error> {
+async fn run_change(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    change: &RunChange,
+    deltas: &Mutex<Deltas>,
+) -> Result<Said, Error> {
     let t = &change.transition;
     let from = t.from.ok_or_else(|| invalid("run change without a from-status"))?;
     let at = t.at.as_micros();
@@ -470,7 +519,9 @@ async fn run_change(tx: &Transaction<'_>, st: &Statements, change: &RunChange) -
             ],
         )
         .await?;
-    if row.try_get::<_, Option<i64>>(0)?.is_some() {
+    if let Some(run_no) = row.try_get::<_, Option<i64>>(0)? {
+        let submitted_at: i64 = row.try_get(3)?;
+        lock(deltas).moved(Kind::Runs, submitted_at, run_no, from.code(), t.to.code());
         return Ok(Said::Done(Outcome::Applied));
     }
     let state = run_state(&row, 1)?;
@@ -543,6 +594,7 @@ async fn tasks_plain(
     tx: &Transaction<'_>,
     st: &Statements,
     group: &[(usize, &TaskChange)],
+    deltas: &Mutex<Deltas>,
 ) -> Result<Vec<(usize, Said)>, Error> {
     let logged = Logged::of(group)?;
     let mut from = Vec::with_capacity(group.len());
@@ -560,13 +612,16 @@ async fn tasks_plain(
             &[&logged.ids, &from, &to, &logged.at, &finished, &logged.attempt, &logged.reason, &logged.actor],
         )
         .await?;
-    task_outcomes(group, &rows, 2)
+    let said = task_outcomes(group, &rows, 2)?;
+    count_moves(deltas, group, &rows, 6, from_status)?;
+    Ok(said)
 }
 
 async fn tasks_start(
     tx: &Transaction<'_>,
     st: &Statements,
     group: &[(usize, &TaskChange)],
+    deltas: &Mutex<Deltas>,
 ) -> Result<Vec<(usize, Said)>, Error> {
     let logged = Logged::of(group)?;
     let n = group.len();
@@ -607,13 +662,16 @@ async fn tasks_start(
             ],
         )
         .await?;
-    task_outcomes(group, &rows, 2)
+    let said = task_outcomes(group, &rows, 2)?;
+    count_moves(deltas, group, &rows, 6, from_status)?;
+    Ok(said)
 }
 
 async fn tasks_end(
     tx: &Transaction<'_>,
     st: &Statements,
     group: &[(usize, &TaskChange)],
+    deltas: &Mutex<Deltas>,
 ) -> Result<Vec<(usize, Said)>, Error> {
     let logged = Logged::of(group)?;
     let n = group.len();
@@ -672,7 +730,10 @@ async fn tasks_end(
             .into());
         }
     }
-    task_outcomes(group, &rows, 4)
+    let said = task_outcomes(group, &rows, 4)?;
+    // An attempt ends from RUNNING, whatever the change says it was.
+    count_moves(deltas, group, &rows, 8, |_| Ok(TaskStatus::Running))?;
+    Ok(said)
 }
 
 async fn heartbeats(
@@ -1008,6 +1069,87 @@ fn task_outcomes(
             ))
         })
         .collect()
+}
+
+/// Adds the applied changes of a task statement (checked by
+/// [`task_outcomes`]: column 1 is the task_no when applied) to `deltas`, each
+/// from `from(change)` to its new status, with the run and submission time
+/// in columns `at` and `at + 1`.
+fn count_moves(
+    deltas: &Mutex<Deltas>,
+    group: &[(usize, &TaskChange)],
+    rows: &[Row],
+    at: usize,
+    from: impl Fn(&TaskChange) -> Result<TaskStatus, Error>,
+) -> Result<(), Error> {
+    let mut deltas = lock(deltas);
+    for ((_, change), row) in group.iter().zip(rows) {
+        if row.try_get::<_, Option<i64>>(1)?.is_some() {
+            let (run_no, submitted_at): (i64, i64) = (row.try_get(at)?, row.try_get(at + 1)?);
+            deltas.moved(
+                Kind::Tasks,
+                submitted_at,
+                run_no,
+                from(change)?.code(),
+                change.transition.to.code(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn lock(deltas: &Mutex<Deltas>) -> std::sync::MutexGuard<'_, Deltas> {
+    deltas.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds a batch's net count changes to the aggregate tables in one
+/// statement (`counts_upsert.sql`) and commits, both sent at once: no round
+/// trip more than a plain commit, and the locks of the count rows (which
+/// every server's batches update) are held only while the server runs the
+/// two. Should the upsert fail, the transaction is aborted and the `COMMIT`
+/// behind it rolls it back.
+async fn commit_with_counts(tx: Transaction<'_>, st: &Statements, deltas: Deltas) -> Result<(), Error> {
+    let all = deltas.into_nonzero();
+    let n = all.len();
+    let (mut kinds, mut minutes, mut hours, mut runs, mut statuses, mut ns) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for d in &all {
+        kinds.push(d.kind.code());
+        minutes.push(d.minute);
+        hours.push(counts::hour_of(d.minute));
+        runs.push(d.run_no);
+        statuses.push(status(d.status));
+        ns.push(d.n);
+    }
+    let client = tx.client();
+    // `join3` polls each once, in order, before any answer: all go out
+    // together. The upsert's plan is the cached generic one: planned anew
+    // for each batch's arrays (PostgreSQL's choice for it), it takes longer
+    // to plan than to run.
+    let (generic, counted, committed) = futures_util::future::join3(
+        client.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan"),
+        client.query_one(&st.counts_upsert, &[&kinds, &minutes, &hours, &runs, &statuses, &ns]),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    let counted = generic.and(counted);
+    // The `COMMIT` was sent, so the transaction is over whatever the answers:
+    // the rollback its guard sends when dropped would only draw a warning.
+    // Forgetting it frees nothing: it holds a borrow of the connection.
+    std::mem::forget(tx);
+    match (counted, committed) {
+        (Ok(_), Ok(())) => Ok(()),
+        // Refused by the server: the COMMIT behind it rolled back.
+        (Err(e), _) if e.code().is_some() => Err(Error::Pg(e)),
+        (Err(e), _) => Err(Error::Store(StoreError::CommitUnknown(describe(&e)))),
+        (Ok(_), Err(e)) => Err(commit_failed(e)),
+    }
 }
 
 /// A set-wise statement answers one row per element, numbered from 1 in order.

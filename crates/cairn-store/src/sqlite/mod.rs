@@ -16,8 +16,10 @@
 //! status and lease token) inside the writer's `BEGIN IMMEDIATE` transaction
 //! cannot race with another write.
 
+mod counts;
 mod read;
 mod schema;
+mod search;
 mod writer;
 
 use std::fmt;
@@ -42,6 +44,9 @@ use writer::{Done, Work};
 const NOTICE_BACKLOG: usize = 4096;
 
 pub use writer::WriteStats;
+
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) use schema::migrate_to;
 
 /// SQLite's `synchronous` setting for the store's file. Either keeps every
 /// committed change through a crash of the process; they differ on power loss.
@@ -180,6 +185,19 @@ impl SqliteStore {
     /// The newest schema version this build knows.
     pub fn latest_schema_version() -> i64 {
         schema::latest_version()
+    }
+
+    /// How [`Store::search_runs`] would serve `q`: its drive and the plan
+    /// SQLite makes of each statement (for tests and diagnosis).
+    pub async fn explain_search_runs(&self, q: crate::RunSearch) -> Result<crate::QueryPlan, StoreError> {
+        let q = crate::search::Runs::new(&q)?;
+        read::with_reader(self.readers.clone(), move |c| search::explain_runs(c, &q)).await
+    }
+
+    /// How [`Store::search_tasks`] would serve `q` (see [`SqliteStore::explain_search_runs`]).
+    pub async fn explain_search_tasks(&self, q: crate::TaskSearch) -> Result<crate::QueryPlan, StoreError> {
+        let q = crate::search::Tasks::new(&q)?;
+        read::with_reader(self.readers.clone(), move |c| search::explain_tasks(c, &q)).await
     }
 
     /// Counters of the writer: transactions, batches and changes committed.
@@ -343,6 +361,64 @@ impl Store for SqliteStore {
     /// Unknown here: the engine checks the owner's process instead.
     fn server_alive(&self, _owner: &str) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send {
         std::future::ready(Ok(None))
+    }
+
+    fn search_runs(
+        &self,
+        q: crate::RunSearch,
+    ) -> impl Future<Output = Result<crate::RunPage, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move {
+            let q = crate::search::Runs::new(&q)?;
+            read::with_reader(pool, move |c| search::search_runs(c, &q)).await
+        }
+    }
+
+    fn search_tasks(
+        &self,
+        q: crate::TaskSearch,
+    ) -> impl Future<Output = Result<crate::TaskPage, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move {
+            let q = crate::search::Tasks::new(&q)?;
+            read::with_reader(pool, move |c| search::search_tasks(c, &q)).await
+        }
+    }
+
+    fn run_counts(
+        &self,
+        q: crate::CountQuery,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<cairn_core::RunStatus, u64>, StoreError>> + Send
+    {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| counts::run_counts(c, &q)).await }
+    }
+
+    fn task_counts(
+        &self,
+        q: crate::CountQuery,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<cairn_core::TaskStatus, u64>, StoreError>> + Send
+    {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| counts::task_counts(c, &q)).await }
+    }
+
+    fn run_trend(
+        &self,
+        q: crate::CountQuery,
+        bucket: crate::Bucket,
+    ) -> impl Future<Output = Result<Vec<crate::TrendPoint<cairn_core::RunStatus>>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| counts::run_trend(c, &q, bucket)).await }
+    }
+
+    fn workflow_trends(
+        &self,
+        q: crate::CountQuery,
+        bucket: crate::Bucket,
+    ) -> impl Future<Output = Result<crate::WorkflowTrends, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| counts::workflow_trends(c, &q, bucket)).await }
     }
 }
 

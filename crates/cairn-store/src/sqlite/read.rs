@@ -20,7 +20,8 @@ use crate::model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
     TaskRecord,
 };
-use crate::query::{DEFAULT_PAGE, id_prefix_range};
+use crate::query::id_prefix_range;
+use crate::search::Runs;
 
 pub(super) struct ReadPool {
     /// `None` once closed.
@@ -97,10 +98,6 @@ const RUN_TRANSITIONS: &str = include_str!("sql/run_transitions.sql");
 const RUN_TASKS: &str = include_str!("sql/run_tasks.sql");
 const RUN_TASK_TRANSITIONS: &str = include_str!("sql/run_task_transitions.sql");
 const RUN_ATTEMPTS: &str = include_str!("sql/run_attempts.sql");
-const RUNS_PAGE: &str = include_str!("sql/runs_page.sql");
-const RUNS_PAGE_STATUS: &str = include_str!("sql/runs_page_status.sql");
-const RUNS_PAGE_WORKFLOW: &str = include_str!("sql/runs_page_workflow.sql");
-const RUNS_PAGE_WORKFLOW_STATUS: &str = include_str!("sql/runs_page_workflow_status.sql");
 const RUNS_ID_RANGE: &str = include_str!("sql/runs_id_range.sql");
 const TASK_BY_ID: &str = include_str!("sql/task_by_id.sql");
 const RUN_BY_NO: &str = include_str!("sql/run_by_no.sql");
@@ -264,31 +261,10 @@ fn attempt_record(row: &Row<'_>, first: usize, task: TaskId) -> Result<AttemptRe
     })
 }
 
+/// Newest first, from the same walks as a search (`super::search`).
 pub(super) fn list_runs(conn: &Connection, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {
-    let limit = if query.limit == 0 { DEFAULT_PAGE } else { query.limit };
-    let before = query.before.map_or_else(|| vec![0xFF; 17], |id| id.to_bytes().to_vec());
-    let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    if query.statuses.is_empty() {
-        return match &query.workflow {
-            None => runs(conn, RUNS_PAGE, params![before, sql_limit]),
-            Some(w) => runs(conn, RUNS_PAGE_WORKFLOW, params![before, sql_limit, None::<u8>, w]),
-        };
-    }
-    // One index range per status, each newest first and at most a page long,
-    // merged: cheaper than one query whose IN list forces a sort of every match.
-    let mut statuses = query.statuses.clone();
-    statuses.sort();
-    statuses.dedup();
-    let mut page = Vec::new();
-    for status in statuses {
-        page.extend(match &query.workflow {
-            None => runs(conn, RUNS_PAGE_STATUS, params![before, sql_limit, status.code()])?,
-            Some(w) => runs(conn, RUNS_PAGE_WORKFLOW_STATUS, params![before, sql_limit, status.code(), w])?,
-        });
-    }
-    page.sort_by_key(|run| std::cmp::Reverse(run.id));
-    page.truncate(limit);
-    Ok(page)
+    let q = Runs::listing(&query.statuses, query.workflow.as_deref(), query.limit, query.before);
+    super::search::list_runs(conn, &q)
 }
 
 pub(super) fn active_runs(conn: &Connection) -> Result<Vec<RunRecord>, Error> {
@@ -352,7 +328,7 @@ pub(super) fn next_lease_expiry(conn: &Connection) -> Result<Option<Timestamp>, 
 /// Columns: run_no, id, workflow, status, trigger_kind, params, owner,
 /// spec_path, submitted_at, started_at, finished_at, error,
 /// cancel_requested_by, schedule_tick.
-fn run_record(row: &Row<'_>) -> Result<RunRecord, Error> {
+pub(super) fn run_record(row: &Row<'_>) -> Result<RunRecord, Error> {
     Ok(RunRecord {
         id: RunId::from_bytes(row.get(1)?),
         workflow: row.get(2)?,
@@ -371,7 +347,7 @@ fn run_record(row: &Row<'_>) -> Result<RunRecord, Error> {
 }
 
 /// Columns as in `sql/run_tasks.sql`.
-fn task_record(row: &Row<'_>, run: RunId) -> Result<TaskRecord, Error> {
+pub(super) fn task_record(row: &Row<'_>, run: RunId) -> Result<TaskRecord, Error> {
     let id = TaskId::from_bytes(row.get(1)?);
     let status = task_status(row.get(4)?)?;
     let lease = stored_lease(row, 12)?;

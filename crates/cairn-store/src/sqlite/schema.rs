@@ -140,3 +140,18 @@ fn explain_open_failure(e: &rusqlite::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+/// Brings the file at `path` (created if missing) up to schema `version`
+/// only, as an older Cairn left it: for tests of the migrations after it.
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) fn migrate_to(path: &Path, version: u16) -> Result<(), StoreError> {
+    let mut conn = Connection::open(path)
+        .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version.into()))
+        .run(&mut conn)
+        .map_err(|e| {
+            StoreError::Migration(format!("migrating {} to version {version}: {e}", path.display()))
+        })?;
+    Ok(())
+}

@@ -16,13 +16,18 @@
 //! [`Outcome::Conflict`] and writes nothing. The transition row is inserted
 //! in the same transaction as the update it records.
 //!
+//! Each applied status change (and each new run and task) also adds to the
+//! net changes of the status counts (`crate::counts`), from what its
+//! statement returned; just before the commit they are added to the
+//! aggregate tables, one upsert per row, in the same transaction.
+//!
 //! Claims and lease renewals (`crate::dispatch`) are jobs on the same queue,
 //! so they share the group's transaction and are serialized with every other
 //! write: a claim takes offers no other writer can touch meanwhile. The
 //! notices of a transaction are published once it committed, repeats merged.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -37,6 +42,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::Error;
 use crate::change::{AdoptRun, Change, Heartbeat, NewRun, Outcome, RunChange, TaskChange, TaskUpdate};
 use crate::conflict::{self, RunState, TaskState};
+use crate::counts::{self, Deltas, Grain, Kind};
 use crate::dispatch::{
     ClaimOutcome, ClaimRequest, Claimed, LeaseState, Notice, Offer, PostedResult, Renewal,
 };
@@ -253,6 +259,7 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>
                 }
             });
         }
+        w.add_counts().map_err(|error| Failure { job: None, error })?;
         (all, w.notices)
     };
     tx.commit()?;
@@ -262,12 +269,15 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>
 macro_rules! statements {
     ($($name:ident),* $(,)?) => {
         /// The writer's prepared statements, one per file in `sql/`, and
-        /// the notices of the transaction they write in.
+        /// the notices and net count changes of the transaction they write in.
         struct Statements<'c> {
             conn: &'c Connection,
             $($name: CachedStatement<'c>,)*
             notices: Vec<Notice>,
             published: HashSet<Notice>,
+            counts: Deltas,
+            /// The workflows of the runs this transaction created or changed.
+            workflows: HashMap<i64, String>,
         }
 
         impl<'c> Statements<'c> {
@@ -277,6 +287,8 @@ macro_rules! statements {
                     $($name: conn.prepare_cached(include_str!(concat!("sql/", stringify!($name), ".sql")))?,)*
                     notices: Vec::new(),
                     published: HashSet::new(),
+                    counts: Deltas::default(),
+                    workflows: HashMap::new(),
                 })
             }
         }
@@ -295,6 +307,7 @@ macro_rules! statements {
 statements!(
     insert_run,
     insert_run_spec,
+    insert_run_label,
     insert_run_transition,
     insert_task,
     insert_task_transition,
@@ -319,6 +332,11 @@ statements!(
     claim_task,
     next_ready,
     renew,
+    run_workflow,
+    upsert_run_counts_minute,
+    upsert_run_counts_hour,
+    upsert_task_counts_minute,
+    upsert_task_counts_hour,
 );
 
 const TASK_STATE: &str = include_str!("sql/task_state.sql");
@@ -475,15 +493,22 @@ impl Statements<'_> {
             // PENDING is stale and goes too.
             self.take_offer.execute([offer.seq])?;
             let token = LeaseToken::random();
-            let leased: Option<([u8; 16], u32, i64, i64)> = self
+            let leased: Option<([u8; 16], u32, i64, i64, i64, i64)> = self
                 .claim_task
                 .query_row(params![offer.task_no, now, token.to_bytes(), req.worker, offer.lease_ms], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
                 })
                 .optional()?;
-            let Some((id, attempt, at, expires_at)) = leased else {
+            let Some((id, attempt, at, expires_at, run_no, submitted_at)) = leased else {
                 continue;
             };
+            self.counts.moved(
+                Kind::Tasks,
+                submitted_at,
+                run_no,
+                TaskStatus::Pending.code(),
+                TaskStatus::Running.code(),
+            );
             self.insert_attempt.execute(params![offer.task_no, attempt, req.worker, at])?;
             self.insert_task_transition.execute(params![
                 offer.task_no,
@@ -610,7 +635,12 @@ impl Statements<'_> {
                 _ => conflict::run_exists(run.id),
             }));
         };
+        self.counts.created(Kind::Runs, t.at.as_micros(), run_no, t.to.code());
+        self.workflows.insert(run_no, run.workflow.clone());
         self.insert_run_spec.execute(params![run_no, run.spec_source])?;
+        for term in crate::search::label_terms(&run.labels) {
+            self.insert_run_label.execute(params![term, run.id.to_bytes(), run_no])?;
+        }
         self.insert_run_transition.execute(params![
             run_no,
             None::<u8>,
@@ -631,7 +661,9 @@ impl Statements<'_> {
                 task.max_attempts,
                 task.name,
                 task.queue,
+                run.workflow,
             ])?;
+            self.counts.created(Kind::Tasks, at, run_no, t.to.code());
             self.insert_task_transition.execute(params![
                 task_no,
                 t.attempt,
@@ -651,16 +683,18 @@ impl Statements<'_> {
         let at = t.at.as_micros();
         let started = (t.to == RunStatus::Running).then_some(at);
         let finished = t.to.is_terminal().then_some(at);
-        let run_no: Option<i64> = self
+        let updated: Option<(i64, i64, String)> = self
             .update_run
             .query_row(
                 params![change.run.to_bytes(), from.code(), t.to.code(), at, started, finished, change.error],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?;
-        let Some(run_no) = run_no else {
+        let Some((run_no, submitted_at, workflow)) = updated else {
             return self.run_conflict(change, from);
         };
+        self.counts.moved(Kind::Runs, submitted_at, run_no, from.code(), t.to.code());
+        self.workflows.entry(run_no).or_insert(workflow);
         self.insert_run_transition.execute(params![
             run_no,
             from.code(),
@@ -691,26 +725,27 @@ impl Statements<'_> {
         let from = t.from.ok_or_else(|| invalid("task change without a from-status"))?;
         let id = change.task.to_bytes();
         let at = t.at.as_micros();
-        let task_no: Option<i64> = match &change.update {
+        // The task's number, and its run and submission time for the counts.
+        let updated: Option<(i64, i64, i64)> = match &change.update {
             TaskUpdate::Plain => {
                 let finished = t.to.is_terminal().then_some(at);
-                let row: Option<(i64, bool)> = self
+                let row: Option<(i64, bool, i64, i64)> = self
                     .update_task_plain
                     .query_row(params![id, from.code(), t.to.code(), at, finished], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                     })
                     .optional()?;
-                if let Some((task_no, true)) = row
+                if let Some((task_no, true, _, _)) = row
                     && from == TaskStatus::Pending
                 {
                     // No offer outlives its task's PENDING status (and only
                     // a task with a queue has one).
                     self.delete_offer.execute([task_no])?;
                 }
-                row.map(|(task_no, _)| task_no)
+                row.map(|(task_no, _, run_no, submitted_at)| (task_no, run_no, submitted_at))
             }
             TaskUpdate::Start { lease, worker } => {
-                let row: Option<(i64, bool)> = self
+                let row: Option<(i64, bool, i64, i64)> = self
                     .update_task_start
                     .query_row(
                         params![
@@ -724,11 +759,10 @@ impl Statements<'_> {
                             lease.last_heartbeat_at.as_micros(),
                             lease.expires_at.as_micros(),
                         ],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                     )
                     .optional()?;
-                let task_no = row.map(|(task_no, _)| task_no);
-                if let Some((task_no, remote)) = row {
+                if let Some((task_no, remote, _, _)) = row {
                     if remote {
                         self.delete_offer.execute([task_no])?;
                     }
@@ -739,18 +773,18 @@ impl Statements<'_> {
                         lease.started_at.as_micros()
                     ])?;
                 }
-                task_no
+                row.map(|(task_no, _, run_no, submitted_at)| (task_no, run_no, submitted_at))
             }
             TaskUpdate::EndAttempt { token, result, retry_at } => {
                 let finished = t.to.is_terminal().then_some(at);
                 let not_before = retry_at.filter(|_| t.to == TaskStatus::Pending).map(|r| r.as_micros());
-                let row: Option<(i64, u32, bool)> = self
+                let row: Option<(i64, u32, bool, i64, i64)> = self
                     .update_task_end
                     .query_row(params![id, t.to.code(), token.to_bytes(), at, finished, not_before], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
                     })
                     .optional()?;
-                if let Some((task_no, attempt, remote)) = row {
+                if let Some((task_no, attempt, remote, _, _)) = row {
                     let closed = self.close_attempt.execute(params![
                         task_no,
                         attempt,
@@ -772,12 +806,16 @@ impl Statements<'_> {
                         self.delete_result.execute([task_no])?;
                     }
                 }
-                row.map(|(task_no, _, _)| task_no)
+                row.map(|(task_no, _, _, run_no, submitted_at)| (task_no, run_no, submitted_at))
             }
         };
-        let Some(task_no) = task_no else {
+        let Some((task_no, run_no, submitted_at)) = updated else {
             return self.task_conflict(change, from);
         };
+        // An attempt ends from RUNNING, whatever the change says it was.
+        let was =
+            if matches!(change.update, TaskUpdate::EndAttempt { .. }) { TaskStatus::Running } else { from };
+        self.counts.moved(Kind::Tasks, submitted_at, run_no, was.code(), t.to.code());
         self.insert_task_transition.execute(params![
             task_no,
             t.attempt,
@@ -788,6 +826,32 @@ impl Statements<'_> {
             actor_text(&t.actor),
         ])?;
         Ok(Outcome::Applied)
+    }
+
+    /// Adds the transaction's net count changes to the aggregate tables:
+    /// one upsert per row that changed, each run's workflow read at most
+    /// once (and not at all for the runs this transaction created or changed).
+    fn add_counts(&mut self) -> Result<(), Error> {
+        if self.counts.is_empty() {
+            return Ok(());
+        }
+        let deltas = std::mem::take(&mut self.counts).into_nonzero();
+        let mut known = std::mem::take(&mut self.workflows);
+        let lookup = &mut self.run_workflow;
+        let rows = counts::rows(deltas, |run_no| match known.remove(&run_no) {
+            Some(workflow) => Ok(workflow),
+            None => lookup.query_row([run_no], |row| row.get(0)).map_err(Error::from),
+        })?;
+        for (key, n) in rows {
+            let upsert = match (key.kind, key.grain) {
+                (Kind::Runs, Grain::Minute) => &mut self.upsert_run_counts_minute,
+                (Kind::Runs, Grain::Hour) => &mut self.upsert_run_counts_hour,
+                (Kind::Tasks, Grain::Minute) => &mut self.upsert_task_counts_minute,
+                (Kind::Tasks, Grain::Hour) => &mut self.upsert_task_counts_hour,
+            };
+            upsert.execute(params![key.bucket, key.workflow, key.status, n])?;
+        }
+        Ok(())
     }
 
     /// Says which precondition of a refused task change failed. Only runs on

@@ -13,7 +13,9 @@
 -- token (gen_random_uuid, PostgreSQL 13+) for the offer's lease_ms; the
 -- attempt record opens and the transition row is appended. An offer whose
 -- task left PENDING is deleted and skipped. Each task of a run owned by
--- another server than $6 notifies 'c:<run>:<task>'.
+-- another server than $6 notifies 'c:<run>:<task>'. The status counts
+-- (src/counts.rs) move the claimed tasks from PENDING to RUNNING, minute
+-- table then hour table, each in key order, as counts_upsert.sql does.
 --
 -- Rows back: one per task leased, oldest offer first, or a single row of
 -- NULLs when none was; each carries the earliest ready_at still in the
@@ -50,13 +52,42 @@ WITH queues AS (
     -- The array, again, keeps the planner to the primary key.
     WHERE t.task_no = ANY (ARRAY(SELECT task_no FROM picked)) AND t.task_no = p.task_no AND t.status = 2
     RETURNING t.task_no, t.id, t.run_no, t.attempt, t.last_at AS at, t.lease_expires_at, t.lease_token,
-              p.seq, p.ready_at, p.payload
+              p.seq, p.ready_at, p.payload, t.submitted_at
 ), opened AS (
     INSERT INTO attempts (task_no, attempt, worker, started_at)
     SELECT task_no, attempt, $4, at FROM upd
 ), logged AS (
     INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
     SELECT task_no, attempt, 2, 3, at, 'attempt ' || attempt || ' started', $5 FROM upd
+), counted AS MATERIALIZED (
+    -- The claimed tasks per submission minute (floored) and workflow, each
+    -- run's by a lookup (a join would let the planner walk all of `runs`).
+    SELECT m.minute, (m.minute - ((m.minute % 60) + 60) % 60) / 60 AS hour, m.workflow, count(*) AS n
+    FROM (
+        SELECT (u.submitted_at - ((u.submitted_at % 60000000) + 60000000) % 60000000) / 60000000 AS minute,
+               (SELECT workflow FROM runs r WHERE r.run_no = u.run_no) AS workflow
+        FROM upd u
+    ) m
+    GROUP BY 1, 2, 3
+), moved AS (
+    SELECT c.minute, c.hour, c.workflow, s.status, s.sign * c.n AS n
+    FROM counted c, (VALUES (2::smallint, -1), (3::smallint, 1)) AS s (status, sign)
+), task_minute AS (
+    INSERT INTO task_counts_minute AS c (minute, workflow, status, n)
+    SELECT minute, workflow, status, sum(n)::bigint FROM moved
+    GROUP BY minute, workflow, status
+    ORDER BY minute, workflow, status
+    ON CONFLICT (minute, workflow, status) DO UPDATE SET n = c.n + excluded.n
+    RETURNING 1
+), task_hour AS (
+    -- After every minute row (an InitPlan, evaluated before its first row).
+    INSERT INTO task_counts_hour AS c (hour, workflow, status, n)
+    SELECT hour, workflow, status, sum(n)::bigint FROM moved
+    WHERE (SELECT count(*) FROM task_minute) >= 0
+    GROUP BY hour, workflow, status
+    ORDER BY hour, workflow, status
+    ON CONFLICT (hour, workflow, status) DO UPDATE SET n = c.n + excluded.n
+    RETURNING 1
 ), next AS (
     SELECT min(x.ready_at) AS ready_at
     FROM queues q,

@@ -24,9 +24,15 @@ WITH run AS (
                 $19::text[], $20::text[])
              AS u (id, idx, max_attempts, at, name, queue, reason, actor)
 ), new_tasks AS (
-    INSERT INTO tasks (task_no, id, run_no, idx, status, max_attempts, last_at, submitted_at, name, queue)
+    -- Each task keeps its run's workflow, for search (V6).
+    INSERT INTO tasks (task_no, id, run_no, idx, status, max_attempts, last_at, submitted_at, name, queue,
+                       workflow)
     OVERRIDING SYSTEM VALUE
-    SELECT task_no, id, run_no, idx, $12::smallint, max_attempts, at, at, name, queue FROM numbered
+    SELECT task_no, id, run_no, idx, $12::smallint, max_attempts, at, at, name, queue, $2::text FROM numbered
+), labels AS (
+    -- The search terms of the run's labels (search::label_terms).
+    INSERT INTO run_labels (term, run_id, run_no)
+    SELECT u.term, $1::uuid, run.run_no FROM run, UNNEST($22::text[]) AS u (term)
 ), task_log AS (
     INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
     SELECT task_no, 0, NULL, $12::smallint, at, reason, actor FROM numbered

@@ -21,6 +21,9 @@ WITH input AS (
     SELECT k.task_no, k.run_no, i.queue, i.ready_at, i.lease_ms, i.payload
     FROM task k
     JOIN input i ON i.ord = k.ord
+    -- New offers take their seq (their place in line) in the batch's order,
+    -- whatever order the plan reads the tasks in.
+    ORDER BY k.ord
     ON CONFLICT (task_no) DO UPDATE
     SET queue = EXCLUDED.queue, ready_at = EXCLUDED.ready_at, lease_ms = EXCLUDED.lease_ms,
         payload = EXCLUDED.payload

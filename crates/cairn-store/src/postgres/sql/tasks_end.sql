@@ -5,7 +5,8 @@
 -- transition row appended. One row back per element, in order: the
 -- task_no when applied (else NULL), the attempt it ended and whether that
 -- attempt's record was closed (it must be, or the store is corrupt), then,
--- only when refused, the state the compare-and-set met.
+-- only when refused, the state the compare-and-set met, then, when applied,
+-- the task's run and submission time, for the status counts.
 WITH input AS (
     SELECT *
     FROM UNNEST($1::uuid[], $2::smallint[], $3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[],
@@ -21,7 +22,8 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = 3 AND t.lease_token = i.token AND t.last_at <= i.at
     RETURNING i.ord, t.task_no, t.attempt AS ended, i.to_status, i.at, i.outcome, i.exit_code,
-              i.error, i.outputs, i.attempt, i.reason, i.actor, t.queue IS NOT NULL AS remote
+              i.error, i.outputs, i.attempt, i.reason, i.actor, t.queue IS NOT NULL AS remote,
+              t.run_no, t.submitted_at
 ), closed AS (
     UPDATE attempts a
     SET ended_at = u.at, outcome = u.outcome, exit_code = u.exit_code, error = u.error, outputs = u.outputs
@@ -37,7 +39,8 @@ WITH input AS (
     -- the planner from hashing the whole table.
     DELETE FROM task_results WHERE task_no = ANY (ARRAY(SELECT task_no FROM upd WHERE remote))
 )
-SELECT i.ord, u.task_no, u.ended, c.ord IS NOT NULL, s.status, s.attempt, s.last_at, s.lease_token
+SELECT i.ord, u.task_no, u.ended, c.ord IS NOT NULL, s.status, s.attempt, s.last_at, s.lease_token,
+       u.run_no, u.submitted_at
 FROM input i
 LEFT JOIN upd u ON u.ord = i.ord
 LEFT JOIN closed c ON c.ord = i.ord

@@ -4,7 +4,8 @@
 -- then its transition row is appended (and an offer of a task that leaves
 -- PENDING deleted). One row back per element, in order:
 -- the task_no when applied (else NULL), then, only when refused, the state
--- the compare-and-set met (status NULL: no such task).
+-- the compare-and-set met (status NULL: no such task), then, when applied,
+-- the task's run and submission time, for the status counts.
 WITH input AS (
     SELECT *
     FROM UNNEST($1::uuid[], $2::smallint[], $3::smallint[], $4::bigint[], $5::bigint[],
@@ -16,7 +17,7 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = i.from_status AND t.last_at <= i.at
     RETURNING i.ord, t.task_no, i.attempt, i.from_status, i.to_status, i.at, i.reason, i.actor,
-              t.queue IS NOT NULL AS remote
+              t.queue IS NOT NULL AS remote, t.run_no, t.submitted_at
 ), logged AS (
     INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
     SELECT task_no, attempt, from_status, to_status, at, reason, actor FROM upd
@@ -27,7 +28,7 @@ WITH input AS (
     DELETE FROM task_offers
     WHERE task_no = ANY (ARRAY(SELECT task_no FROM upd WHERE from_status = 2 AND remote))
 )
-SELECT i.ord, u.task_no, s.status, s.attempt, s.last_at, s.lease_token
+SELECT i.ord, u.task_no, s.status, s.attempt, s.last_at, s.lease_token, u.run_no, u.submitted_at
 FROM input i
 LEFT JOIN upd u ON u.ord = i.ord
 LEFT JOIN LATERAL (

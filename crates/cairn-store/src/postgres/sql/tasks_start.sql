@@ -4,7 +4,8 @@
 -- transition row is appended, or nothing happens. The attempt number must
 -- move forward, which keeps attempt records unique. A lease its driver
 -- grants is never renewed by a claim's rules (lease_ms NULL), and an offer of
--- the task is deleted. Rows back as in tasks_plain.sql.
+-- the task is deleted. Rows back as in tasks_plain.sql (with the run and
+-- submission time of an applied change, for the status counts).
 WITH input AS (
     SELECT *
     FROM UNNEST($1::uuid[], $2::smallint[], $3::integer[], $4::bigint[], $5::bigint[], $6::uuid[],
@@ -20,7 +21,7 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = i.from_status AND t.last_at <= i.at AND t.attempt < i.attempt
     RETURNING i.ord, t.task_no, i.attempt, i.from_status, i.at, i.started_at, i.worker, i.reason, i.actor,
-              t.queue IS NOT NULL AS remote
+              t.queue IS NOT NULL AS remote, t.run_no, t.submitted_at
 ), opened AS (
     INSERT INTO attempts (task_no, attempt, worker, started_at)
     SELECT task_no, attempt, worker, started_at FROM upd
@@ -32,7 +33,7 @@ WITH input AS (
     -- the planner from hashing the whole table.
     DELETE FROM task_offers WHERE task_no = ANY (ARRAY(SELECT task_no FROM upd WHERE remote))
 )
-SELECT i.ord, u.task_no, s.status, s.attempt, s.last_at, s.lease_token
+SELECT i.ord, u.task_no, s.status, s.attempt, s.last_at, s.lease_token, u.run_no, u.submitted_at
 FROM input i
 LEFT JOIN upd u ON u.ord = i.ord
 LEFT JOIN LATERAL (

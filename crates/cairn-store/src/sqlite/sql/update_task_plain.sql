@@ -1,7 +1,8 @@
 -- A change outside RUNNING, applied only if the task is still in the
 -- expected status (?2) and the change is not older than its last one.
--- Whether the task has a queue: only then may an offer of it exist.
+-- Whether the task has a queue: only then may an offer of it exist. Its run
+-- and submission time, for the status counts.
 UPDATE tasks
 SET status = ?3, last_at = ?4, finished_at = ?5
 WHERE id = ?1 AND status = ?2 AND last_at <= ?4
-RETURNING task_no, queue IS NOT NULL
+RETURNING task_no, queue IS NOT NULL, run_no, submitted_at

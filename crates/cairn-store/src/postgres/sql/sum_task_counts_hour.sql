@@ -1,0 +1,8 @@
+-- The task counts of hours [$1, $2), summed per slot ((hour - $3) / $4), workflow
+-- and status, of the workflows $5 (empty: every workflow). One range of the
+-- primary key; the workflows are checked on the rows in it.
+SELECT (hour - $3::bigint) / $4::bigint, workflow, status, sum(n)::bigint
+FROM task_counts_hour
+WHERE hour >= $1::bigint AND hour < $2::bigint
+  AND (cardinality($5::text[]) = 0 OR workflow = ANY ($5::text[]))
+GROUP BY 1, 2, 3

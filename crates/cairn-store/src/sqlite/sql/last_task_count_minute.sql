@@ -1,0 +1,2 @@
+-- The newest minute holding a task count: the end of the primary key.
+SELECT MAX(minute) FROM task_counts_minute
