@@ -6,6 +6,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The largest random part of a ULID (80 bits).
+const RANDOM_MAX: u128 = (1 << 80) - 1;
+
 macro_rules! ulid_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
@@ -13,10 +16,28 @@ macro_rules! ulid_id {
         pub struct $name(ulid::Ulid);
 
         impl $name {
-            /// A new id whose leading bits are the creation time `at`.
+            /// A new id whose leading bits are the creation time `at`. Ids
+            /// made in the same millisecond count up from a random start
+            /// (ULID's monotonic mode): a batch created together, such as
+            /// the tasks of a run, sits together in every index keyed by
+            /// id instead of scattering each later update over the index.
             pub fn new(at: crate::Timestamp) -> Self {
+                // Per thread: a run's tasks are made by one thread, and no
+                // lock is shared by every thread making ids.
+                thread_local!(static LAST: std::cell::Cell<(u64, u128)> = const { std::cell::Cell::new((0, 0)) });
                 let ms = u64::try_from(at.as_micros() / 1000).unwrap_or(0);
-                $name(ulid::Ulid::from_parts(ms, rand::random::<u128>()))
+                let random = LAST.with(|last| {
+                    let (last_ms, last_random) = last.get();
+                    let random = if last_ms == ms && last_random < crate::id::RANDOM_MAX {
+                        last_random + 1
+                    } else {
+                        // Half the 80 random bits' range is left to count up in.
+                        rand::random::<u128>() & (crate::id::RANDOM_MAX >> 1)
+                    };
+                    last.set((ms, random));
+                    random
+                });
+                $name(ulid::Ulid::from_parts(ms, random))
             }
 
             pub fn from_bytes(bytes: [u8; 16]) -> Self {
@@ -154,6 +175,15 @@ mod tests {
         assert_eq!(RunId::from_bytes(a.to_bytes()), a);
         let err = "nope".parse::<TaskId>().unwrap_err();
         assert!(err.to_string().contains("task id"));
+    }
+
+    #[test]
+    fn ids_of_one_millisecond_count_up() {
+        let at = Timestamp::from_micros(7_000_500);
+        let ids: Vec<TaskId> = (0..1000).map(|_| TaskId::new(at)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "made in order, sorted in order");
+        let later = TaskId::new(Timestamp::from_micros(7_001_000));
+        assert!(ids.iter().all(|id| *id < later));
     }
 
     #[test]
