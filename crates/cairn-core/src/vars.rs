@@ -944,7 +944,7 @@ mod tests {
     use super::*;
 
     fn scope() -> Scope {
-        let mut s = Scope::with_os_env([("HOME", "/fake-home"), ("SHELL", "/bin/bash")]);
+        let mut s = Scope::with_os_env([("HOME", "/synthetic-user"), ("SHELL", "/bin/bash")]);
         s.set("NAME", "Dagu");
         s.set("1", "foo");
         s.set("2", "bar");
@@ -990,7 +990,7 @@ mod tests {
 
     #[test]
     fn process_environment_is_left_to_the_shell_in_commands() {
-        assert_eq!(value("$HOME/x"), "/fake-home/x");
+        assert_eq!(value("$HOME/x"), "/synthetic-user/x");
         assert_eq!(cmd("cd $HOME && echo $NAME"), "cd $HOME && echo Dagu");
         assert_eq!(value("[$UNDEFINED]"), "[]");
         assert_eq!(cmd("[$UNDEFINED] [${UNDEFINED:-x}]"), "[$UNDEFINED] [${UNDEFINED:-x}]");

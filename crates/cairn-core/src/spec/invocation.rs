@@ -307,10 +307,10 @@ mod tests {
         assert_eq!(clean(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
         assert_eq!(clean(Path::new("a/../../b")), PathBuf::from("../b"));
         assert_eq!(clean(Path::new("./")), PathBuf::from("."));
-        let scope = Scope::with_os_env([("HOME", "/fake-home")]);
-        assert_eq!(resolve_path("~/", Path::new("/x"), &scope), PathBuf::from("/fake-home"));
+        let scope = Scope::with_os_env([("HOME", "/synthetic-user")]);
+        assert_eq!(resolve_path("~/", Path::new("/x"), &scope), PathBuf::from("/synthetic-user"));
         assert_eq!(resolve_path("sub/dir", Path::new("/x"), &scope), PathBuf::from("/x/sub/dir"));
-        assert_eq!(resolve_path("$HOME/w", Path::new("/x"), &scope), PathBuf::from("/fake-home/w"));
+        assert_eq!(resolve_path("$HOME/w", Path::new("/x"), &scope), PathBuf::from("/synthetic-user/w"));
     }
 
     #[test]

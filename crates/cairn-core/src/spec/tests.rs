@@ -711,7 +711,7 @@ steps: ["true"]
 }
 
 fn scope() -> Scope {
-    let mut s = Scope::with_os_env([("HOME", "/fake-home"), ("SHELL", "/bin/zsh"), ("PATH", "/bin")]);
+    let mut s = Scope::with_os_env([("HOME", "/synthetic-user"), ("SHELL", "/bin/zsh"), ("PATH", "/bin")]);
     s.set("1", "first");
     s.set("NAME", "world");
     s
@@ -798,10 +798,10 @@ steps:
     a.resolve_env(&mut s, &mut NoCommands).unwrap();
     let inv = a.invocation(&w, &s);
     assert_eq!(argvs(&inv), [r#"["/bin/bash", "-e", "-c", "pwd"]"#]);
-    assert_eq!(inv.working_dir, Path::new("/fake-home/work/sub"));
-    assert_eq!(inv.stdout.as_deref(), Some(Path::new("/fake-home/work/sub/logs/out.txt")));
+    assert_eq!(inv.working_dir, Path::new("/synthetic-user/work/sub"));
+    assert_eq!(inv.stdout.as_deref(), Some(Path::new("/synthetic-user/work/sub/logs/out.txt")));
     assert!(inv.env.contains(&("GREETING".to_owned(), "hello world".to_owned())));
-    assert!(inv.env.contains(&("PWD".to_owned(), "/fake-home/work/sub".to_owned())));
+    assert!(inv.env.contains(&("PWD".to_owned(), "/synthetic-user/work/sub".to_owned())));
     assert!(!inv.env.iter().any(|(k, _)| k == "1"));
     let b = w.steps[1].invocation(&w, &s);
     // A step that chooses its shell gets no `-e` from Cairn.
