@@ -209,6 +209,31 @@ fn window(
     pairs
 }
 
+/// What [`Client::phase_stats`] asks for; empty fields are not sent (the
+/// server's defaults: the day before `to` or now, every workflow, the 10
+/// slowest tasks, 10,000 tasks per step at most).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PhaseStatsQuery {
+    /// Tasks that finished at or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// Finished before this time.
+    pub to: Option<String>,
+    pub workflows: Vec<String>,
+    /// How many of the slowest tasks to list (1 to 100).
+    pub slowest: Option<u32>,
+    /// The newest tasks read per step at most (1 to 100,000).
+    pub sample_cap: Option<u32>,
+}
+
+impl PhaseStatsQuery {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = window(self.from.as_deref(), self.to.as_deref(), &self.workflows, None);
+        pairs.extend(self.slowest.map(|n| ("slowest", n.to_string())));
+        pairs.extend(self.sample_cap.map(|n| ("sample_cap", n.to_string())));
+        pairs
+    }
+}
+
 #[derive(Deserialize)]
 struct Triggered {
     run_id: RunId,
@@ -354,6 +379,20 @@ impl Client {
         workflows: &[String],
     ) -> Result<serde_json::Value, ClientError> {
         self.get_with(&["stats", "trend"], &window(Some(from), to, workflows, Some(bucket))).await
+    }
+
+    /// Per workflow and step, p50/p95/max of the time the tasks that
+    /// finished in the window spent blocked, pending and running, the
+    /// slowest tasks and each workflow's most failing step
+    /// (`GET /stats/phases`).
+    pub async fn phase_stats(&self, q: &PhaseStatsQuery) -> Result<serde_json::Value, ClientError> {
+        self.get_with(&["stats", "phases"], &q.pairs()).await
+    }
+
+    /// How long `workflow`'s runs and steps usually take (p50, p95 and the
+    /// samples they rest on), from its latest completed runs.
+    pub async fn expected_durations(&self, workflow: &str) -> Result<serde_json::Value, ClientError> {
+        self.get_with(&["workflows", workflow, "expected-durations"], &[]).await
     }
 
     /// A GET of `path` with query `pairs` (none: no `?`).

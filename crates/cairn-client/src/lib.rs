@@ -21,7 +21,7 @@ mod heartbeat;
 mod worker;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientBuilder, RunPage, RunQuery};
+pub use client::{Client, ClientBuilder, PhaseStatsQuery, RunPage, RunQuery};
 pub use context::{CheckpointError, TaskContext};
 pub use error::{
     ApiErrorBody, ClientError, LEASE_STALE, TransientKind, classify_item_error, classify_response,

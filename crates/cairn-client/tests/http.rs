@@ -794,3 +794,31 @@ async fn a_server_without_batch_completion_gets_single_calls() {
     let last_batch = log.iter().rposition(|r| r.path() == BATCH).unwrap();
     assert!(last_batch < first_single || batch_calls > 1, "no batch call once the route is known missing");
 }
+
+/// The phase statistics and expected durations calls send their window,
+/// filters and sizes as query parameters, and the workflow as one path
+/// segment.
+#[tokio::test]
+async fn analytics_calls_send_their_queries() {
+    let (base, log) = serve(|_| answer(200, json!({ "steps": [] }))).await;
+    let client = Client::new(&base).unwrap();
+    let q = cairn_client::PhaseStatsQuery {
+        from: Some("2026-11-20T00:00:00Z".into()),
+        workflows: vec!["etl".into(), "report".into()],
+        slowest: Some(5),
+        sample_cap: Some(100),
+        ..Default::default()
+    };
+    assert_eq!(client.phase_stats(&q).await.unwrap(), json!({ "steps": [] }));
+    client.phase_stats(&Default::default()).await.unwrap();
+    client.expected_durations("nightly etl").await.unwrap();
+    let targets: Vec<_> = log.lock().unwrap().iter().map(|r| format!("{} {}", r.method, r.target)).collect();
+    assert_eq!(
+        targets,
+        [
+            "GET /api/v1/stats/phases?from=2026-11-20T00%3A00%3A00Z&workflow=etl%2Creport&slowest=5&sample_cap=100",
+            "GET /api/v1/stats/phases",
+            "GET /api/v1/workflows/nightly%20etl/expected-durations",
+        ]
+    );
+}

@@ -36,6 +36,8 @@ pub enum Event {
     Progress(ProgressEvent),
     /// A run changed status.
     Run(RunEvent),
+    /// An alert was raised or resolved (by any server of the store).
+    Alert { alert: crate::alert::Alert },
     /// Made by the server, never by the engine: this subscriber fell behind
     /// and `missed` events were dropped for it. Reload state from the API.
     Lagged {
@@ -45,13 +47,13 @@ pub enum Event {
 }
 
 impl Event {
-    /// The run the event belongs to; `None` for [`Event::Lagged`].
+    /// The run the event belongs to; `None` for alerts and [`Event::Lagged`].
     pub fn run_id(&self) -> Option<RunId> {
         match self {
             Event::Transition(e) => Some(e.run_id),
             Event::Progress(e) => Some(e.run_id),
             Event::Run(e) => Some(e.run_id),
-            Event::Lagged { .. } => None,
+            Event::Alert { .. } | Event::Lagged { .. } => None,
         }
     }
 
@@ -61,6 +63,7 @@ impl Event {
             Event::Transition(e) => Some(&e.workflow),
             Event::Progress(e) => Some(&e.workflow),
             Event::Run(e) => Some(&e.workflow),
+            Event::Alert { alert } => Some(&alert.workflow),
             Event::Lagged { .. } => None,
         }
     }

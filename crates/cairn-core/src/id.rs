@@ -95,6 +95,11 @@ ulid_id!(
     TaskId,
     "task id"
 );
+ulid_id!(
+    /// One alert (an anomaly in a workflow's status mix, ...).
+    AlertId,
+    "alert id"
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

@@ -5,9 +5,12 @@
 //! and retry rules, and the workflow spec — so that the store, the engine and
 //! the server all obey one definition.
 
+pub mod alert;
+pub mod anomaly;
 pub mod clock;
 pub mod durations;
 pub mod event;
+pub mod expected;
 pub mod id;
 pub mod lease;
 #[cfg(feature = "openapi")]
@@ -15,11 +18,12 @@ mod openapi;
 pub mod progress;
 pub mod protocol;
 pub mod record;
+pub mod retention;
 pub mod retry;
 pub mod spec;
 pub mod status;
 pub mod vars;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use id::{LeaseToken, RunId, TaskId};
+pub use id::{AlertId, LeaseToken, RunId, TaskId};
 pub use status::{RunStatus, TaskStatus};

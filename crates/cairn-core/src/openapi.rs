@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, 
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::record::Actor;
-use crate::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
+use crate::{AlertId, LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
 fn string(description: &str, pattern: Option<&str>, example: &str) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -42,6 +42,11 @@ const ULID: &str = "^[0-9A-HJKMNP-TV-Z]{26}$";
 
 scalar_schema!(RunId, "RunId", string("A run's id: a ULID.", Some(ULID), "01JD8X3Q6V8Z2M4N5P7R9S1T3V"));
 scalar_schema!(TaskId, "TaskId", string("A task's id: a ULID.", Some(ULID), "01JD8X3Q6W0A1B2C3D4E5F6G7H"));
+scalar_schema!(
+    AlertId,
+    "AlertId",
+    string("An alert's id: a ULID.", Some(ULID), "01JD8X3Q6X2K4M6N8P0R2S4T6V")
+);
 scalar_schema!(
     LeaseToken,
     "LeaseToken",

@@ -20,4 +20,7 @@ pub enum EngineError {
     Conflict(String),
     #[error("cannot prepare the log directory {path}: {reason}")]
     Logs { path: String, reason: String },
+    /// The archive of deleted runs could not be written or read.
+    #[error("archive {path}: {reason}")]
+    Archive { path: String, reason: String },
 }

@@ -128,7 +128,8 @@ impl<S: Store> Manager<S> {
         &self.opts.owner
     }
 
-    /// Every committed change of every run this manager drives, as it happens.
+    /// Every committed change of every run this manager drives, as it happens,
+    /// and every alert raised or resolved in the store.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.updates.subscribe()
     }
@@ -713,6 +714,15 @@ impl<S: Store> Manager<S> {
                 }
             }
             Notice::CancelRequested { run } => self.cancel_if_requested(run).await,
+            // Alerts reach this server's subscribers with its runs' events,
+            // whichever server raised them.
+            Notice::Alert { id } => match self.store.alert(id).await {
+                Ok(Some(alert)) => {
+                    let _ = self.updates.send(Event::Alert { alert });
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, %id, "cannot read an alert to announce it"),
+            },
             Notice::Resync => {
                 self.waits.all();
                 let runs: Vec<RunId> = lock(&self.runs).keys().copied().collect();

@@ -24,7 +24,7 @@ use utoipa::openapi::path::HttpMethod;
 use crate::catalog::Catalog;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::{events, health, history, logs, runs, tasks, workers, workflows};
+use crate::routes::{alerts, analytics, events, health, history, logs, runs, tasks, workers, workflows};
 
 /// Settings of the API.
 #[derive(Clone, Debug)]
@@ -56,6 +56,8 @@ pub struct AppState<S, C> {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<ServerConfig>,
     pub metrics: PrometheusHandle,
+    /// Workflows' expected durations, for the run and task views.
+    pub expected: crate::expected::ExpectedCache,
 }
 
 // By hand: a derive would ask for `S: Clone` and `C: Clone`, and both sit in `Arc`s.
@@ -68,6 +70,7 @@ impl<S, C> Clone for AppState<S, C> {
             clock: self.clock.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
+            expected: self.expected.clone(),
         }
     }
 }
@@ -83,6 +86,7 @@ impl<S: Store, C: Control> AppState<S, C> {
             clock: Arc::new(SystemClock::new()),
             config: Arc::new(config),
             metrics: crate::metrics::install(),
+            expected: crate::expected::ExpectedCache::default(),
         }
     }
 
@@ -122,6 +126,9 @@ pub(crate) fn api<S: Store, C: Control>() -> (Router<AppState<S, C>>, OpenApi) {
         .add(history::__path_list_tasks, history::list_tasks::<S, C>)
         .add(history::__path_status_counts, history::status_counts::<S, C>)
         .add(history::__path_trend, history::trend::<S, C>)
+        .add(analytics::__path_phase_stats, analytics::phase_stats::<S, C>)
+        .add(analytics::__path_expected_durations, analytics::expected_durations::<S, C>)
+        .add(alerts::__path_list_alerts, alerts::list_alerts::<S, C>)
         .add(runs::__path_get_run, runs::get_run::<S, C>)
         .add(runs::__path_cancel_run, runs::cancel_run::<S, C>)
         .add(runs::__path_retry_run, runs::retry_run::<S, C>)

@@ -63,6 +63,7 @@ macro_rules! control_conformance_suite {
             batch_completion_completes_many_and_reports_stale_items,
             stale_tokens_change_nothing,
             events_follow_a_triggered_run,
+            alerts_are_listed_and_announced_live,
         );
     };
     (@each $store:expr, $factory:expr; $($check:ident),* $(,)?) => {
@@ -730,4 +731,68 @@ pub async fn events_follow_a_triggered_run<S: Store, C: Control>(h: Harness<S, C
         }
     }
     assert!(saw_task_transition);
+}
+
+/// An alert raised in the store (as the leader's anomaly watch does) is
+/// announced on the events WebSocket of the server and listed by the API;
+/// bad filters are refused with the field named.
+pub async fn alerts_are_listed_and_announced_live<S: Store, C: Control>(h: Harness<S, C>) {
+    use cairn_core::alert::AlertKind;
+    use cairn_core::{AlertId, RunStatus, Timestamp};
+    use cairn_store::{AlertKey, AlertWrite, NewAlert};
+    use futures_util::StreamExt;
+
+    let addr = h.serve().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/events?workflow=etl"))
+        .await
+        .expect("the WebSocket");
+    let key = AlertKey { kind: AlertKind::Anomaly, workflow: "etl".into(), status: Some(RunStatus::Failed) };
+    let at = Timestamp::from_micros(1_800_000_000_000_000);
+    let new = NewAlert {
+        id: AlertId::new(at),
+        key: key.clone(),
+        raised_at: at,
+        message: "etl: FAILED rose to 40%".into(),
+        details: json!({ "recent_share": 0.4 }),
+    };
+    let id = h.store.write_alert(AlertWrite::Raise(new)).await.expect("raised").expect("new");
+
+    let deadline = tokio::time::Instant::now() + RUN_LIMIT;
+    let event = loop {
+        let message =
+            tokio::time::timeout_at(deadline, ws.next()).await.expect("the alert before the deadline");
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = message else { continue };
+        let event: Value = serde_json::from_str(&text).expect("JSON events");
+        if event["kind"] == "alert" {
+            break event;
+        }
+    };
+    assert_eq!(event["alert"]["id"], id.to_string());
+    assert_eq!(event["alert"]["kind"], "anomaly");
+    assert_eq!(event["alert"]["status"], "FAILED");
+    assert_eq!(event["alert"]["resolved_at"], Value::Null);
+
+    let listed = h.get("/api/v1/alerts?open=true&workflow=etl&kind=anomaly").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    let body = listed.json();
+    assert_eq!(body["alerts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["alerts"][0]["message"], "etl: FAILED rose to 40%");
+    assert_eq!(body["alerts"][0]["details"]["recent_share"], 0.4);
+    assert_eq!(body["next_before"], Value::Null);
+    assert_eq!(h.get("/api/v1/alerts?workflow=other").await.json()["alerts"], json!([]));
+
+    h.store.write_alert(AlertWrite::Resolve { key, at }).await.expect("resolved");
+    assert_eq!(h.get("/api/v1/alerts?open=true").await.json()["alerts"], json!([]));
+    let all = h.get("/api/v1/alerts?limit=1").await.json();
+    assert_eq!(all["alerts"][0]["resolved_at"], at.to_rfc3339());
+    assert_eq!(all["next_before"], id.to_string(), "a full page points to the next");
+    assert_eq!(h.get(&format!("/api/v1/alerts?before={id}")).await.json()["alerts"], json!([]));
+
+    for (query, field) in
+        [("open=maybe", "open"), ("kind=nope", "kind"), ("before=x", "before"), ("limit=0", "limit")]
+    {
+        let refused = h.get(&format!("/api/v1/alerts?{query}")).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(refused.json()["field"], field, "{query}");
+    }
 }

@@ -13,11 +13,13 @@
 //! Architecture invariant: bad input is a 4xx with a stable `code` and the
 //! field at fault, never a 500 (`error.rs` holds the one table of codes).
 
+pub mod analytics;
 pub mod app;
 pub mod catalog;
 pub mod control;
 pub mod engine;
 pub mod error;
+pub mod expected;
 mod extract;
 pub mod metrics;
 pub mod model;

@@ -13,6 +13,10 @@
 //! | `cairn_heartbeats_total` | counter | `result` = `accepted`, `rejected`, `coalesced` | heartbeat items: lease extended, refused (stale token), progress held back by the rate limit |
 //! | `cairn_overruns_predicted_total` | counter | — | attempts flagged as predicted to exceed their timeout (once per attempt) |
 //! | `cairn_start_failures_total` | counter | `reason` | attempts that never started: `spawn` (the command could not be started), `never_started` (a worker leased it and never reported) |
+//! | `cairn_leader` | gauge | — | 1 while this server leads the servers of its store, else 0 |
+//! | `cairn_alerts_raised_total` | counter | `kind` | alerts raised by this server while it led |
+//! | `cairn_anomalies_open` | gauge | `workflow`, `status` | 1 while an anomaly alert about the workflow's status share is open, else 0 (kept by the leader) |
+//! | `cairn_retention_deleted_runs_total` | counter | — | finished runs archived and deleted by retention while this server led |
 //!
 //! Labels never carry ids (runs, tasks, workers): their number must stay small.
 //!
@@ -44,9 +48,12 @@ pub const HEARTBEATS_TOTAL: &str = "cairn_heartbeats_total";
 pub const OVERRUNS_PREDICTED_TOTAL: &str = "cairn_overruns_predicted_total";
 pub const START_FAILURES_TOTAL: &str = "cairn_start_failures_total";
 pub const LEADER: &str = "cairn_leader";
+pub const ALERTS_RAISED_TOTAL: &str = "cairn_alerts_raised_total";
+pub const ANOMALIES_OPEN: &str = "cairn_anomalies_open";
+pub const RETENTION_DELETED_RUNS_TOTAL: &str = "cairn_retention_deleted_runs_total";
 
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 14] = [
     TRANSITIONS_TOTAL,
     TASK_PENDING_SECONDS,
     TASK_BLOCKED_SECONDS,
@@ -58,6 +65,9 @@ pub const ALL: [&str; 11] = [
     OVERRUNS_PREDICTED_TOTAL,
     START_FAILURES_TOTAL,
     LEADER,
+    ALERTS_RAISED_TOTAL,
+    ANOMALIES_OPEN,
+    RETENTION_DELETED_RUNS_TOTAL,
 ];
 
 /// Histogram buckets of the phase durations, in seconds: from a few
@@ -170,6 +180,12 @@ fn describe() {
     describe_counter!(OVERRUNS_PREDICTED_TOTAL, "Attempts predicted to exceed their timeout.");
     describe_counter!(START_FAILURES_TOTAL, "Attempts that never started, by reason.");
     describe_gauge!(LEADER, "1 while this server leads the servers of its store (cron, adoption), else 0.");
+    describe_counter!(ALERTS_RAISED_TOTAL, "Alerts raised by this server while it led, by kind.");
+    describe_gauge!(
+        ANOMALIES_OPEN,
+        "1 while an anomaly alert about a workflow's status share is open, else 0."
+    );
+    describe_counter!(RETENTION_DELETED_RUNS_TOTAL, "Finished runs archived and deleted by retention.");
 }
 
 /// Drains histogram samples into their buckets now and then, so a server
@@ -214,6 +230,28 @@ pub fn set_tasks_pending(queue: Option<&str>, count: u64) {
 
 pub fn set_leader(leading: bool) {
     metrics::gauge!(LEADER).set(if leading { 1.0 } else { 0.0 });
+}
+
+/// After a retention pass: the runs it deleted.
+pub fn record_retention_deleted(runs: u64) {
+    metrics::counter!(RETENTION_DELETED_RUNS_TOTAL).increment(runs);
+}
+
+/// After an anomaly check: counts the alerts it raised, and sets the gauge
+/// of each (workflow, status): 1 for those open now, 0 for those `closed`.
+pub fn record_anomalies<'a>(
+    raised: usize,
+    open: impl IntoIterator<Item = (&'a str, cairn_core::RunStatus)>,
+    closed: impl IntoIterator<Item = (&'a str, cairn_core::RunStatus)>,
+) {
+    metrics::counter!(ALERTS_RAISED_TOTAL, "kind" => "anomaly").increment(raised as u64);
+    let open: Vec<_> = open.into_iter().collect();
+    for (value, pairs) in [(0.0, closed.into_iter().collect::<Vec<_>>()), (1.0, open)] {
+        for (workflow, status) in pairs {
+            metrics::gauge!(ANOMALIES_OPEN, "workflow" => workflow.to_owned(), "status" => status.as_str())
+                .set(value);
+        }
+    }
 }
 
 pub fn record_lease_reaped() {

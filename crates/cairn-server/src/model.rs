@@ -109,6 +109,14 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
+/// A page of alerts, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<cairn_core::alert::Alert>,
+    /// For the next page: pass as `before`; `None` on the last page.
+    pub next_before: Option<cairn_core::AlertId>,
+}
+
 /// Runs and tasks submitted in a window, by status name (statuses with
 /// none are absent).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -179,6 +187,18 @@ pub struct RunView {
     /// By position in the workflow (steps, then handlers).
     pub tasks: Vec<TaskView>,
     pub transitions: Vec<RunTransitionView>,
+    /// How long the workflow's completed runs usually take, start to
+    /// finish; absent without any.
+    #[serde(default)]
+    pub expected: Option<crate::analytics::ExpectedView>,
+    /// While RUNNING: when it should finish — its start plus its usual
+    /// duration (from 5 completed runs or more), or the latest progress
+    /// prediction of its running tasks where that is later.
+    #[serde(default)]
+    pub eta: Option<Timestamp>,
+    /// While RUNNING: running longer than the p95 of its usual duration.
+    #[serde(default)]
+    pub slower_than_usual: bool,
 }
 
 /// A task (one step of one run) with everything recorded about it.
@@ -217,6 +237,14 @@ pub struct TaskView {
     /// (`keep_details`); the next attempt resumes from it.
     #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
+    /// How long the step's completed tasks usually run (execution over all
+    /// attempts); absent without any.
+    #[serde(default)]
+    pub expected: Option<crate::analytics::ExpectedView>,
+    /// While RUNNING: running longer than the p95 of the step's usual
+    /// execution (from 5 completed tasks or more).
+    #[serde(default)]
+    pub slower_than_usual: bool,
     /// The last attempt's stdout and stderr files, where the reader has the
     /// data directory (`cairn status --json`); the API serves logs instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,6 +314,9 @@ impl RunView {
             outputs,
             tasks,
             transitions: d.run_transitions.iter().map(RunTransitionView::from).collect(),
+            expected: None,
+            eta: None,
+            slower_than_usual: false,
         }
     }
 }
@@ -340,6 +371,8 @@ impl TaskView {
             transitions: log.iter().map(TransitionView::from).collect(),
             attempt_records: attempts.iter().map(AttemptView::from).collect(),
             details: t.details.clone(),
+            expected: None,
+            slower_than_usual: false,
             stdout_file: None,
             stderr_file: None,
         }

@@ -814,6 +814,9 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/v1/tasks"),
         ("get", "/api/v1/stats/status"),
         ("get", "/api/v1/stats/trend"),
+        ("get", "/api/v1/stats/phases"),
+        ("get", "/api/v1/workflows/{name}/expected-durations"),
+        ("get", "/api/v1/alerts"),
         ("get", "/api/v1/runs/{run_id}"),
         ("post", "/api/v1/runs/{run_id}/cancel"),
         ("post", "/api/v1/runs/{run_id}/retry"),
@@ -1074,4 +1077,180 @@ async fn a_lagging_subscriber_is_told_what_it_missed() {
         assert_eq!(next_json(&mut ws).await["percent"], i as f64);
     }
     ws.send(Message::Close(None)).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Phase analytics and expected durations
+
+/// A run of `workflow` whose one task `step-0` ran `runs_for` s, the run
+/// itself taking `took` s, finished at `at` + `took`.
+async fn completed_run(
+    h: &Harness<SqliteStore, Stub>,
+    workflow: &str,
+    at: Timestamp,
+    runs_for: i64,
+    took: i64,
+) {
+    use TaskStatus::*;
+    let (id, tasks) = stored_run(h, workflow, 1, at).await;
+    let ms = |s: i64| Timestamp::from_micros(at.as_micros() + s * 1_000_000);
+    let (s, token) = start(tasks[0], 1, ms(1));
+    apply(
+        h,
+        vec![
+            run_change(id, RunStatus::Queued, RunStatus::Running, at, None),
+            plain(tasks[0], 0, Submitted, Pending, at),
+            s,
+            end(tasks[0], token, 1, Completed, ms(1 + runs_for), AttemptResult::default()),
+            run_change(id, RunStatus::Running, RunStatus::Completed, ms(took), None),
+        ],
+    )
+    .await;
+}
+
+/// A running task past the p95 of its step's usual execution is "slower
+/// than usual" in its run and on its own, and the run's ETA is its start
+/// plus its usual duration, or a later progress prediction. The figures come
+/// from a cache read again once its TTL has passed on the manual clock.
+#[tokio::test]
+async fn a_task_running_past_its_usual_p95_is_slower_than_usual() {
+    use TaskStatus::*;
+    let clock = ManualClock::new(t(1_000_000));
+    let c = clock.clone();
+    let h = harness().await.rebuild(move |state| router(state.with_clock(Arc::new(c))));
+    // Six runs: step-0 ran 10..=15 s (p95 15 s), the runs took 20..=25 s (p50 22 s).
+    for i in 0..6 {
+        completed_run(&h, "etl", t(i * 100_000), 10 + i, 20 + i).await;
+    }
+    let start_at = t(1_000_000);
+    let (id, tasks) = stored_run(&h, "etl", 2, start_at).await;
+    let (a, token) = start(tasks[0], 1, start_at);
+    let (b, other) = start(tasks[1], 1, start_at);
+    apply(
+        &h,
+        vec![
+            run_change(id, RunStatus::Queued, RunStatus::Running, start_at, None),
+            plain(tasks[0], 0, Submitted, Pending, start_at),
+            a,
+            plain(tasks[1], 0, Submitted, Pending, start_at),
+            b,
+        ],
+    )
+    .await;
+    let after = |s: u64| clock.set(start_at.saturating_add(Duration::from_secs(s)));
+    let view = || async { h.get(&format!("/api/v1/runs/{id}")).await.json() };
+
+    after(15);
+    let run = view().await;
+    let step0 = &run["tasks"][0];
+    assert_eq!(step0["expected"], json!({"samples": 6, "p50": 12.0, "p95": 15.0, "reliable": true}), "{run}");
+    assert_eq!(step0["slower_than_usual"], false, "at its p95 is usual");
+    assert_eq!(run["tasks"][1]["expected"], Value::Null, "step-1 has no history");
+    assert_eq!(run["expected"], json!({"samples": 6, "p50": 22.0, "p95": 25.0, "reliable": true}));
+    assert_eq!(run["eta"], json!(t(1_022_000)), "start + the usual 22 s");
+    assert_eq!(run["slower_than_usual"], false);
+
+    after(16);
+    let run = view().await;
+    assert_eq!(run["tasks"][0]["slower_than_usual"], true, "{run}");
+    assert_eq!(run["tasks"][1]["slower_than_usual"], false, "nothing to compare with");
+    let task = h.get(&format!("/api/v1/tasks/{}", tasks[0])).await.json();
+    assert_eq!(task["task"]["slower_than_usual"], true, "{task}");
+    assert_eq!(task["task"]["expected"]["p95"], 15.0);
+
+    // step-1 reports 10% after 10 s: it will need 100 s, later than usual.
+    let progress = cairn_core::progress::Progress::new(10.0, None).unwrap();
+    apply(&h, vec![heartbeat(tasks[1], other, t(1_010_000), t(1_100_000), Some(progress))]).await;
+    after(26);
+    let run = view().await;
+    assert_eq!(run["eta"], json!(t(1_100_000)), "{run}");
+    assert_eq!(run["slower_than_usual"], true, "past the runs' p95 of 25 s");
+
+    // Slower runs of step-0 complete; the cached figures hold until the TTL.
+    for i in 0..20 {
+        completed_run(&h, "etl", t(2_000_000 + i * 100_000), 100, 120).await;
+    }
+    assert_eq!(view().await["tasks"][0]["expected"]["samples"], 6, "cached");
+    after(26 + cairn_server::expected::ExpectedCache::TTL.as_secs() + 1);
+    let run = view().await;
+    assert_eq!(run["tasks"][0]["expected"]["samples"], 26, "{run}");
+    assert_eq!(run["tasks"][0]["slower_than_usual"], false, "57 s is quick for it now");
+
+    // Once the task ends it is no longer slower than usual, whatever it took.
+    apply(&h, vec![end(tasks[0], token, 1, Completed, t(1_300_000), AttemptResult::default())]).await;
+    after(400);
+    let run = view().await;
+    assert_eq!(run["tasks"][0]["slower_than_usual"], false);
+    assert!(run["tasks"][0]["expected"].is_object());
+}
+
+/// Phase statistics and expected durations through the API, with their
+/// defaults, filters and refusals.
+#[tokio::test]
+async fn phase_statistics_and_expected_durations_of_a_workflow() {
+    let h = harness_at(t(2 * 86_400_000)).await;
+    for i in 0..3 {
+        completed_run(&h, "etl", t(i * 100_000), 10 + i, 20 + i).await;
+    }
+    completed_run(&h, "report", t(500_000), 5, 6).await;
+    let (id, tasks) = stored_run(&h, "report", 1, t(600_000)).await;
+    let (s, token) = start(tasks[0], 1, t(601_000));
+    apply(
+        &h,
+        vec![
+            plain(tasks[0], 0, TaskStatus::Submitted, TaskStatus::Pending, t(600_000)),
+            s,
+            end(tasks[0], token, 1, TaskStatus::Failed, t(700_000), AttemptResult::default()),
+        ],
+    )
+    .await;
+
+    let stats = h.get(&format!("/api/v1/stats/phases?from={}&slowest=2", t(0))).await.json();
+    let steps = stats["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{stats}");
+    assert_eq!((steps[0]["workflow"].as_str(), steps[0]["step"].as_str()), (Some("etl"), Some("step-0")));
+    assert_eq!(steps[0]["tasks"], 3);
+    assert_eq!(steps[0]["execution"], json!({"p50": 11.0, "p95": 12.0, "max": 12.0}));
+    assert_eq!(steps[0]["pending"], json!({"p50": 1.0, "p95": 1.0, "max": 1.0}));
+    assert_eq!(steps[1]["counts"], json!({"COMPLETED": 1, "FAILED": 1}));
+    assert_eq!(stats["slowest"].as_array().unwrap().len(), 2);
+    assert_eq!(stats["slowest"][0]["run_id"], id.to_string(), "99 s of running");
+    assert_eq!(stats["slowest"][0]["execution_duration"], 99.0);
+    assert_eq!(
+        stats["most_failing"],
+        json!([{"workflow": "report", "step": "step-0", "failed": 1, "share": 1.0, "rate": 0.5}])
+    );
+    assert_eq!(stats["sample_cap"], 10_000);
+
+    let etl = h.get(&format!("/api/v1/stats/phases?from={}&workflow=etl&sample_cap=1", t(0))).await.json();
+    assert_eq!(etl["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(etl["steps"][0]["tasks"], 1);
+    assert_eq!(etl["steps"][0]["sampled_from"], json!(t(200_000 + 13_000)), "{etl}");
+    let recent = h.get("/api/v1/stats/phases").await.json();
+    assert_eq!(recent["from"], json!(t(86_400_000)), "a day before now by default");
+    assert!(recent["steps"].as_array().unwrap().is_empty(), "{recent}");
+
+    for (query, field) in [
+        ("slowest=0", "slowest"),
+        ("slowest=101", "slowest"),
+        ("sample_cap=100001", "sample_cap"),
+        ("from=yesterday", "from"),
+        ("color=blue", "color"),
+    ] {
+        h.get(&format!("/api/v1/stats/phases?{query}")).await.assert_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some(field),
+        );
+    }
+
+    let e = h.get("/api/v1/workflows/etl/expected-durations").await.json();
+    assert_eq!(e["workflow"], "etl");
+    assert_eq!(e["run"], json!({"samples": 3, "p50": 21.0, "p95": 22.0, "reliable": false}), "{e}");
+    assert_eq!(e["steps"][0]["step"], "step-0");
+    assert_eq!(e["steps"][0]["execution"]["p50"], 11.0);
+    assert_eq!(e["steps"][0]["total"]["p95"], 13.0);
+    assert_eq!(e["min_samples"], 5);
+    let none = h.get("/api/v1/workflows/nothing-yet/expected-durations").await.json();
+    assert_eq!((none["run"].clone(), none["steps"].clone()), (Value::Null, json!([])));
 }

@@ -29,11 +29,34 @@ use cairn_core::progress::Progress;
 use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{LeaseToken, ManualClock, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
+mod alerts;
+pub use alerts::{
+    alerts_open_once_per_key_and_resolve_after_they_were_raised,
+    concurrent_raises_of_one_key_record_one_alert,
+};
+mod analytics;
+pub use analytics::{
+    FinishedTask, LegacyRun, LegacyTask, assert_phase_stats, assert_phases_equal_the_logs, brute_phase_stats,
+    expected_durations_come_from_the_latest_completed, finished_tasks, legacy_runs,
+    phase_queries_out_of_bounds_are_refused, phase_stats_match_a_brute_force_computation,
+    phase_times_follow_every_transition, phase_windows_and_caps_cut_at_their_edges,
+};
 mod counts;
 pub use counts::{
     assert_counts_equal_the_records, counts_and_trends_equal_a_count_of_the_records,
     counts_follow_each_applied_change_and_skip_refused_ones, postgres_at_version, random_runs,
     sqlite_at_version, trends_refuse_unbounded_windows,
+};
+mod retention;
+pub use retention::{
+    counts_stay_exact_with_retention_interleaved, deleting_a_run_takes_everything_that_hangs_off_it,
+    expired_runs_follow_the_days_and_the_runs_rules, live_work_is_never_deleted_even_when_asked,
+};
+mod import;
+pub use import::{
+    Fate, importable_run, importable_runs, imported_runs_are_found_by_every_search,
+    imported_runs_read_back_as_applied_ones, imports_count_as_their_changes_would,
+    imports_refuse_records_the_store_could_not_have_written, imports_refuse_unfinished_runs_and_taken_ids,
 };
 mod search;
 pub use search::{
@@ -101,6 +124,26 @@ macro_rules! store_conformance_suite {
             search_pages_cover_every_match_once_in_order,
             search_cursors_and_page_sizes_are_checked,
             searches_match_a_brute_force_filter,
+            // phase analytics and expected durations (conformance/analytics.rs)
+            phase_times_follow_every_transition,
+            phase_stats_match_a_brute_force_computation,
+            phase_windows_and_caps_cut_at_their_edges,
+            expected_durations_come_from_the_latest_completed,
+            phase_queries_out_of_bounds_are_refused,
+            // alerts (conformance/alerts.rs)
+            alerts_open_once_per_key_and_resolve_after_they_were_raised,
+            concurrent_raises_of_one_key_record_one_alert,
+            // retention (conformance/retention.rs)
+            expired_runs_follow_the_days_and_the_runs_rules,
+            deleting_a_run_takes_everything_that_hangs_off_it,
+            live_work_is_never_deleted_even_when_asked,
+            counts_stay_exact_with_retention_interleaved,
+            // bulk import of finished runs (conformance/import.rs)
+            imported_runs_read_back_as_applied_ones,
+            imported_runs_are_found_by_every_search,
+            imports_count_as_their_changes_would,
+            imports_refuse_unfinished_runs_and_taken_ids,
+            imports_refuse_records_the_store_could_not_have_written,
         );
     };
     (@each $factory:expr; $($check:ident),* $(,)?) => {
@@ -113,6 +156,38 @@ macro_rules! store_conformance_suite {
             }
         )*
     };
+}
+
+// ---------------------------------------------------------------------------
+// Random workloads
+
+/// xorshift64*: a fixed seed makes a failing workload replay exactly.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub(crate) fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize].clone()
+    }
+
+    /// Each of `items` with probability `percent`.
+    pub(crate) fn some<T: Clone>(&mut self, items: &[T], percent: u64) -> Vec<T> {
+        items.iter().filter(|_| self.chance(percent)).cloned().collect()
+    }
 }
 
 // ---------------------------------------------------------------------------

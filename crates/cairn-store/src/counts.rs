@@ -5,9 +5,9 @@
 //! submission times becomes reads of minute and hour rows, and how the
 //! summed rows become counts and trends.
 //!
-//! The aggregates are four tables, `run_counts_minute`, `run_counts_hour`,
-//! `task_counts_minute` and `task_counts_hour`: one row per (minute or hour
-//! number since the epoch, workflow, status) with the number `n` of runs or
+//! The aggregates are six tables, `run_counts_minute`, `run_counts_hour`,
+//! `run_counts_day` and the same three of tasks: one row per (minute, hour
+//! or day number since the epoch, workflow, status) with the number `n` of runs or
 //! tasks *submitted* in that minute or hour, of that workflow (a task: its
 //! run's), that have that status now. Creating a run adds 1 at `QUEUED` and
 //! 1 per task at `SUBMITTED`; every applied status change moves 1 from the
@@ -30,10 +30,13 @@
 //! submission time and current status, which become `-1` deltas of the
 //! same transaction. A zero row may stay behind; reads skip it.
 //!
-//! A read resolves its window to whole minutes, sums the whole hours inside
-//! it from the hour table and only the partial hours at its edges from the
-//! minute table, so it reads at most `2 × 59` minute rows per (workflow,
-//! status) however long the window, and nothing but aggregate rows.
+//! A read resolves its window to whole minutes, sums the whole days inside
+//! it from the day table, the whole hours at its edges from the hour table
+//! and only the partial hours from the minute table, so it reads at most
+//! `2 × 23` hour rows and `2 × 59` minute rows per (workflow, status)
+//! however long the window, and nothing but aggregate rows. A month of
+//! history is some thirty day rows per (workflow, status), where the hour
+//! table alone would have seven hundred.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -65,11 +68,23 @@ impl Kind {
     }
 }
 
-/// Which of a kind's two tables.
+/// Which of a kind's three tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Grain {
     Minute,
     Hour,
+    Day,
+}
+
+impl Grain {
+    /// Minutes per bucket.
+    const fn minutes(self) -> i64 {
+        match self {
+            Grain::Minute => 1,
+            Grain::Hour => 60,
+            Grain::Day => 24 * 60,
+        }
+    }
 }
 
 /// The minute (since the epoch) that `micros` falls in.
@@ -80,6 +95,11 @@ pub(crate) fn minute_of(micros: i64) -> i64 {
 /// The hour (since the epoch) that `minute` falls in.
 pub(crate) fn hour_of(minute: i64) -> i64 {
     minute.div_euclid(60)
+}
+
+/// The day (since the epoch, UTC) that `minute` falls in.
+pub(crate) fn day_of(minute: i64) -> i64 {
+    minute.div_euclid(24 * 60)
 }
 
 /// The net changes of the counts in one write transaction so far.
@@ -110,6 +130,12 @@ impl Deltas {
         let minute = minute_of(submitted_at);
         self.add(kind, minute, run_no, from, -1);
         self.add(kind, minute, run_no, to, 1);
+    }
+
+    /// `n` runs or tasks of run `run_no` submitted at `submitted_at` (µs)
+    /// with `status` were deleted (retention).
+    pub(crate) fn removed(&mut self, kind: Kind, submitted_at: i64, run_no: i64, status: u8, n: i64) {
+        self.add(kind, minute_of(submitted_at), run_no, status, -n);
     }
 
     fn add(&mut self, kind: Kind, minute: i64, run_no: i64, status: u8, n: i64) {
@@ -161,7 +187,9 @@ pub(crate) fn rows<E>(
                 name
             }
         };
-        for (grain, bucket) in [(Grain::Minute, d.minute), (Grain::Hour, hour_of(d.minute))] {
+        for (grain, bucket) in
+            [(Grain::Minute, d.minute), (Grain::Hour, hour_of(d.minute)), (Grain::Day, day_of(d.minute))]
+        {
             let key = RowKey { kind: d.kind, grain, bucket, workflow: name.clone(), status: d.status };
             *rows.entry(key).or_insert(0) += d.n;
         }
@@ -221,28 +249,50 @@ impl Minutes {
         }
     }
 
-    /// The spans of the hour and minute tables that cover the window: whole
-    /// hours from the hour table, the partial hours at either edge from the
-    /// minute table.
-    fn spans(self) -> Vec<(Grain, i64, i64)> {
-        // The whole hours inside: from `from` rounded up, to `to` rounded down.
-        let first_hour = self.from.map_or(i64::MIN, |m| hour_of(m) + i64::from(m.rem_euclid(60) != 0));
-        let end_hour = self.to.map_or(i64::MAX, hour_of);
-        if first_hour >= end_hour {
-            // Within one hour, or across one boundary without a whole hour;
-            // both ends are bounded here.
-            let (from, to) = (self.from.unwrap_or(i64::MIN), self.to.unwrap_or(i64::MAX));
-            return vec![(Grain::Minute, from, to)];
-        }
-        let mut spans = Vec::with_capacity(3);
-        if let Some(from) = self.from.filter(|m| *m < first_hour * 60) {
-            spans.push((Grain::Minute, from, first_hour * 60));
-        }
-        spans.push((Grain::Hour, first_hour, end_hour));
-        if let Some(to) = self.to.filter(|m| *m > end_hour * 60) {
-            spans.push((Grain::Minute, end_hour * 60, to));
-        }
+    /// The spans of the tables that cover the window, in order, each in its
+    /// table's unit: whole days from the day table, whole hours at the
+    /// edges from the hour table, the rest from the minute table. `coarsest`
+    /// is the largest grain that may be used (a trend by hour must not read
+    /// a day row, which spans 24 of its buckets).
+    fn spans(self, coarsest: Grain) -> Vec<(Grain, i64, i64)> {
+        let mut spans = Vec::with_capacity(5);
+        cover(self.from, self.to, coarsest, &mut spans);
         spans
+    }
+}
+
+/// Appends the spans covering minutes `[from, to)` (`None`: open), coarsest
+/// grain inside, finer grains at the edges.
+fn cover(from: Option<i64>, to: Option<i64>, grain: Grain, spans: &mut Vec<(Grain, i64, i64)>) {
+    let finer = match grain {
+        Grain::Minute => {
+            spans.push((Grain::Minute, from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)));
+            return;
+        }
+        Grain::Hour => Grain::Minute,
+        Grain::Day => Grain::Hour,
+    };
+    let width = grain.minutes();
+    // The whole buckets inside: from `from` rounded up, to `to` rounded down.
+    let first = from.map(|m| m.div_euclid(width) + i64::from(m.rem_euclid(width) != 0));
+    let end = to.map(|m| m.div_euclid(width));
+    if let (Some(first), Some(end)) = (first, end)
+        && first >= end
+    {
+        // No whole bucket inside: all of it from the finer grain.
+        cover(from, to, finer, spans);
+        return;
+    }
+    if let (Some(from), Some(first)) = (from, first)
+        && from < first * width
+    {
+        cover(Some(from), Some(first * width), finer, spans);
+    }
+    spans.push((grain, first.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX)));
+    if let (Some(to), Some(end)) = (to, end)
+        && to > end * width
+    {
+        cover(Some(end * width), Some(to), finer, spans);
     }
 }
 
@@ -252,7 +302,7 @@ pub(crate) fn total_reads(range: &TimeRange) -> Vec<Read> {
         return Vec::new();
     };
     window
-        .spans()
+        .spans(Grain::Day)
         .into_iter()
         .map(|(grain, lo, hi)| Read { grain, lo, hi, origin: 0, width: i64::MAX })
         .collect()
@@ -312,11 +362,12 @@ pub(crate) fn trend_plan(
         },
     };
     window.to = Some(to);
-    let width: i64 = match bucket {
-        Bucket::Minute => 1,
-        Bucket::Hour => 60,
-        Bucket::Day => 24 * 60,
+    let coarsest = match bucket {
+        Bucket::Minute => Grain::Minute,
+        Bucket::Hour => Grain::Hour,
+        Bucket::Day => Grain::Day,
     };
+    let width = coarsest.minutes();
     let origin = from.div_euclid(width) * width;
     let count = (to - origin + width - 1) / width;
     if count > MAX_BUCKETS {
@@ -326,18 +377,16 @@ pub(crate) fn trend_plan(
         )));
     }
     let slots = Slots { origin, width, count: count as usize };
-    let reads = if bucket == Bucket::Minute {
-        vec![Read { grain: Grain::Minute, lo: from, hi: to, origin, width: 1 }]
-    } else {
-        window
-            .spans()
-            .into_iter()
-            .map(|(grain, lo, hi)| match grain {
-                Grain::Minute => Read { grain, lo, hi, origin, width },
-                Grain::Hour => Read { grain, lo, hi, origin: origin / 60, width: width / 60 },
-            })
-            .collect()
-    };
+    // Each grain's buckets divide the trend's (a day into 24 hours, an hour
+    // into 60 minutes), so origin and width convert exactly.
+    let reads = window
+        .spans(coarsest)
+        .into_iter()
+        .map(|(grain, lo, hi)| {
+            let unit = grain.minutes();
+            Read { grain, lo, hi, origin: origin / unit, width: width / unit }
+        })
+        .collect();
     Ok(Some(TrendPlan { slots, reads }))
 }
 
@@ -469,7 +518,7 @@ mod tests {
 
     #[test]
     fn whole_hours_come_from_the_hour_table_and_edges_from_minutes() {
-        let spans = |from, to| Minutes { from, to }.spans();
+        let spans = |from, to| Minutes { from, to }.spans(Grain::Hour);
         // 01:10 to 04:20: 01:10-02:00 in minutes, 02:00-04:00 in hours, 04:00-04:20 in minutes.
         assert_eq!(
             spans(Some(70), Some(260)),
@@ -481,6 +530,37 @@ mod tests {
         assert_eq!(spans(None, Some(130)), vec![(Grain::Hour, i64::MIN, 2), (Grain::Minute, 120, 130)]);
         assert_eq!(spans(Some(70), None), vec![(Grain::Minute, 70, 120), (Grain::Hour, 2, i64::MAX)]);
         assert_eq!(spans(None, None), vec![(Grain::Hour, i64::MIN, i64::MAX)]);
+    }
+
+    #[test]
+    fn whole_days_come_from_the_day_table_and_edges_from_hours_and_minutes() {
+        let spans = |from, to| Minutes { from, to }.spans(Grain::Day);
+        let day = 24 * 60;
+        // Day 1 at 01:10 to day 4 at 02:20.
+        assert_eq!(
+            spans(Some(day + 70), Some(4 * day + 140)),
+            vec![
+                (Grain::Minute, day + 70, day + 120),
+                (Grain::Hour, 26, 48),
+                (Grain::Day, 2, 4),
+                (Grain::Hour, 96, 98),
+                (Grain::Minute, 4 * day + 120, 4 * day + 140),
+            ]
+        );
+        assert_eq!(spans(Some(day), Some(3 * day)), vec![(Grain::Day, 1, 3)], "aligned: days only");
+        assert_eq!(
+            spans(Some(day + 70), Some(2 * day + 70)),
+            vec![
+                (Grain::Minute, day + 70, day + 120),
+                (Grain::Hour, 26, 49),
+                (Grain::Minute, 2 * day + 60, 2 * day + 70)
+            ],
+            "no whole day inside: hours"
+        );
+        assert_eq!(spans(None, Some(day + 60)), vec![(Grain::Day, i64::MIN, 1), (Grain::Hour, 24, 25)]);
+        assert_eq!(spans(Some(-30), None), vec![(Grain::Minute, -30, 0), (Grain::Day, 0, i64::MAX)]);
+        assert_eq!(spans(None, None), vec![(Grain::Day, i64::MIN, i64::MAX)]);
+        assert_eq!(day_of(-1), -1, "before the epoch rounds down too");
     }
 
     #[test]
@@ -504,6 +584,17 @@ mod tests {
         let day = 24 * 60;
         let plan = trend_plan(&range(at(day + 30, 0), at(3 * day, 0)), Bucket::Day, None).unwrap().unwrap();
         assert_eq!(plan.slots, Slots { origin: day, width: day, count: 2 });
+        assert_eq!(
+            plan.reads,
+            vec![
+                Read { grain: Grain::Minute, lo: day + 30, hi: day + 60, origin: day, width: day },
+                Read { grain: Grain::Hour, lo: 25, hi: 48, origin: 24, width: 24 },
+                Read { grain: Grain::Day, lo: 2, hi: 3, origin: 1, width: 1 },
+            ]
+        );
+        // A trend by hour never reads a day row.
+        let plan = trend_plan(&range(at(0, 0), at(3 * day, 0)), Bucket::Hour, None).unwrap().unwrap();
+        assert_eq!(plan.reads, vec![Read { grain: Grain::Hour, lo: 0, hi: 72, origin: 0, width: 1 }]);
     }
 
     #[test]
@@ -559,6 +650,8 @@ mod tests {
                 (key(Grain::Minute, 62, q), 1),
                 (key(Grain::Hour, 1, q), 1),
                 (key(Grain::Hour, 1, r), 1),
+                (key(Grain::Day, 0, q), 1),
+                (key(Grain::Day, 0, r), 1),
             ]
         );
     }

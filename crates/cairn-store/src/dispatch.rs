@@ -147,6 +147,8 @@ pub enum Notice {
     /// maybe on another server than the one driving it: its driver reads the
     /// run and cancels it.
     CancelRequested { run: RunId },
+    /// An alert was raised or resolved ([`crate::alerts`]).
+    Alert { id: cairn_core::AlertId },
     /// Notices may have been missed (a reconnect, a lagging receiver):
     /// whoever relies on them reads the state again.
     Resync,

@@ -18,6 +18,12 @@ pub enum StoreError {
     Migration(String),
     #[error("invalid change: {0}")]
     InvalidChange(String),
+    /// A run handed to [`Store::import_runs`](crate::Store::import_runs)
+    /// that cannot be imported: `field` names the part of it at fault
+    /// (`run.status`, `tasks[2].attempt`, `id`, …). Nothing of the call was
+    /// written.
+    #[error("cannot import run {run}: {field}: {reason}")]
+    InvalidImport { run: cairn_core::RunId, field: String, reason: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

@@ -8,16 +8,20 @@
 //! anything — the store, not its callers, is the last line that keeps the
 //! transition table and lease fencing true.
 
+pub mod alerts;
+pub mod analytics;
 pub mod change;
 pub mod dispatch;
 pub mod error;
 pub mod history;
 pub mod model;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 
 mod conflict;
 mod counts;
+mod import;
 mod query;
 mod search;
 mod validate;
@@ -27,6 +31,10 @@ pub mod conformance;
 
 use std::future::Future;
 
+pub use alerts::{AlertKey, AlertQuery, AlertWrite, NewAlert};
+pub use analytics::{
+    ExpectedDurations, FailingStep, PhaseQuery, PhaseStats, SlowTask, StepExpected, StepPhases,
+};
 pub use change::{
     AdoptRun, AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, TaskChange, TaskUpdate,
 };
@@ -38,11 +46,13 @@ pub use history::{
     Bucket, CountQuery, Cursor, Order, RunFilter, RunPage, RunSearch, RunSort, TaskFilter, TaskPage, TaskRow,
     TaskSearch, TimeRange, TrendPoint, WorkflowTrends,
 };
+pub use import::FinishedRun;
 pub use model::{
     AttemptRecord, ExpiredLease, ProgressSample, RunDetail, RunQuery, RunRecord, StoredLease, TaskDetail,
     TaskRecord,
 };
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use retention::{Deleted, LogPartition, PartitionChanges, PartitionPolicy};
 pub use search::{PlannedStatement, QueryPlan};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -167,6 +177,29 @@ pub trait Store: Send + Sync + 'static {
     /// checks the owner's process instead).
     fn server_alive(&self, owner: &str) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send;
 
+    // ---- alerts (see `alerts`) ------------------------------------------
+
+    /// Raises or resolves an alert, in one transaction that publishes
+    /// [`Notice::Alert`] when it commits. Answers the id of the alert it
+    /// raised or resolved; `None` when there was nothing to do (the key
+    /// already has an open alert, or has none to resolve). A resolution is
+    /// never dated before its alert was raised.
+    fn write_alert(
+        &self,
+        write: AlertWrite,
+    ) -> impl Future<Output = Result<Option<cairn_core::AlertId>, StoreError>> + Send;
+
+    /// Alerts `q` selects, newest first.
+    fn alerts(
+        &self,
+        q: AlertQuery,
+    ) -> impl Future<Output = Result<Vec<cairn_core::alert::Alert>, StoreError>> + Send;
+
+    fn alert(
+        &self,
+        id: cairn_core::AlertId,
+    ) -> impl Future<Output = Result<Option<cairn_core::alert::Alert>, StoreError>> + Send;
+
     // ---- history (see `history`) ----------------------------------------
 
     /// One page of the runs `q` selects, from an index (see [`history`]).
@@ -216,4 +249,98 @@ pub trait Store: Send + Sync + 'static {
         q: CountQuery,
         bucket: Bucket,
     ) -> impl Future<Output = Result<WorkflowTrends, StoreError>> + Send;
+
+    // ---- phase analytics (see `analytics`) -------------------------------
+
+    /// For the tasks that finished in `q.finished`, per workflow and step:
+    /// how they ended, the p50/p95/max of their blocked, pending and
+    /// execution times, the slowest tasks, and each workflow's most failing
+    /// step. Reads at most `q.sample_cap` of the newest tasks per step (and
+    /// says where that cut the window), from one index and by skips along
+    /// it: bounded by the number of steps, never by history's size. A bad
+    /// query is [`StoreError::InvalidQuery`] naming the field.
+    fn phase_stats(&self, q: PhaseQuery) -> impl Future<Output = Result<PhaseStats, StoreError>> + Send;
+
+    /// How long `workflow`'s runs (start to finish) and each of its steps
+    /// (execution; submission to finish) usually take: p50 and p95 of the
+    /// latest [`analytics::EXPECTED_SAMPLES`] completed ones, with the
+    /// number of samples, so callers can refuse to predict from too few.
+    fn expected_durations(
+        &self,
+        workflow: &str,
+    ) -> impl Future<Output = Result<ExpectedDurations, StoreError>> + Send;
+
+    // ---- retention (see `retention`) -------------------------------------
+
+    /// The workflows that have runs, in name order, after `after` (`""`:
+    /// from the first), at most `limit`: one index seek per name, however
+    /// many runs each has.
+    fn run_workflows(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Up to `limit` finished runs of `workflow` that `expiry` lets go, from
+    /// indexes only: for [`Expiry::FinishedBefore`] the earliest finished
+    /// first, for [`Expiry::BeyondNewest`] the oldest first. A run listed
+    /// is deleted by [`Store::delete_runs`] only if its tasks are all
+    /// finished too.
+    ///
+    /// [`Expiry::FinishedBefore`]: cairn_core::retention::Expiry::FinishedBefore
+    /// [`Expiry::BeyondNewest`]: cairn_core::retention::Expiry::BeyondNewest
+    fn expired_runs(
+        &self,
+        workflow: &str,
+        expiry: cairn_core::retention::Expiry,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send;
+
+    /// Deletes the runs of `ids` that are finished and whose tasks all are,
+    /// with everything that hangs off them, in one transaction that also
+    /// subtracts them from the status counts. Other ids — unknown runs,
+    /// live work — are left alone: running work is never deleted, whoever
+    /// asks. On PostgreSQL the log rows of the deleted tasks go later, with
+    /// their partition ([`Store::maintain_partitions`]). Keep batches small
+    /// (a hundred runs or so): SQLite's one writer does nothing else
+    /// meanwhile.
+    fn delete_runs(&self, ids: Vec<RunId>) -> impl Future<Output = Result<Deleted, StoreError>> + Send;
+
+    /// PostgreSQL: keeps a partition of the logs ready ahead of the newest
+    /// task and drops those of the ranges with no task left (see
+    /// [`retention`]); the leader's job, now and then. SQLite: nothing to do.
+    fn maintain_partitions(
+        &self,
+        policy: PartitionPolicy,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<PartitionChanges, StoreError>> + Send;
+
+    /// The ranges of the logs' partitions, with the span of time each holds
+    /// (PostgreSQL); none on SQLite.
+    fn log_partitions(&self) -> impl Future<Output = Result<Vec<LogPartition>, StoreError>> + Send;
+
+    /// The progress samples of every task of a run, by task, each oldest
+    /// first (what [`Store::progress_samples`] reads of one task), in one
+    /// read: for the archive.
+    fn run_progress_samples(
+        &self,
+        run: RunId,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<TaskId, Vec<ProgressSample>>, StoreError>> + Send;
+
+    // ---- bulk import (see `import`) --------------------------------------
+
+    /// Stores finished runs with their whole records (run, workflow text,
+    /// labels, tasks, every transition, attempts, progress samples) in one
+    /// transaction, as if their changes had gone through [`Store::apply`]:
+    /// they read back, search and count alike. Refuses the whole call with
+    /// [`StoreError::InvalidImport`], writing nothing, when a run is not
+    /// finished, its record could not have been written by the store (a
+    /// log outside the transition table or going back in time, attempts or
+    /// times that disagree with the log), or its id, a task's id or its
+    /// schedule tick is taken. For restoring archived history and loading
+    /// large histories quickly; runs in submission order load fastest.
+    fn import_runs(
+        &self,
+        runs: std::sync::Arc<Vec<FinishedRun>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

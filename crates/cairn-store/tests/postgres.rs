@@ -139,6 +139,10 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
             (4, "run_cancel_requests".to_owned()),
             (5, "status_counts".to_owned()),
             (6, "history_search".to_owned()),
+            (7, "phase_durations".to_owned()),
+            (8, "retention".to_owned()),
+            (9, "alerts".to_owned()),
+            (10, "day_counts".to_owned()),
         ],
         "each migration applied once"
     );
@@ -726,6 +730,12 @@ async fn search_plans_walk_indexes() {
             nodes(&json, &mut all);
             assert!(!all.is_empty());
             for node in all {
+                // The DEFAULT partition of a log (V8) is empty while the
+                // leader keeps ranges ahead: scanning it reads nothing, and
+                // runtime pruning skips it for a task number it cannot hold.
+                if node["Relation Name"].as_str().is_some_and(|name| name.ends_with("_default")) {
+                    continue;
+                }
                 assert_ne!(
                     node["Node Type"], "Seq Scan",
                     "{name}: a sequential scan of {}\n{}\n{:#}",
@@ -761,4 +771,396 @@ async fn a_failing_count_upsert_commits_nothing() {
     let all = cairn_store::CountQuery::default();
     let counts = store.run_counts(all).await.unwrap();
     assert_eq!(counts, std::collections::BTreeMap::from([(cairn_core::RunStatus::Queued, 1)]));
+}
+
+// ---------------------------------------------------------------------------
+// Retention: the partitions of the logs (V8)
+
+/// A run of `tasks` tasks, each moved SUBMITTED -> PENDING -> CANCELED, and
+/// the run CANCELED: finished, with three log rows per task.
+async fn canceled_run(store: &PostgresStore, tasks: u32, at_ms: i64) -> cairn_core::RunId {
+    use cairn_core::RunStatus;
+    use cairn_store::conformance::run_change;
+    let run = new_run("etl", tasks, t(at_ms));
+    let id = run.id;
+    let ids: Vec<TaskId> = run.tasks.iter().map(|task| task.id).collect();
+    let mut changes = vec![Change::CreateRun(run)];
+    for task in ids {
+        changes.push(plain(task, 0, TaskStatus::Submitted, TaskStatus::Pending, t(at_ms + 1)));
+        changes.push(plain(task, 0, TaskStatus::Pending, TaskStatus::Canceled, t(at_ms + 2)));
+    }
+    changes.push(run_change(id, RunStatus::Queued, RunStatus::Canceled, t(at_ms + 3), None));
+    assert!(store.apply(changes).await.unwrap().iter().all(Outcome::is_applied));
+    id
+}
+
+async fn rows(client: &Client, table: &str) -> i64 {
+    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
+}
+
+async fn table_exists(client: &Client, table: &str) -> bool {
+    client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await.unwrap().get(0)
+}
+
+/// Ranges are made ahead of the newest task and take in what went to the
+/// DEFAULT partitions; a range is dropped once its numbers are all handed
+/// out and no task of it is left, not before, and never under a writer of
+/// the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_partitions_are_kept_ahead_and_dropped_once_empty() {
+    use cairn_store::conformance::assert_counts_equal_the_records;
+    use cairn_store::{LogPartition, PartitionPolicy};
+
+    let (store, db) = postgres().await;
+    let client = db.session().await;
+    let ranges = |parts: Vec<LogPartition>| parts.iter().map(|p| (p.lo, p.hi)).collect::<Vec<_>>();
+    const M: i64 = 1_000_000;
+    assert_eq!(ranges(store.log_partitions().await.unwrap()), [(0, M)], "the migration's first range");
+    let policy = PartitionPolicy { min_width: 10, max_width: 10, ..Default::default() };
+    let now = t(86_400_000);
+
+    let a = canceled_run(&store, 2, 0).await;
+    // Task numbers jump past every range: the rows go to DEFAULT, and
+    // writing and reading them works as anywhere.
+    client.batch_execute(&format!("ALTER SEQUENCE tasks_task_no_seq RESTART WITH {M}")).await.unwrap();
+    let b = canceled_run(&store, 3, 10).await;
+    assert_eq!(
+        store.run_detail(b).await.unwrap().unwrap().transitions.values().map(Vec::len).sum::<usize>(),
+        9
+    );
+    assert_eq!(rows(&client, "task_transitions_default").await, 9);
+
+    let made = store.maintain_partitions(policy, now).await.unwrap();
+    assert_eq!(
+        made.created.iter().map(|p| (p.lo, p.hi, p.created_at)).collect::<Vec<_>>(),
+        [(M, M + 10, now), (M + 10, M + 20, now)],
+        "the range that takes in DEFAULT's rows, then a spare"
+    );
+    assert!(made.dropped.is_empty(), "the first range still has run {a}'s tasks");
+    assert_eq!(rows(&client, "task_transitions_default").await, 0);
+    assert_eq!(rows(&client, &format!("task_transitions_{M}")).await, 9);
+    assert_eq!(rows(&client, &format!("attempts_{M}")).await, 0);
+    let again = store.maintain_partitions(policy, now).await.unwrap();
+    assert_eq!((again.created.len(), again.dropped.len()), (0, 0), "nothing to do twice");
+
+    // The first range empties: dropped, its tables gone, the rest intact.
+    let before_b = store.run_detail(b).await.unwrap();
+    assert_eq!(store.delete_runs(vec![a]).await.unwrap().runs, [a]);
+    assert_eq!(rows(&client, "task_transitions_0").await, 6, "log rows wait for their partition");
+    let done = store.maintain_partitions(policy, now).await.unwrap();
+    assert_eq!(ranges(done.dropped), [(0, M)]);
+    for table in ["task_transitions_0", "attempts_0", "progress_samples_0"] {
+        assert!(!table_exists(&client, table).await, "{table}");
+    }
+    assert_eq!(store.run_detail(b).await.unwrap(), before_b);
+
+    // A range whose numbers are not all handed out stays, empty or not.
+    assert_eq!(store.delete_runs(vec![b]).await.unwrap().runs, [b]);
+    assert!(store.maintain_partitions(policy, now).await.unwrap().dropped.is_empty());
+
+    // A run across two ranges reads whole; the spare in use, another is made.
+    let c = canceled_run(&store, 10, 20).await;
+    let detail = store.run_detail(c).await.unwrap().unwrap();
+    assert!(detail.transitions.values().all(|log| log.len() == 3));
+    let made = store.maintain_partitions(policy, now).await.unwrap();
+    assert_eq!(ranges(made.created), [(M + 20, M + 30)]);
+    assert!(made.dropped.is_empty(), "run {c} has tasks in both ranges");
+    let listed = store.log_partitions().await.unwrap();
+    assert_eq!(ranges(listed.clone()), [(M, M + 10), (M + 10, M + 20), (M + 20, M + 30)]);
+    assert_eq!((listed[0].first_submitted, listed[0].last_submitted), (Some(t(20)), Some(t(20))));
+    assert_eq!((listed[2].first_submitted, listed[2].last_submitted), (None, None));
+
+    // A writer of the logs holds the drop off; once it is done, the drop goes.
+    store.delete_runs(vec![c]).await.unwrap();
+    client
+        .batch_execute(
+            "BEGIN; INSERT INTO task_transitions (task_no, attempt, to_status, at, reason, actor)
+             VALUES (1, 0, 0, 0, 'held', 'scheduler')",
+        )
+        .await
+        .unwrap();
+    let held = store.maintain_partitions(policy, now).await.unwrap();
+    assert!(held.deferred && held.dropped.is_empty(), "{held:?}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let done = store.maintain_partitions(policy, now).await.unwrap();
+    assert_eq!(ranges(done.dropped), [(M, M + 10)]);
+    assert!(!done.deferred);
+    assert_counts_equal_the_records(&store).await;
+}
+
+/// A database an older Cairn wrote: its logs become the first range as
+/// they are, read back whole, and the log order continues after them.
+#[tokio::test]
+async fn the_retention_migration_keeps_the_logs_an_older_cairn_wrote() {
+    use cairn_core::{RunId, Timestamp};
+    use cairn_store::conformance::postgres_at_version;
+
+    let db = TestDb::create().await;
+    postgres_at_version(&db.url(), 6).await.unwrap();
+    let session = db.session().await;
+    let id = RunId::new(t(0));
+    let task = TaskId::new(t(0));
+    let run_no: i64 = session
+        .query_one(
+            &format!(
+                "INSERT INTO runs (id, workflow, status, trigger_kind, submitted_at, last_at)
+                 VALUES ('{}', 'etl', 1, 'manual', 0, 0) RETURNING run_no",
+                uuid(id.to_bytes())
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    session
+        .execute("INSERT INTO run_specs (run_no, source) VALUES ($1, 'steps: []')", &[&run_no])
+        .await
+        .unwrap();
+    let task_no: i64 = session
+        .query_one(
+            &format!(
+                "INSERT INTO tasks (id, status, last_at, run_no, idx, max_attempts, submitted_at, name, workflow)
+                 VALUES ('{}', 2, 2, $1, 0, 1, 0, 'step-0', 'etl') RETURNING task_no",
+                uuid(task.to_bytes())
+            ),
+            &[&run_no],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for (from, to, at) in [(None, 0_i16, 0_i64), (Some(0_i16), 2, 2)] {
+        session
+            .execute(
+                "INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
+                 VALUES ($1, 0, $2, $3, $4, 'old', 'scheduler')",
+                &[&task_no, &from, &to, &at],
+            )
+            .await
+            .unwrap();
+    }
+    drop(session);
+
+    let store = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    let parts = store.log_partitions().await.unwrap();
+    assert_eq!(parts.iter().map(|p| (p.lo, p.hi)).collect::<Vec<_>>(), [(0, task_no + 1_000_000)]);
+    assert_eq!(parts[0].first_submitted, Some(Timestamp::from_micros(0)));
+    let (s, _) = start(task, 1, t(5));
+    assert!(store.apply(vec![s]).await.unwrap()[0].is_applied());
+    let log = store.task(task).await.unwrap().unwrap().transitions;
+    assert_eq!(
+        log.iter().map(|tr| (tr.to, tr.reason.as_str())).collect::<Vec<_>>(),
+        [(TaskStatus::Submitted, "old"), (TaskStatus::Pending, "old"), (TaskStatus::Running, "leased")],
+        "the new row comes after the old ones"
+    );
+    let client = db.session().await;
+    assert_eq!(rows(&client, "task_transitions_0").await, 3);
+    assert_eq!(rows(&client, "attempts_0").await, 1);
+    store.close().await.unwrap();
+}
+
+/// Schema version 7 fills in the phase times of the tasks an older Cairn
+/// wrote, from their logs, and they go on accumulating from there.
+#[tokio::test]
+async fn the_phases_migration_fills_in_what_an_older_cairn_wrote() {
+    use cairn_store::conformance::{assert_phases_equal_the_logs, end, legacy_runs, postgres_at_version};
+
+    let db = TestDb::create().await;
+    postgres_at_version(&db.url(), 6).await.unwrap();
+    let session = db.session().await;
+    let runs = legacy_runs(30);
+    for run in &runs {
+        let run_no: i64 = session
+            .query_one(
+                &format!(
+                    "INSERT INTO runs (id, workflow, status, trigger_kind, submitted_at, last_at)
+                     VALUES ('{}', $1, 1, 'manual', $2, $2) RETURNING run_no",
+                    uuid(run.id.to_bytes())
+                ),
+                &[&run.workflow, &run.submitted_at.as_micros()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        session
+            .execute("INSERT INTO run_specs (run_no, source) VALUES ($1, 'steps: []')", &[&run_no])
+            .await
+            .unwrap();
+        for (j, task) in run.tasks.iter().enumerate() {
+            let task_no: i64 = session
+                .query_one(
+                    &format!(
+                        "INSERT INTO tasks (id, status, attempt, last_at, run_no, idx, max_attempts, submitted_at,
+                                            finished_at, name, workflow)
+                         VALUES ('{}', $1, $2, $3, $4, $5, 3, $6, $7, $8, $9) RETURNING task_no",
+                        uuid(task.id.to_bytes())
+                    ),
+                    &[
+                        &i16::from(task.status().code()),
+                        &(task.attempt() as i32),
+                        &task.last_at().as_micros(),
+                        &run_no,
+                        &(j as i32),
+                        &task.submitted_at().as_micros(),
+                        &task.finished_at().map(|t| t.as_micros()),
+                        &task.name,
+                        &run.workflow,
+                    ],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            for tr in &task.log {
+                session
+                    .execute(
+                        "INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'scheduler')",
+                        &[
+                            &task_no,
+                            &(tr.attempt as i32),
+                            &tr.from.map(|s| i16::from(s.code())),
+                            &i16::from(tr.to.code()),
+                            &tr.at.as_micros(),
+                            &tr.reason,
+                        ],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    drop(session);
+
+    let store = PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap();
+    assert_phases_equal_the_logs(&store).await;
+    // The tasks still waiting move on from the phases filled in.
+    let waiting: Vec<_> = runs.iter().flat_map(|r| &r.tasks).filter(|t| !t.status().is_terminal()).collect();
+    assert!(!waiting.is_empty());
+    for task in waiting {
+        let at = cairn_core::Timestamp::from_micros(task.last_at().as_micros() + 7_000_000);
+        let (s, token) = start(task.id, task.attempt() + 1, at);
+        let done = at.saturating_add(Duration::from_secs(11));
+        let e = end(task.id, token, task.attempt() + 1, TaskStatus::Completed, done, Default::default());
+        assert!(store.apply(vec![s, e]).await.unwrap().iter().all(|o| o.is_applied()));
+    }
+    assert_phases_equal_the_logs(&store).await;
+    store.close().await.unwrap();
+}
+
+/// Every statement of the phase analytics walks its index on a history of
+/// a few thousand runs, analyzed and vacuumed as autovacuum leaves it: the
+/// skips and the per-step ranges are index-only scans of
+/// `tasks_done_step`, with no sequential scan and no sort anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_plans_walk_their_indexes() {
+    fn nodes<'a>(plan: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+        match plan {
+            serde_json::Value::Array(items) => items.iter().for_each(|item| nodes(item, out)),
+            serde_json::Value::Object(map) => {
+                if map.contains_key("Node Type") {
+                    out.push(plan);
+                }
+                map.values().for_each(|value| nodes(value, out));
+            }
+            _ => {}
+        }
+    }
+    let (store, db) = postgres().await;
+    cairn_store::conformance::build_history(&store, 3_000, 21).await;
+    db.session().await.batch_execute("VACUUM ANALYZE").await.unwrap();
+    let plan = store.explain_analytics("etl").await.unwrap();
+    // done_workflows (a skip along either index that starts with the
+    // workflow), step_phases, step_expected, run_expected, slow_task_ids.
+    let wanted: [(&str, &[&str]); 5] = [
+        ("Index Only Scan", &["tasks_done_step", "tasks_done_workflow"]),
+        ("Index Only Scan", &["tasks_done_step"]),
+        ("Index Scan", &["tasks_done_step"]),
+        ("Index Scan", &["runs_workflow_finished"]),
+        ("Index Scan", &["tasks_pkey"]),
+    ];
+    assert_eq!(plan.statements.len(), wanted.len());
+    for (statement, (kind, indexes)) in plan.statements.iter().zip(wanted) {
+        let json: serde_json::Value = serde_json::from_str(&statement.plan).unwrap();
+        let mut all = Vec::new();
+        nodes(&json, &mut all);
+        let shown = format!("{}\n{json:#}", statement.sql);
+        for node in &all {
+            assert_ne!(node["Node Type"], "Seq Scan", "a sequential scan in {shown}");
+            assert_ne!(node["Node Type"], "Sort", "a sort in {shown}");
+        }
+        assert!(
+            all.iter().any(|n| n["Node Type"] == kind && indexes.iter().any(|i| n["Index Name"] == *i)),
+            "{kind} of {indexes:?} in {shown}"
+        );
+    }
+}
+
+/// Retention finds and deletes runs from indexes alone: no sequential scan
+/// of runs or tasks in any of its statements, on a history the planner
+/// knows (analyzed).
+#[tokio::test]
+async fn retention_walks_indexes() {
+    use cairn_core::RunStatus;
+    use cairn_store::conformance::run_change;
+
+    let (store, db) = postgres().await;
+    let workflows = ["backup", "deploy", "etl", "report", "train"];
+    let mut changes = Vec::new();
+    for i in 0..3_000_i64 {
+        let run = new_run(workflows[(i % 5) as usize], if i % 50 == 0 { 20 } else { 1 }, t(i));
+        let id = run.id;
+        changes.push(Change::CreateRun(run));
+        changes.push(run_change(id, RunStatus::Queued, RunStatus::Canceled, t(i + 5_000), None));
+    }
+    assert!(store.apply(changes).await.unwrap().iter().all(Outcome::is_applied));
+    let client = db.session().await;
+    client.batch_execute("ANALYZE").await.unwrap();
+    let sql = |file: &str| std::fs::read_to_string(format!("src/postgres/sql/{file}")).unwrap();
+    let any_id = format!("ARRAY['{}']::uuid[]", uuid(cairn_core::RunId::new(t(7)).to_bytes()));
+    for query in [
+        sql("retention_workflows.sql").replace("$1", "''").replace("$2", "100"),
+        sql("expired_finished.sql")
+            .replace("$1", "'etl'")
+            .replace("$2", "5")
+            .replace("$3", "6000000")
+            .replace("$4", "100"),
+        sql("expired_beyond.sql").replace("$1", "'etl'").replace("$2", "10").replace("$3", "100"),
+        sql("delete_runs.sql").replace("$1::uuid[]", &any_id),
+        sql("run_progress_samples.sql").replace("$1", &format!("({any_id})[1]")),
+    ] {
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN {query}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan on runs") && !plan.contains("Seq Scan on tasks"), "{query}\n{plan}");
+    }
+}
+
+/// `analyze` refreshes the statistics a large import leaves stale (the
+/// planner would otherwise plan from an empty database's counts).
+#[tokio::test]
+async fn analyze_after_an_import_gives_the_planner_statistics() {
+    let (store, db) = postgres().await;
+    let runs = cairn_store::conformance::importable_runs(41, 400, t(0));
+    let stored = runs.len() as f64;
+    store.import_runs(std::sync::Arc::new(runs)).await.unwrap();
+    let admin = db.session().await;
+    let estimate = "SELECT reltuples::float8 FROM pg_class WHERE relname = 'runs'";
+    let before: f64 = admin.query_one(estimate, &[]).await.unwrap().get(0);
+    assert!(before <= 0.0, "a fresh import has no statistics yet: {before}");
+    store.analyze().await.unwrap();
+    let after: f64 = admin.query_one(estimate, &[]).await.unwrap().get(0);
+    assert_eq!(after, stored);
+    let analyzed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('runs', 'tasks') AND last_analyze IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(analyzed, 2);
 }

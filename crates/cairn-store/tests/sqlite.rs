@@ -410,3 +410,112 @@ async fn a_failing_count_upsert_commits_nothing() {
     let counts = store.run_counts(cairn_store::CountQuery::default()).await.unwrap();
     assert_eq!(counts, std::collections::BTreeMap::from([(cairn_core::RunStatus::Queued, 1)]));
 }
+
+/// Schema version 7 fills in the phase times of the tasks an older Cairn
+/// wrote, from their logs, and they go on accumulating from there.
+#[tokio::test]
+async fn the_phases_migration_fills_in_what_an_older_cairn_wrote() {
+    use cairn_store::conformance::{assert_phases_equal_the_logs, legacy_runs, sqlite_at_version};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.db");
+    sqlite_at_version(&path, 6).unwrap();
+    let conn = raw(&path);
+    let runs = legacy_runs(30);
+    for run in &runs {
+        conn.execute(
+            "INSERT INTO runs (id, workflow, status, trigger_kind, submitted_at, last_at) VALUES (?1, ?2, 1, 'manual', ?3, ?3)",
+            rusqlite::params![run.id.to_bytes(), run.workflow, run.submitted_at.as_micros()],
+        )
+        .unwrap();
+        let run_no = conn.last_insert_rowid();
+        conn.execute("INSERT INTO run_specs (run_no, source) VALUES (?1, 'steps: []')", [run_no]).unwrap();
+        for (j, task) in run.tasks.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO tasks (id, status, attempt, last_at, run_no, idx, max_attempts, submitted_at, finished_at, name, workflow)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 3, ?7, ?8, ?9, ?10)",
+                rusqlite::params![
+                    task.id.to_bytes(),
+                    task.status().code(),
+                    task.attempt(),
+                    task.last_at().as_micros(),
+                    run_no,
+                    j as i64,
+                    task.submitted_at().as_micros(),
+                    task.finished_at().map(|t| t.as_micros()),
+                    task.name,
+                    run.workflow
+                ],
+            )
+            .unwrap();
+            let task_no = conn.last_insert_rowid();
+            for tr in &task.log {
+                conn.execute(
+                    "INSERT INTO task_transitions (task_no, attempt, from_status, to_status, at, reason, actor)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'scheduler')",
+                    rusqlite::params![task_no, tr.attempt, tr.from.map(|s| s.code()), tr.to.code(), tr.at.as_micros(), tr.reason],
+                )
+                .unwrap();
+            }
+        }
+    }
+    drop(conn);
+
+    let store = open(&path);
+    assert_phases_equal_the_logs(&store).await;
+    // The tasks still waiting move on from the phases filled in.
+    let waiting: Vec<_> = runs.iter().flat_map(|r| &r.tasks).filter(|t| !t.status().is_terminal()).collect();
+    assert!(!waiting.is_empty());
+    for task in waiting {
+        let at = cairn_core::Timestamp::from_micros(task.last_at().as_micros() + 7_000_000);
+        let (s, token) = start(task.id, task.attempt() + 1, at);
+        let done = at.saturating_add(std::time::Duration::from_secs(11));
+        let e = cairn_store::conformance::end(
+            task.id,
+            token,
+            task.attempt() + 1,
+            TaskStatus::Completed,
+            done,
+            Default::default(),
+        );
+        assert!(store.apply(vec![s, e]).await.unwrap().iter().all(|o| o.is_applied()));
+    }
+    assert_phases_equal_the_logs(&store).await;
+    store.close().await.unwrap();
+}
+
+/// Every statement of the phase analytics walks its index: the skips and
+/// the per-step ranges read `tasks_done_step` alone, the runs'
+/// `runs_workflow_finished`, with no sort and no table scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_plans_walk_their_indexes() {
+    let (store, _dir) = sqlite().await;
+    cairn_store::conformance::random_runs(&store, 5, 60).await;
+    let plan = store.explain_analytics("etl", "step-0").await.unwrap();
+    assert_eq!(plan.statements.len(), 6);
+    for (i, statement) in plan.statements.iter().enumerate() {
+        let shown = format!("{}\n{}", statement.sql, statement.plan);
+        for step in statement.plan.lines().map(str::trim) {
+            assert!(!step.contains("TEMP B-TREE"), "a sort in {shown}");
+            // The skips' first seek is an ordered walk of the index
+            // stopped by its LIMIT 1; the CTE's own rows are not a table.
+            if step.starts_with("SCAN ") {
+                let cte = ["SCAN done", "SCAN d", "SCAN CONSTANT ROW"].contains(&step);
+                assert!(cte || step.contains("INDEX tasks_done_step"), "a scan in {shown}");
+            }
+            if step.starts_with("SEARCH tasks") || step.starts_with("SEARCH t ") {
+                let index = if i == 5 { "INTEGER PRIMARY KEY" } else { "tasks_done_step" };
+                assert!(step.contains(index), "{index} in {shown}");
+            }
+        }
+        let index = [
+            "tasks_done_step",
+            "tasks_done_step",
+            "COVERING INDEX tasks_done_step",
+            "tasks_done_step",
+            "runs_workflow_finished",
+            "INTEGER PRIMARY KEY",
+        ][i];
+        assert!(statement.plan.contains(index), "{index} in {shown}");
+    }
+}

@@ -27,11 +27,12 @@ use crate::bench_remote::{W1r, W5, W6, W7};
 use crate::out::outln;
 use crate::{Exit, InvalidInput};
 
-const KNOWN: [&str; 8] = ["W1", "W2", "W3", "W1r", "W5", "W6", "W7", "all"];
+const KNOWN: [&str; 9] = ["W1", "W2", "W3", "W1r", "W4", "W5", "W6", "W7", "all"];
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Workloads to run: W1, W2, W3, W1r, W5, W6, W7 or all
+    /// Workloads to run: W1, W2, W3, W1r, W4, W5, W6, W7 or all (every one but W4, which loads
+    /// millions of records and takes minutes; name it to run it)
     #[arg(default_value = "all", value_delimiter = ',')]
     workloads: Vec<String>,
     /// Stores to measure on: sqlite (a new file per workload) or a postgres://… URL (a new
@@ -56,6 +57,16 @@ pub struct Args {
     /// SQLite synchronous mode: full or normal (WAL either way; SQLite only)
     #[arg(long, default_value = "full")]
     synchronous: String,
+    /// Task records of the history W4 loads before it measures (comma-separated sizes, each
+    /// loaded into a new store; about ten tasks per run)
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    history_n: Vec<usize>,
+    /// Days the W4 history spans, ending now
+    #[arg(long, default_value_t = 30)]
+    history_days: u32,
+    /// Timed passes over each W4 query, after one that warms the cache
+    #[arg(long, default_value_t = 20)]
+    history_passes: usize,
     /// Directory for the SQLite databases and the logs [default: a temporary directory]
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -184,6 +195,20 @@ async fn measure_all(target: &Target, args: &Args, dir: &Path) -> Result<()> {
             "heartbeat_timeout_s": timeout.as_secs_f64(), "seconds": round(s),
             "over_timeout_s": round(s - timeout.as_secs_f64()), "rss_mb": rss_mb(),
         })));
+    }
+    // Not part of `all`: loading the history takes minutes.
+    if args.workloads.iter().any(|w| w.eq_ignore_ascii_case("W4")) {
+        for &tasks in &args.history_n {
+            let w4 = crate::bench_history::W4 {
+                tasks,
+                passes: args.history_passes,
+                days: args.history_days,
+                seed: 4,
+            };
+            for line in target.measure(&dir.join(format!("w4-{tasks}")), w4).await? {
+                print_line(target.line(line));
+            }
+        }
     }
     if wants("W3") {
         let mut cairn = Vec::new();
@@ -521,7 +546,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -529,12 +554,12 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
 /// Peak resident set size of this process, in MB.
-fn rss_mb() -> Option<f64> {
+pub(crate) fn rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 =
         status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;

@@ -1,15 +1,18 @@
 //! `cairn history`: runs (or tasks) with any set of filters, a page at a
-//! time, and with `--stats` the status mix of a window.
+//! time, and with `--stats` the status mix of a window and how its tasks
+//! spent their time.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use cairn_core::{RunStatus, TaskStatus, Timestamp};
 use cairn_engine::{EngineClock, human};
+use cairn_server::analytics::{PhaseStatsView, SpreadView};
 use cairn_server::model::{TaskSummary, TrendPoint};
+use cairn_store::analytics::DEFAULT_SAMPLE_CAP;
 use cairn_store::{
-    Bucket, CountQuery, Cursor, Order, RunFilter, RunSearch, RunSort, Store, StoreError, TaskFilter,
-    TaskSearch, TimeRange,
+    Bucket, CountQuery, Cursor, Order, PhaseQuery, RunFilter, RunSearch, RunSort, Store, StoreError,
+    TaskFilter, TaskSearch, TimeRange,
 };
 
 use crate::out::outln;
@@ -66,12 +69,17 @@ pub struct Args {
     /// Where the previous page ended (printed under it)
     #[arg(long)]
     cursor: Option<String>,
-    /// The status mix of the window (--since, --until, --workflow) and its trend per bucket
+    /// The status mix of the window (--since, --until, --workflow) and its trend per bucket,
+    /// then the phases of the tasks that finished in it: per step p50/p95/max of the time
+    /// blocked, pending and running, the slowest tasks and the step that fails most
     #[arg(long, conflicts_with_all = ["tasks", "cursor"])]
     stats: bool,
     /// Bucket of the --stats trend: minute, hour or day
     #[arg(long, default_value = "hour", requires = "stats")]
     bucket: String,
+    /// How many of the slowest tasks --stats lists (1 to 100)
+    #[arg(long, default_value_t = 10, requires = "stats")]
+    slowest: usize,
     /// Print JSON lines instead of a table
     #[arg(long)]
     json: bool,
@@ -149,7 +157,7 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
                 r.id,
                 r.workflow,
                 r.status.as_str(),
-                local(r.submitted_at),
+                utc(r.submitted_at),
                 took
             );
         }
@@ -167,6 +175,10 @@ async fn stats<S: Store>(store: &S, args: &Args, submitted: TimeRange, now: Time
             return Err(InvalidInput(format!("--bucket: expected minute, hour or day, got {other:?}")).into());
         }
     };
+    if !(1..=cairn_store::analytics::MAX_SLOWEST).contains(&args.slowest) {
+        let max = cairn_store::analytics::MAX_SLOWEST;
+        return Err(InvalidInput(format!("--slowest: expected 1 to {max}, got {}", args.slowest)).into());
+    }
     // A trend needs a start: the last day unless told.
     let day_ago = Timestamp::from_micros(now.as_micros() - 86_400_000_000);
     let window = TimeRange { from: submitted.from.or(Some(day_ago)), to: submitted.to };
@@ -175,15 +187,24 @@ async fn stats<S: Store>(store: &S, args: &Args, submitted: TimeRange, now: Time
     let tasks = store.task_counts(query.clone()).await?;
     let trend: Vec<TrendPoint> =
         store.run_trend(query, bucket).await?.into_iter().map(TrendPoint::new).collect();
+    let phase_query = PhaseQuery {
+        finished: window,
+        workflows: args.workflow.clone(),
+        slowest: args.slowest,
+        sample_cap: DEFAULT_SAMPLE_CAP,
+    };
+    let phases = store.phase_stats(phase_query).await.map_err(refused)?;
+    let phases = PhaseStatsView::new(&phases, window.from, window.to, DEFAULT_SAMPLE_CAP);
     if args.json {
         let counts = serde_json::json!({ "runs": runs, "tasks": tasks });
         outln!("{}", serde_json::to_string(&counts)?);
         for p in &trend {
             outln!("{}", serde_json::to_string(p)?);
         }
+        outln!("{}", serde_json::to_string(&phases)?);
         return Ok(Exit::Success);
     }
-    let since = window.from.map(local).unwrap_or_default();
+    let since = window.from.map(utc).unwrap_or_default();
     outln!("runs submitted since {since}:");
     let total: u64 = runs.values().sum();
     for (status, n) in &runs {
@@ -199,9 +220,86 @@ async fn stats<S: Store>(store: &S, args: &Args, submitted: TimeRange, now: Time
     for p in trend.iter().filter(|p| !p.counts.is_empty()) {
         let counts: Vec<String> = p.counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect();
         let rate = p.failure_rate.map(|r| format!("  failure rate {:.1}%", 100.0 * r)).unwrap_or_default();
-        outln!("  {}  {}{rate}", local(p.at), counts.join(" "));
+        outln!("  {}  {}{rate}", utc(p.at), counts.join(" "));
     }
+    print_phases(&phases, &since);
     Ok(Exit::Success)
+}
+
+/// p50/p95/max of a phase, or a dash when no task completed or failed.
+fn spread(s: &Option<SpreadView>) -> String {
+    let took = |secs: f64| human(std::time::Duration::from_secs_f64(secs));
+    s.map_or_else(|| "-".to_owned(), |s| format!("{}/{}/{}", took(s.p50), took(s.p95), took(s.max)))
+}
+
+fn print_phases(phases: &PhaseStatsView, since: &str) {
+    let took = |secs: f64| human(std::time::Duration::from_secs_f64(secs));
+    outln!("phases of the tasks finished since {since} (p50/p95/max of those that completed or failed):");
+    if phases.steps.is_empty() {
+        outln!("  no task finished");
+        return;
+    }
+    outln!(
+        "  {:<20}  {:<16}  {:>7}  {:>6}  {:<20}  {:<20}  {}",
+        "WORKFLOW",
+        "STEP",
+        "TASKS",
+        "FAILED",
+        "BLOCKED",
+        "PENDING",
+        "EXECUTION"
+    );
+    for s in &phases.steps {
+        outln!(
+            "  {:<20}  {:<16}  {:>7}  {:>6}  {:<20}  {:<20}  {}",
+            s.workflow,
+            s.step,
+            s.tasks,
+            s.failed,
+            spread(&s.blocked),
+            spread(&s.pending),
+            spread(&s.execution)
+        );
+        if let Some(from) = s.sampled_from {
+            outln!("  {:<20}  (the newest {} only: finished since {})", "", phases.sample_cap, utc(from));
+        }
+    }
+    outln!("slowest tasks:");
+    outln!(
+        "  {:<26}  {:<20}  {:<16}  {:<10}  {:>9}  {:>9}  {:>9}",
+        "RUN",
+        "WORKFLOW",
+        "STEP",
+        "STATUS",
+        "EXECUTION",
+        "PENDING",
+        "BLOCKED"
+    );
+    for t in &phases.slowest {
+        outln!(
+            "  {:<26}  {:<20}  {:<16}  {:<10}  {:>9}  {:>9}  {:>9}",
+            t.run_id,
+            t.workflow,
+            t.step,
+            t.status.as_str(),
+            took(t.execution_duration),
+            took(t.pending_duration),
+            took(t.blocked_duration)
+        );
+    }
+    if !phases.most_failing.is_empty() {
+        outln!("most failing step:");
+    }
+    for f in &phases.most_failing {
+        outln!(
+            "  {}: {}, {} failed ({:.0}% of the workflow's failed tasks, {:.0}% of the step's tasks)",
+            f.workflow,
+            f.step,
+            f.failed,
+            100.0 * f.share,
+            100.0 * f.rate
+        );
+    }
 }
 
 fn print_tasks(rows: &[TaskSummary], json: bool) -> Result<()> {
@@ -231,7 +329,7 @@ fn print_tasks(rows: &[TaskSummary], json: bool) -> Result<()> {
             t.workflow,
             t.name,
             t.status.as_str(),
-            local(t.submitted_at),
+            utc(t.submitted_at),
             t.attempts
         );
     }
@@ -257,7 +355,8 @@ fn refused(e: StoreError) -> anyhow::Error {
     }
 }
 
-fn local(t: Timestamp) -> String {
+/// A time as the tables show it: UTC, to the second.
+pub(crate) fn utc(t: Timestamp) -> String {
     t.to_jiff().strftime("%Y-%m-%d %H:%M:%S").to_string()
 }
 
@@ -276,19 +375,9 @@ fn time(text: &Option<String>, flag: &str, now: Timestamp) -> Result<Option<Time
     if let Ok(t) = text.parse::<jiff::Timestamp>() {
         return Ok(Some(Timestamp::from_jiff(t)));
     }
-    let (number, unit) = text.split_at(text.len() - 1);
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => 0,
-    };
-    match number.parse::<i64>() {
-        Ok(n) if seconds > 0 && n >= 0 => {
-            Ok(Some(Timestamp::from_micros(now.as_micros() - n * seconds * 1_000_000)))
-        }
-        _ => Err(InvalidInput(format!(
+    match crate::span::parse(text) {
+        Ok(age) => Ok(Some(now.saturating_sub(age))),
+        Err(_) => Err(InvalidInput(format!(
             "{flag}: expected an RFC 3339 time (2026-11-20T08:00:00Z) or an age (30m, 24h, 7d), got {text:?}"
         ))
         .into()),

@@ -3,15 +3,20 @@
 // A binary has no public API: `pub` here only means "visible to sibling modules".
 #![allow(unreachable_pub)]
 
+mod alerts;
+mod archive;
 mod bench;
+mod bench_history;
 mod bench_remote;
 mod history;
+mod history_gen;
 mod home;
 mod logs;
 mod out;
 mod report;
 mod run;
 mod serve;
+mod span;
 mod status;
 mod validate;
 mod view;
@@ -53,6 +58,10 @@ enum Command {
     Worker(worker::Args),
     /// Measure Cairn's throughput and latency (prints JSON lines)
     Bench(bench::Args),
+    /// List alerts (anomalies in a workflow's status mix), newest first
+    Alerts(alerts::Args),
+    /// Read the runs retention archived before deleting them
+    Archive(archive::Args),
 }
 
 /// Exit codes: 0 success, 1 the run failed, 2 invalid input, 130 canceled.
@@ -119,6 +128,8 @@ fn main() -> ExitCode {
             Command::Logs(args) => logs::logs(args, data_dir).await,
             Command::Worker(args) => worker::worker(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Alerts(args) => alerts::alerts(args, data_dir).await,
+            Command::Archive(args) => archive::archive(args, data_dir).await,
         }
     });
     match result {

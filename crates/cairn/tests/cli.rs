@@ -35,6 +35,17 @@ impl Env {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// The JSON objects a successful command prints, one per line.
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out.stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
     fn run_json(&self, file: &Path, extra: &[&str]) -> (i32, Value) {
         let out = self.cmd().arg("run").arg(file).arg("--json").args(extra).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -403,15 +414,7 @@ fn history_filters_pages_and_counts_runs_and_tasks() {
         assert!(env.run(&["run", ok.to_str().unwrap(), "--quiet"]).status.success());
     }
     assert_eq!(env.run(&["run", bad.to_str().unwrap(), "--quiet"]).status.code(), Some(1));
-    let lines = |args: &[&str]| -> Vec<Value> {
-        let out = env.run(args);
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        out.stdout
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect()
-    };
+    let lines = |args: &[&str]| env.json_lines(args);
     let failed = lines(&["history", "--status", "failed", "--json"]);
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["workflow"], "bad");
@@ -431,7 +434,77 @@ fn history_filters_pages_and_counts_runs_and_tasks() {
     // The status mix of the last day.
     let stats = lines(&["history", "--stats", "--bucket", "hour", "--json"]);
     assert_eq!(stats[0]["runs"], serde_json::json!({ "COMPLETED": 3, "FAILED": 1 }), "{stats:?}");
+    // Then how the tasks that finished in it spent their time (the API's shape).
+    let phases = stats.last().unwrap();
+    let steps = phases["steps"].as_array().expect("the phases come last");
+    let step = |name: &str| steps.iter().find(|s| s["step"] == name).expect(name).clone();
+    assert_eq!((step("fine")["workflow"].as_str(), step("fine")["tasks"].as_u64()), (Some("ok"), Some(3)));
+    assert!(step("fine")["execution"]["max"].as_f64().unwrap() > 0.0, "{phases}");
+    assert_eq!(step("broken")["failed"], 1);
+    assert_eq!(phases["most_failing"][0]["step"], "broken");
+    assert_eq!(phases["slowest"].as_array().unwrap().len(), 4);
+    let text =
+        String::from_utf8_lossy(&env.run(&["history", "--stats", "--slowest", "2"]).stdout).to_string();
+    assert!(text.contains("slowest tasks:") && text.contains("bad: broken, 1 failed"), "{text}");
     let out = env.run(&["history", "--since", "yesterday"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"), "{out:?}");
+}
+
+#[test]
+fn alerts_lists_the_stores_alerts_newest_first() {
+    use cairn_core::alert::AlertKind;
+    use cairn_core::{AlertId, RunStatus, Timestamp};
+    use cairn_store::{AlertKey, AlertWrite, NewAlert, SqliteStore, Store};
+
+    let env = Env::new();
+    assert_eq!(String::from_utf8_lossy(&env.run(&["alerts"]).stdout).trim(), "no alerts");
+    // Raised as the leader's anomaly watch would, in the data directory's store.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ids = runtime.block_on(async {
+        let store = SqliteStore::open(&env.data().join("cairn.db"), Default::default()).unwrap();
+        let mut ids = Vec::new();
+        for (i, workflow) in ["etl", "report"].into_iter().enumerate() {
+            let at = Timestamp::from_micros(1_800_000_000_000_000 + i as i64 * 1_000_000);
+            let key = AlertKey {
+                kind: AlertKind::Anomaly,
+                workflow: workflow.into(),
+                status: Some(RunStatus::Failed),
+            };
+            let new = NewAlert {
+                id: AlertId::new(at),
+                key,
+                raised_at: at,
+                message: format!("{workflow}: FAILED rose"),
+                details: serde_json::json!({}),
+            };
+            ids.push(store.write_alert(AlertWrite::Raise(new)).await.unwrap().unwrap());
+        }
+        let key =
+            AlertKey { kind: AlertKind::Anomaly, workflow: "etl".into(), status: Some(RunStatus::Failed) };
+        store
+            .write_alert(AlertWrite::Resolve { key, at: Timestamp::from_micros(1_800_000_100_000_000) })
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        ids
+    });
+    let lines = |args: &[&str]| env.json_lines(args);
+    let all = lines(&["alerts", "--json"]);
+    let listed: Vec<&str> = all.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [ids[1].to_string(), ids[0].to_string()]);
+    let open = lines(&["alerts", "--open", "--json"]);
+    assert_eq!((open.len(), open[0]["workflow"].as_str()), (1, Some("report")));
+    assert_eq!(
+        lines(&["alerts", "--workflow", "etl", "--json"])[0]["resolved_at"],
+        "2027-01-15T08:01:40.000000Z"
+    );
+    assert_eq!(lines(&["alerts", "--before", &ids[1].to_string(), "--json"]).len(), 1);
+    let table = String::from_utf8_lossy(&env.run(&["alerts"]).stdout).to_string();
+    assert!(
+        table.contains("open") && table.contains("resolved") && table.contains("report: FAILED rose"),
+        "{table}"
+    );
+    assert_eq!(env.run(&["alerts", "--before", "nope"]).status.code(), Some(2));
+    assert_eq!(env.run(&["alerts", "--limit", "0"]).status.code(), Some(2));
 }

@@ -779,3 +779,61 @@ async fn a_server_rides_out_its_database_connections_being_cut() {
     assert_eq!(the_leader(&[server.url.as_str()], Duration::from_secs(10)).await, 0);
     assert_eq!(trigger(&client, "fan").await.to_string().len(), 26);
 }
+
+/// Retention on a real server: a workflow that keeps its newest run. A
+/// server started after three runs finished archives the older two under
+/// its data directory and deletes them at once, as it begins to lead, and
+/// `cairn archive` reads them back from the files alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_archives_then_deletes_and_cairn_archive_reads_the_archive() {
+    let env =
+        Env::new(&[("keep1", "hist_retention_runs: 1\nsteps:\n  - name: hello\n    command: echo hello\n")]);
+    let mut server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let id = trigger(&client, "keep1").await;
+        finished(&client, id, Duration::from_secs(30)).await;
+        runs.push(id);
+    }
+    server.kill();
+
+    let server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let start = Instant::now();
+    for &old in &runs[..2] {
+        while client.get_run(old).await.is_ok() {
+            assert!(start.elapsed() < Duration::from_secs(30), "run {old} still stored");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(finished(&client, runs[2], Duration::from_secs(5)).await["status"], "COMPLETED");
+
+    let data = env.dir.path().join("data");
+    let cairn = |args: &[&str]| Command::new(BIN).args(args).arg("--data-dir").arg(&data).output().unwrap();
+    let listed = cairn(&["archive", "list", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let days: Vec<Value> =
+        String::from_utf8(listed.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(days.len(), 1, "{days:?}");
+    assert_eq!(days[0]["runs"], 2);
+    let day = days[0]["day"].as_str().unwrap().to_owned();
+
+    let shown = cairn(&["archive", "show", &day, "--json"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let ids: Vec<String> = String::from_utf8(shown.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, [runs[0].to_string(), runs[1].to_string()]);
+
+    let one = cairn(&["archive", "show", &day, "--run", &runs[1].to_string()[..20]]);
+    let text = String::from_utf8(one.stdout).unwrap();
+    assert!(one.status.success() && text.contains(&runs[1].to_string()) && text.contains("hello"), "{text}");
+    assert!(text.contains("COMPLETED"), "{text}");
+
+    let bad = cairn(&["archive", "show", "2026-13-01"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8(bad.stderr).unwrap().contains("DAY: \"2026-13-01\" is not a day"));
+}

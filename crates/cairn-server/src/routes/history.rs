@@ -253,7 +253,7 @@ fn count_query(q: &CountParams, needs_from: bool) -> Result<CountQuery, ApiError
 }
 
 /// A store's refusal of a query is the caller's to fix; anything else is not.
-fn search_error(e: StoreError) -> ApiError {
+pub(crate) fn search_error(e: StoreError) -> ApiError {
     match e {
         StoreError::InvalidQuery(message) => {
             let field = if message.contains("cursor") { "cursor" } else { "query" };
@@ -263,7 +263,7 @@ fn search_error(e: StoreError) -> ApiError {
     }
 }
 
-fn names(text: &Option<String>) -> Vec<String> {
+pub(crate) fn names(text: &Option<String>) -> Vec<String> {
     text.iter()
         .flat_map(|t| t.split(','))
         .map(str::trim)
@@ -290,7 +290,7 @@ fn time(text: &Option<String>, field: &str) -> Result<Option<Timestamp>, ApiErro
     })
 }
 
-fn range(
+pub(crate) fn range(
     from: &Option<String>,
     from_field: &str,
     to: &Option<String>,

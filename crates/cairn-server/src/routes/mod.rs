@@ -2,6 +2,8 @@
 //! `#[utoipa::path]` annotation, from which `app.rs` registers its route and
 //! the OpenAPI document describes it.
 
+pub(crate) mod alerts;
+pub(crate) mod analytics;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod history;

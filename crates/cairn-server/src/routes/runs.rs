@@ -37,7 +37,12 @@ pub(crate) async fn get_run<S: Store, C: Control>(
     } else {
         Timeouts::new()
     };
-    Ok(Json(RunView::new(&detail, &timeouts, state.clock.now())))
+    let now = state.clock.now();
+    let view = RunView::new(&detail, &timeouts, now);
+    Ok(Json(match state.expected.get(&*state.store, &detail.run.workflow, now).await {
+        Some(expected) => view.with_expected(&expected, now),
+        None => view,
+    }))
 }
 
 pub(crate) fn run_not_found(id: RunId) -> ApiError {

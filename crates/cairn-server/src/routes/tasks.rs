@@ -41,9 +41,13 @@ pub(crate) async fn get_task<S: Store, C: Control>(
     };
     let now = state.clock.now();
     let samples = state.store.progress_samples(id).await?;
+    let mut task = TaskView::new(&d.task, &d.transitions, &d.attempts, &timeouts, now);
+    if let Some(expected) = state.expected.get(&*state.store, &d.run.workflow, now).await {
+        task = task.with_expected(&expected);
+    }
     Ok(Json(TaskDetailView {
         run: RunSummary::new(&d.run, now),
-        task: TaskView::new(&d.task, &d.transitions, &d.attempts, &timeouts, now),
+        task,
         progress_samples: samples
             .into_iter()
             .map(|s| ProgressSampleView {

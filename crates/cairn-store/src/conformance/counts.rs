@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
-use super::{claim_request, end, new_run, offer, plain, run_change, start, t};
+use super::{Rng, claim_request, end, new_run, offer, plain, run_change, start, t};
 use crate::{
     AttemptResult, Bucket, Change, CountQuery, NewRun, Outcome, RunQuery, Store, StoreError, TimeRange,
     TrendPoint,
@@ -20,30 +20,6 @@ use crate::{
 const MINUTE: i64 = 60_000_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
-
-/// xorshift64*: a fixed seed makes a failing workload replay exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 fn us(micros: i64) -> Timestamp {
     Timestamp::from_micros(micros)
@@ -91,12 +67,12 @@ fn next_change(task: &mut TaskModel, run: RunId, rng: &mut Rng, clock: &mut Cloc
     };
     Some(match task.status {
         Submitted => {
-            let to = *rng.pick(&[Pending, Pending, Pending, Blocked, Blocked, Canceled]);
+            let to = rng.pick(&[Pending, Pending, Pending, Blocked, Blocked, Canceled]);
             to_plain(task, to)
         }
         Blocked => {
             // Handlers and dependents: most wait, then run or are not needed.
-            let to = *rng.pick(&[Pending, Pending, Skipped, Abandoned, Canceled]);
+            let to = rng.pick(&[Pending, Pending, Skipped, Abandoned, Canceled]);
             to_plain(task, to)
         }
         Pending if task.remote && !task.offered && rng.chance(60) => {
@@ -120,7 +96,7 @@ fn next_change(task: &mut TaskModel, run: RunId, rng: &mut Rng, clock: &mut Cloc
         Running => {
             let retry = task.attempt < 3 && rng.chance(35);
             let to =
-                if retry { Pending } else { *rng.pick(&[Completed, Completed, Completed, Failed, Canceled]) };
+                if retry { Pending } else { rng.pick(&[Completed, Completed, Completed, Failed, Canceled]) };
             let token = task.token.take()?;
             let result = AttemptResult { exit_code: Some(i32::from(to != Completed)), ..Default::default() };
             task.status = to;
@@ -163,7 +139,7 @@ fn run_step(run: &mut RunModel, rng: &mut Rng, clock: &mut Clock) -> Option<Chan
             Some(run_change(run.id, RunStatus::Queued, RunStatus::Running, at, None))
         }
         RunStatus::Running if run.tasks.iter().all(|t| t.status.is_terminal()) => {
-            let to = *rng.pick(&[
+            let to = rng.pick(&[
                 RunStatus::Completed,
                 RunStatus::Completed,
                 RunStatus::Failed,
@@ -253,7 +229,7 @@ impl Workload {
         let Workload { rng, clock, models, created, where_is } = self;
         let new_runs: Vec<NewRun> = (0..runs)
             .map(|_| {
-                let workflow = *rng.pick(&WORKFLOWS);
+                let workflow = rng.pick(&WORKFLOWS);
                 let at = submission(rng);
                 submitted_run(workflow, at, rng)
             })

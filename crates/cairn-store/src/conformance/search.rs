@@ -17,40 +17,11 @@ use cairn_core::lease::Lease;
 use cairn_core::record::{Actor, Transition};
 use cairn_core::{LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
-use super::{new_run, plain, run_change, t};
+use super::{Rng, new_run, plain, run_change, t};
 use crate::{
     AttemptResult, Change, Cursor, NewRun, Order, Outcome, RunFilter, RunSearch, RunSort, Store, StoreError,
     TaskChange, TaskFilter, TaskSearch, TaskUpdate, TimeRange,
 };
-
-/// xorshift64*: a fixed seed makes a failing history and its searches replay exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize].clone()
-    }
-
-    /// Each of `items` with probability `percent`.
-    fn some<T: Clone>(&mut self, items: &[T], percent: u64) -> Vec<T> {
-        items.iter().filter(|_| self.chance(percent)).cloned().collect()
-    }
-}
 
 // ---------------------------------------------------------------------------
 // A history whose facts the check knows

@@ -19,6 +19,8 @@ const SUM_RUN_COUNTS_MINUTE: &str = include_str!("sql/sum_run_counts_minute.sql"
 const SUM_RUN_COUNTS_HOUR: &str = include_str!("sql/sum_run_counts_hour.sql");
 const SUM_TASK_COUNTS_MINUTE: &str = include_str!("sql/sum_task_counts_minute.sql");
 const SUM_TASK_COUNTS_HOUR: &str = include_str!("sql/sum_task_counts_hour.sql");
+const SUM_RUN_COUNTS_DAY: &str = include_str!("sql/sum_run_counts_day.sql");
+const SUM_TASK_COUNTS_DAY: &str = include_str!("sql/sum_task_counts_day.sql");
 const LAST_RUN_COUNT_MINUTE: &str = include_str!("sql/last_run_count_minute.sql");
 const LAST_TASK_COUNT_MINUTE: &str = include_str!("sql/last_task_count_minute.sql");
 
@@ -28,6 +30,8 @@ pub(super) const STATEMENTS: &[&str] = &[
     SUM_RUN_COUNTS_HOUR,
     SUM_TASK_COUNTS_MINUTE,
     SUM_TASK_COUNTS_HOUR,
+    SUM_RUN_COUNTS_DAY,
+    SUM_TASK_COUNTS_DAY,
     LAST_RUN_COUNT_MINUTE,
     LAST_TASK_COUNT_MINUTE,
 ];
@@ -46,6 +50,8 @@ async fn sums<C: GenericClient>(
             (Kind::Runs, Grain::Hour) => SUM_RUN_COUNTS_HOUR,
             (Kind::Tasks, Grain::Minute) => SUM_TASK_COUNTS_MINUTE,
             (Kind::Tasks, Grain::Hour) => SUM_TASK_COUNTS_HOUR,
+            (Kind::Runs, Grain::Day) => SUM_RUN_COUNTS_DAY,
+            (Kind::Tasks, Grain::Day) => SUM_TASK_COUNTS_DAY,
         };
         let stmt = client.prepare_cached(sql).await?;
         let rows = client.query(&stmt, &[&read.lo, &read.hi, &read.origin, &read.width, &workflows]).await?;

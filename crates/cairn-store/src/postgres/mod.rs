@@ -28,10 +28,15 @@
 //! `WHERE` re-checks the expected status (and lease token) on the row it
 //! locked, so concurrent writers cannot both win a compare-and-set.
 
+mod alerts;
+mod analytics;
 mod counts;
+mod import;
 mod members;
 mod notify;
+mod partitions;
 mod read;
+mod retention;
 mod schema;
 mod search;
 mod session;
@@ -151,6 +156,10 @@ impl PostgresStore {
             .chain(read::STATEMENTS)
             .chain(members::STATEMENTS)
             .chain(counts::STATEMENTS)
+            .chain(analytics::STATEMENTS)
+            .chain(import::STATEMENTS)
+            .chain(retention::STATEMENTS)
+            .chain(partitions::STATEMENTS)
         {
             client
                 .prepare_cached(sql)
@@ -204,6 +213,12 @@ impl PostgresStore {
     pub async fn explain_search_tasks(&self, q: crate::TaskSearch) -> Result<crate::QueryPlan, StoreError> {
         let q = crate::search::Tasks::new(&q)?;
         Ok(search::explain_tasks(&self.pool, &q).await?)
+    }
+
+    /// The plans PostgreSQL makes of the statements of [`Store::phase_stats`]
+    /// and [`Store::expected_durations`] for `workflow`, as `EXPLAIN (FORMAT JSON)`.
+    pub async fn explain_analytics(&self, workflow: &str) -> Result<crate::QueryPlan, StoreError> {
+        Ok(analytics::explain(&self.pool, workflow).await?)
     }
 
     /// Closes the pool: connections close as their current call ends, and
@@ -355,6 +370,30 @@ impl Store for PostgresStore {
         async move { members::server_alive(&pool, &owner).await.map(Some).map_err(StoreError::from) }
     }
 
+    fn write_alert(
+        &self,
+        write: crate::AlertWrite,
+    ) -> impl Future<Output = Result<Option<cairn_core::AlertId>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { Ok(alerts::write(&pool, &write).await?) }
+    }
+
+    fn alerts(
+        &self,
+        q: crate::AlertQuery,
+    ) -> impl Future<Output = Result<Vec<cairn_core::alert::Alert>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| alerts::list(pool, &q)).await }
+    }
+
+    fn alert(
+        &self,
+        id: cairn_core::AlertId,
+    ) -> impl Future<Output = Result<Option<cairn_core::alert::Alert>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| alerts::get(pool, id)).await }
+    }
+
     fn search_runs(
         &self,
         q: crate::RunSearch,
@@ -411,6 +450,112 @@ impl Store for PostgresStore {
     ) -> impl Future<Output = Result<crate::WorkflowTrends, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { read_again(&pool, |pool| counts::workflow_trends(pool, &q, bucket)).await }
+    }
+
+    fn phase_stats(
+        &self,
+        q: crate::PhaseQuery,
+    ) -> impl Future<Output = Result<crate::PhaseStats, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            let q = crate::analytics::PhaseRead::new(&q)?;
+            read_again(&pool, |pool| analytics::phase_stats(pool, &q)).await
+        }
+    }
+
+    fn expected_durations(
+        &self,
+        workflow: &str,
+    ) -> impl Future<Output = Result<crate::ExpectedDurations, StoreError>> + Send {
+        let pool = self.pool.clone();
+        let workflow = crate::analytics::expected_workflow(workflow);
+        async move {
+            let workflow = workflow?;
+            read_again(&pool, |pool| analytics::expected_durations(pool, workflow.clone())).await
+        }
+    }
+
+    fn import_runs(
+        &self,
+        runs: std::sync::Arc<Vec<crate::FinishedRun>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            if runs.is_empty() {
+                return Ok(());
+            }
+            crate::import::check(&runs)?;
+            import::import(&pool, &runs).await
+        }
+    }
+
+    fn run_workflows(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        let after = after.to_owned();
+        async move { read_again(&pool, |pool| retention::run_workflows(pool, &after, limit)).await }
+    }
+
+    fn expired_runs(
+        &self,
+        workflow: &str,
+        expiry: cairn_core::retention::Expiry,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        let workflow = workflow.to_owned();
+        async move { read_again(&pool, |pool| retention::expired_runs(pool, &workflow, expiry, limit)).await }
+    }
+
+    /// One transaction of its own (`retention`).
+    fn delete_runs(
+        &self,
+        ids: Vec<RunId>,
+    ) -> impl Future<Output = Result<crate::Deleted, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            if ids.is_empty() {
+                return Ok(crate::Deleted::default());
+            }
+            // On a task of its own, so a caller that stops waiting never cuts
+            // the transaction midway.
+            tokio::spawn(async move { retention::delete_runs(&pool, &ids).await })
+                .await
+                .map_err(|e| StoreError::Database(format!("deleting runs failed on its task: {e}")))?
+        }
+    }
+
+    fn maintain_partitions(
+        &self,
+        policy: crate::PartitionPolicy,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<crate::PartitionChanges, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            tokio::spawn(async move { partitions::maintain(&pool, &policy, now).await })
+                .await
+                .map_err(|e| {
+                    StoreError::Database(format!("keeping the log partitions failed on its task: {e}"))
+                })?
+                .map_err(StoreError::from)
+        }
+    }
+
+    fn log_partitions(&self) -> impl Future<Output = Result<Vec<crate::LogPartition>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, partitions::list).await }
+    }
+
+    fn run_progress_samples(
+        &self,
+        run: RunId,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<TaskId, Vec<ProgressSample>>, StoreError>> + Send
+    {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| retention::run_progress_samples(pool, run)).await }
     }
 }
 

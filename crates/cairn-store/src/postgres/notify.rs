@@ -6,7 +6,8 @@
 //!
 //! Payloads are short text: `o:<queue>` ([`Notice::Offered`]),
 //! `c:<run>:<task>` ([`Notice::Claimed`]), `p:<run>:<task>`
-//! ([`Notice::Posted`]) and `x:<run>` ([`Notice::CancelRequested`]), ids in
+//! ([`Notice::Posted`]), `x:<run>` ([`Notice::CancelRequested`]) and
+//! `a:<alert>` ([`Notice::Alert`]), ids in
 //! PostgreSQL's uuid text form. One the store does not know (a newer
 //! server's) is ignored.
 //!
@@ -125,6 +126,7 @@ fn parse(payload: &str) -> Option<Notice> {
         "c" => ids().map(|(run, task)| Notice::Claimed { run, task }),
         "p" => ids().map(|(run, task)| Notice::Posted { run, task }),
         "x" => uuid(rest).map(|run| Notice::CancelRequested { run: RunId::from_bytes(run) }),
+        "a" => uuid(rest).map(|id| Notice::Alert { id: cairn_core::AlertId::from_bytes(id) }),
         _ => None,
     }
 }

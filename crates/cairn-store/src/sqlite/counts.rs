@@ -1,6 +1,6 @@
 //! The reads of the status counts (`crate::counts`): sums over ranges of
-//! the aggregate tables, in one read transaction so the minute and hour
-//! tables are seen at one moment. Never a read of `runs` or `tasks`.
+//! the aggregate tables, in one read transaction so the minute, hour and
+//! day tables are seen at one moment. Never a read of `runs` or `tasks`.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,8 @@ const SUM_RUN_COUNTS_MINUTE: &str = include_str!("sql/sum_run_counts_minute.sql"
 const SUM_RUN_COUNTS_HOUR: &str = include_str!("sql/sum_run_counts_hour.sql");
 const SUM_TASK_COUNTS_MINUTE: &str = include_str!("sql/sum_task_counts_minute.sql");
 const SUM_TASK_COUNTS_HOUR: &str = include_str!("sql/sum_task_counts_hour.sql");
+const SUM_RUN_COUNTS_DAY: &str = include_str!("sql/sum_run_counts_day.sql");
+const SUM_TASK_COUNTS_DAY: &str = include_str!("sql/sum_task_counts_day.sql");
 const LAST_RUN_COUNT_MINUTE: &str = include_str!("sql/last_run_count_minute.sql");
 const LAST_TASK_COUNT_MINUTE: &str = include_str!("sql/last_task_count_minute.sql");
 
@@ -31,6 +33,8 @@ fn sums(conn: &Connection, kind: Kind, reads: &[Read], workflows: &[String]) -> 
             (Kind::Runs, Grain::Hour) => SUM_RUN_COUNTS_HOUR,
             (Kind::Tasks, Grain::Minute) => SUM_TASK_COUNTS_MINUTE,
             (Kind::Tasks, Grain::Hour) => SUM_TASK_COUNTS_HOUR,
+            (Kind::Runs, Grain::Day) => SUM_RUN_COUNTS_DAY,
+            (Kind::Tasks, Grain::Day) => SUM_TASK_COUNTS_DAY,
         };
         let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params![read.lo, read.hi, read.origin, read.width, workflows])?;

@@ -16,8 +16,12 @@
 //! status and lease token) inside the writer's `BEGIN IMMEDIATE` transaction
 //! cannot race with another write.
 
+mod alerts;
+mod analytics;
 mod counts;
+mod import;
 mod read;
+mod retention;
 mod schema;
 mod search;
 mod writer;
@@ -200,6 +204,17 @@ impl SqliteStore {
         read::with_reader(self.readers.clone(), move |c| search::explain_tasks(c, &q)).await
     }
 
+    /// The plans SQLite makes of the statements of [`Store::phase_stats`]
+    /// and [`Store::expected_durations`], for `workflow` and its `step`.
+    pub async fn explain_analytics(
+        &self,
+        workflow: &str,
+        step: &str,
+    ) -> Result<crate::QueryPlan, StoreError> {
+        let (workflow, step) = (workflow.to_owned(), step.to_owned());
+        read::with_reader(self.readers.clone(), move |c| analytics::explain(c, &workflow, &step)).await
+    }
+
     /// Counters of the writer: transactions, batches and changes committed.
     pub fn write_stats(&self) -> WriteStats {
         self.writer.stats()
@@ -363,6 +378,35 @@ impl Store for SqliteStore {
         std::future::ready(Ok(None))
     }
 
+    fn write_alert(
+        &self,
+        write: crate::AlertWrite,
+    ) -> impl Future<Output = Result<Option<cairn_core::AlertId>, StoreError>> + Send {
+        let queued = self.writer.submit(Work::Alert(write));
+        async move {
+            match answer(queued).await? {
+                Done::Alert(id) => Ok(id),
+                _ => Err(unexpected("alert")),
+            }
+        }
+    }
+
+    fn alerts(
+        &self,
+        q: crate::AlertQuery,
+    ) -> impl Future<Output = Result<Vec<cairn_core::alert::Alert>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| alerts::list(c, &q)).await }
+    }
+
+    fn alert(
+        &self,
+        id: cairn_core::AlertId,
+    ) -> impl Future<Output = Result<Option<cairn_core::alert::Alert>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| alerts::get(c, id)).await }
+    }
+
     fn search_runs(
         &self,
         q: crate::RunSearch,
@@ -419,6 +463,111 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<crate::WorkflowTrends, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| counts::workflow_trends(c, &q, bucket)).await }
+    }
+
+    fn phase_stats(
+        &self,
+        q: crate::PhaseQuery,
+    ) -> impl Future<Output = Result<crate::PhaseStats, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move {
+            let q = crate::analytics::PhaseRead::new(&q)?;
+            read::with_reader(pool, move |c| analytics::phase_stats(c, &q)).await
+        }
+    }
+
+    fn expected_durations(
+        &self,
+        workflow: &str,
+    ) -> impl Future<Output = Result<crate::ExpectedDurations, StoreError>> + Send {
+        let pool = self.readers.clone();
+        let workflow = crate::analytics::expected_workflow(workflow);
+        async move {
+            let workflow = workflow?;
+            read::with_reader(pool, move |c| analytics::expected_durations(c, workflow)).await
+        }
+    }
+
+    /// Checked here, written by the writer in a transaction of its group.
+    fn import_runs(
+        &self,
+        runs: Arc<Vec<crate::FinishedRun>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let queued = if runs.is_empty() {
+            Ok(None)
+        } else {
+            crate::import::check(&runs).and_then(|()| self.writer.submit(Work::Import(runs)).map(Some))
+        };
+        async move {
+            match queued? {
+                None => Ok(()),
+                Some(queued) => match answer(Ok(queued)).await? {
+                    Done::Imported => Ok(()),
+                    _ => Err(unexpected("import")),
+                },
+            }
+        }
+    }
+
+    fn run_workflows(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        let after = after.to_owned();
+        async move { read::with_reader(pool, move |c| retention::run_workflows(c, &after, limit)).await }
+    }
+
+    fn expired_runs(
+        &self,
+        workflow: &str,
+        expiry: cairn_core::retention::Expiry,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        let workflow = workflow.to_owned();
+        async move { read::with_reader(pool, move |c| retention::expired_runs(c, &workflow, expiry, limit)).await }
+    }
+
+    /// A job of the writer, in a transaction of its group.
+    fn delete_runs(
+        &self,
+        ids: Vec<RunId>,
+    ) -> impl Future<Output = Result<crate::Deleted, StoreError>> + Send {
+        let queued =
+            if ids.is_empty() { Ok(None) } else { self.writer.submit(Work::DeleteRuns(ids)).map(Some) };
+        async move {
+            match queued? {
+                None => Ok(crate::Deleted::default()),
+                Some(queued) => match answer(Ok(queued)).await? {
+                    Done::Deleted(deleted) => Ok(deleted),
+                    _ => Err(unexpected("deletion")),
+                },
+            }
+        }
+    }
+
+    /// SQLite keeps its logs in plain tables: nothing to keep up.
+    fn maintain_partitions(
+        &self,
+        _policy: crate::PartitionPolicy,
+        _now: Timestamp,
+    ) -> impl Future<Output = Result<crate::PartitionChanges, StoreError>> + Send {
+        std::future::ready(Ok(crate::PartitionChanges::default()))
+    }
+
+    fn log_partitions(&self) -> impl Future<Output = Result<Vec<crate::LogPartition>, StoreError>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    fn run_progress_samples(
+        &self,
+        run: RunId,
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<TaskId, Vec<ProgressSample>>, StoreError>> + Send
+    {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| retention::run_progress_samples(c, run)).await }
     }
 }
 

@@ -53,6 +53,11 @@ pub(super) enum Work {
     Apply(std::sync::Arc<Vec<Change>>),
     Claim(ClaimRequest),
     Renew(Vec<Renewal>),
+    /// Finished runs to import whole (`super::import`), checked already.
+    Import(std::sync::Arc<Vec<crate::FinishedRun>>),
+    /// Runs to delete if finished (`super::retention`).
+    DeleteRuns(Vec<RunId>),
+    Alert(crate::alerts::AlertWrite),
 }
 
 /// What the writer answers, by the kind of [`Work`].
@@ -60,6 +65,9 @@ pub(super) enum Done {
     Applied(Vec<Outcome>),
     Claimed(ClaimOutcome),
     Renewed(Vec<LeaseState>),
+    Imported,
+    Deleted(crate::retention::Deleted),
+    Alert(Option<cairn_core::AlertId>),
 }
 
 pub(super) type Answer = oneshot::Receiver<Result<Done, StoreError>>;
@@ -76,6 +84,9 @@ impl Job {
             Work::Apply(changes) => changes.len(),
             Work::Claim(req) => req.max.max(1),
             Work::Renew(renewals) => renewals.len(),
+            Work::Import(runs) => runs.iter().map(|r| 1 + r.detail.tasks.len()).sum(),
+            Work::DeleteRuns(ids) => ids.len(),
+            Work::Alert(_) => 1,
         }
     }
 }
@@ -257,6 +268,21 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>
                     }
                     Done::Renewed(states)
                 }
+                Work::Import(runs) => {
+                    super::import::import(w.conn, runs, &mut w.counts, &mut w.workflows).map_err(failed)?;
+                    Done::Imported
+                }
+                Work::Alert(write) => {
+                    let id = super::alerts::write(w.conn, write).map_err(failed)?;
+                    if let Some(id) = id {
+                        w.publish(Notice::Alert { id });
+                    }
+                    Done::Alert(id)
+                }
+                Work::DeleteRuns(ids) => Done::Deleted(
+                    super::retention::delete_runs(w.conn, ids, &mut w.counts, &mut w.workflows)
+                        .map_err(failed)?,
+                ),
             });
         }
         w.add_counts().map_err(|error| Failure { job: None, error })?;
@@ -299,6 +325,10 @@ macro_rules! statements {
             for slow_path in SLOW_PATH {
                 conn.prepare_cached(slow_path)?;
             }
+            super::import::prepare_all(conn)?;
+            for retention in super::retention::STATEMENTS {
+                conn.prepare_cached(retention)?;
+            }
             Ok(())
         }
     };
@@ -335,8 +365,10 @@ statements!(
     run_workflow,
     upsert_run_counts_minute,
     upsert_run_counts_hour,
+    upsert_run_counts_day,
     upsert_task_counts_minute,
     upsert_task_counts_hour,
+    upsert_task_counts_day,
 );
 
 const TASK_STATE: &str = include_str!("sql/task_state.sql");
@@ -848,6 +880,8 @@ impl Statements<'_> {
                 (Kind::Runs, Grain::Hour) => &mut self.upsert_run_counts_hour,
                 (Kind::Tasks, Grain::Minute) => &mut self.upsert_task_counts_minute,
                 (Kind::Tasks, Grain::Hour) => &mut self.upsert_task_counts_hour,
+                (Kind::Runs, Grain::Day) => &mut self.upsert_run_counts_day,
+                (Kind::Tasks, Grain::Day) => &mut self.upsert_task_counts_day,
             };
             upsert.execute(params![key.bucket, key.workflow, key.status, n])?;
         }

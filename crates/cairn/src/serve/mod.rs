@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cairn_core::anomaly::{AnomalyRule, BadRule};
 use cairn_core::lease::LeaseSettings;
 use cairn_engine::owner::LocalOwner;
 use cairn_engine::scheduler::Workflows;
@@ -19,10 +20,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::Exit;
 use crate::home::Home;
+use crate::{Exit, InvalidInput};
 
+mod anomalies;
 mod gate;
+mod retention;
 
 use gate::Gate;
 
@@ -44,10 +47,63 @@ pub struct Args {
     /// On SIGTERM, how long active runs may take to finish before their local steps are interrupted
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     grace: u64,
+    /// Anomaly alerts: the recent window whose finished runs are compared with the baseline
+    #[arg(long, default_value = "1h", value_parser = crate::span::parse, value_name = "SPAN")]
+    anomaly_window: Duration,
+    /// Anomaly alerts: the baseline, just before the recent window
+    #[arg(long, default_value = "7d", value_parser = crate::span::parse, value_name = "SPAN")]
+    anomaly_baseline: Duration,
+    /// Anomaly alerts: how far a watched status's share must rise above its baseline share
+    /// (0.25 = 25 points)
+    #[arg(long, default_value_t = 0.25, value_name = "SHARE")]
+    anomaly_threshold: f64,
+    /// Anomaly alerts: the fewest finished runs in each window to judge a workflow by
+    #[arg(long, default_value_t = 10, value_name = "RUNS")]
+    anomaly_min_runs: u64,
+    /// Anomaly alerts: the run statuses whose share is watched
+    #[arg(long, default_value = "FAILED", value_delimiter = ',', value_name = "STATUS,…")]
+    anomaly_statuses: Vec<cairn_core::RunStatus>,
+    /// Retention: keep finished runs this many days, for workflows without a rule of their own
+    /// (none: keep them all); runs are archived under DATA_DIR/archive before they are deleted
+    #[arg(
+        long,
+        env = "CAIRN_HIST_RETENTION_DAYS",
+        value_name = "DAYS",
+        conflicts_with = "hist_retention_runs"
+    )]
+    hist_retention_days: Option<u32>,
+    /// Retention: keep the newest this many runs of each workflow without a rule of its own
+    #[arg(long, env = "CAIRN_HIST_RETENTION_RUNS", value_name = "RUNS")]
+    hist_retention_runs: Option<u32>,
+}
+
+impl Args {
+    fn anomaly_rule(&self) -> Result<AnomalyRule> {
+        let rule = AnomalyRule {
+            recent: self.anomaly_window,
+            baseline: self.anomaly_baseline,
+            threshold: self.anomaly_threshold,
+            min_runs: self.anomaly_min_runs,
+            statuses: self.anomaly_statuses.clone(),
+        };
+        rule.validate().map_err(|e| {
+            let flag = match e {
+                BadRule::RecentTooShort(_) => "--anomaly-window",
+                BadRule::BaselineTooShort { .. } => "--anomaly-baseline",
+                BadRule::Threshold(_) => "--anomaly-threshold",
+                BadRule::MinRuns => "--anomaly-min-runs",
+                BadRule::NotFinished(_) | BadRule::NoStatus => "--anomaly-statuses",
+            };
+            InvalidInput(format!("{flag}: {e}"))
+        })?;
+        Ok(rule)
+    }
 }
 
 pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let clock = EngineClock::system();
+    // A bad rule is refused before anything listens.
+    args.anomaly_rule()?;
     let home = Home::resolve(data_dir)?;
     // Listening before the store is open: a load balancer or an operator
     // sees "not ready, waiting for …" instead of a refused connection.
@@ -160,12 +216,23 @@ async fn serve_on<S: Store>(
     // Before anything records a metric.
     cairn_server::metrics::install();
     cairn_server::metrics::set_leader(false);
+    // Retention, while this server leads (serve/retention.rs).
+    let retaining = retention::spawn(
+        store.clone(),
+        clock.clone(),
+        &catalog,
+        retention::global_rule(args.hist_retention_days, args.hist_retention_runs),
+        home.dir.join("archive"),
+        membership.leader.clone(),
+        stop_scheduler.clone(),
+    );
     let scheduler = tokio::spawn(lead(
         manager.clone(),
         schedules,
         clock,
         membership.leader.clone(),
         stop_scheduler.clone(),
+        args.anomaly_rule()?,
     ));
     let _observing = cairn_server::metrics::spawn_observer(manager.subscribe());
     let control = Arc::new(EngineControl::new(manager.clone(), catalog.clone()));
@@ -189,6 +256,7 @@ async fn serve_on<S: Store>(
     // No new scheduled run once stopping has begun.
     stop_scheduler.cancel();
     let _ = scheduler.await;
+    let _ = retaining.await;
     feeding.abort();
     eprintln!("stopping: waiting up to {}s for {} active runs", grace.as_secs(), manager.active_runs());
     // Local steps still running after the grace are interrupted and
@@ -207,6 +275,7 @@ async fn lead<S: Store>(
     clock: EngineClock,
     mut leader: watch::Receiver<bool>,
     stop: CancellationToken,
+    anomaly_rule: AnomalyRule,
 ) {
     // A tick due while no server led (the leader died, or the only server
     // restarted) fires late if it is this recent; each tick runs once all
@@ -217,13 +286,17 @@ async fn lead<S: Store>(
             led = leader.wait_for(|&l| l) => if led.is_err() { return },
             () = stop.cancelled() => return,
         }
-        tracing::info!("leading: running the cron scheduler and adopting the runs of servers that are gone");
+        tracing::info!(
+            "leading: running the cron scheduler, adopting the runs of servers that are gone, watching the status mix"
+        );
         cairn_server::metrics::set_leader(true);
         let term = stop.child_token();
         let scheduler =
             Scheduler::new(manager.clone(), schedules.clone(), clock.clone()).with_takeover(TAKEOVER_WINDOW);
         let scheduling = tokio::spawn(scheduler.run(term.clone()));
         let adopting = tokio::spawn(adopt_orphans(manager.clone(), term.clone()));
+        let watching =
+            anomalies::spawn(manager.store().clone(), clock.clone(), anomaly_rule.clone(), term.clone());
         tokio::select! {
             _ = leader.wait_for(|&l| !l) => tracing::warn!("no longer the leader"),
             () = stop.cancelled() => {}
@@ -231,6 +304,7 @@ async fn lead<S: Store>(
         term.cancel();
         let _ = scheduling.await;
         let _ = adopting.await;
+        let _ = watching.await;
         cairn_server::metrics::set_leader(false);
     }
 }

@@ -9,13 +9,14 @@
 -- merged oldest first (with several queues, the few extra locked rows stay
 -- untouched until commit). Every picked offer is deleted; its task moves
 -- PENDING -> RUNNING as its next attempt, dated $2 or the task's last change
--- if that is later (another server's clock may lag), under a fresh random
+-- if that is later (another server's clock may lag; the wait until then is
+-- time PENDING, V7), under a fresh random
 -- token (gen_random_uuid, PostgreSQL 13+) for the offer's lease_ms; the
 -- attempt record opens and the transition row is appended. An offer whose
 -- task left PENDING is deleted and skipped. Each task of a run owned by
 -- another server than $6 notifies 'c:<run>:<task>'. The status counts
--- (src/counts.rs) move the claimed tasks from PENDING to RUNNING, minute
--- table then hour table, each in key order, as counts_upsert.sql does.
+-- (src/counts.rs) move the claimed tasks from PENDING to RUNNING, minute,
+-- hour and day tables in turn, each in key order, as counts_upsert.sql does.
 --
 -- Rows back: one per task leased, oldest offer first, or a single row of
 -- NULLs when none was; each carries the earliest ready_at still in the
@@ -41,7 +42,7 @@ WITH queues AS (
     DELETE FROM task_offers WHERE task_no = ANY (ARRAY(SELECT task_no FROM picked))
 ), upd AS (
     UPDATE tasks t
-    SET status = 3, attempt = t.attempt + 1,
+    SET status = 3, attempt = t.attempt + 1, pending_us = t.pending_us + (GREATEST($2, t.last_at) - t.last_at),
         last_at = GREATEST($2, t.last_at), started_at = GREATEST($2, t.last_at),
         last_heartbeat_at = GREATEST($2, t.last_at),
         lease_expires_at = GREATEST($2, t.last_at) + p.lease_ms * 1000,
@@ -62,15 +63,16 @@ WITH queues AS (
 ), counted AS MATERIALIZED (
     -- The claimed tasks per submission minute (floored) and workflow, each
     -- run's by a lookup (a join would let the planner walk all of `runs`).
-    SELECT m.minute, (m.minute - ((m.minute % 60) + 60) % 60) / 60 AS hour, m.workflow, count(*) AS n
+    SELECT m.minute, (m.minute - ((m.minute % 60) + 60) % 60) / 60 AS hour,
+           (m.minute - ((m.minute % 1440) + 1440) % 1440) / 1440 AS day, m.workflow, count(*) AS n
     FROM (
         SELECT (u.submitted_at - ((u.submitted_at % 60000000) + 60000000) % 60000000) / 60000000 AS minute,
                (SELECT workflow FROM runs r WHERE r.run_no = u.run_no) AS workflow
         FROM upd u
     ) m
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 2, 3, 4
 ), moved AS (
-    SELECT c.minute, c.hour, c.workflow, s.status, s.sign * c.n AS n
+    SELECT c.minute, c.hour, c.day, c.workflow, s.status, s.sign * c.n AS n
     FROM counted c, (VALUES (2::smallint, -1), (3::smallint, 1)) AS s (status, sign)
 ), task_minute AS (
     INSERT INTO task_counts_minute AS c (minute, workflow, status, n)
@@ -87,6 +89,15 @@ WITH queues AS (
     GROUP BY hour, workflow, status
     ORDER BY hour, workflow, status
     ON CONFLICT (hour, workflow, status) DO UPDATE SET n = c.n + excluded.n
+    RETURNING 1
+), task_day AS (
+    -- After every hour row.
+    INSERT INTO task_counts_day AS c (day, workflow, status, n)
+    SELECT day, workflow, status, sum(n)::bigint FROM moved
+    WHERE (SELECT count(*) FROM task_hour) >= 0
+    GROUP BY day, workflow, status
+    ORDER BY day, workflow, status
+    ON CONFLICT (day, workflow, status) DO UPDATE SET n = c.n + excluded.n
     RETURNING 1
 ), next AS (
     SELECT min(x.ready_at) AS ready_at

@@ -6,7 +6,8 @@
 -- task_no when applied (else NULL), the attempt it ended and whether that
 -- attempt's record was closed (it must be, or the store is corrupt), then,
 -- only when refused, the state the compare-and-set met, then, when applied,
--- the task's run and submission time, for the status counts.
+-- the task's run and submission time, for the status counts. The
+-- attempt's time goes to the phase RUNNING (V7).
 WITH input AS (
     SELECT *
     FROM UNNEST($1::uuid[], $2::smallint[], $3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[],
@@ -17,6 +18,7 @@ WITH input AS (
 ), upd AS (
     UPDATE tasks t
     SET status = i.to_status, last_at = i.at, finished_at = i.finished_at, not_before = i.not_before,
+        running_us = t.running_us + (i.at - t.last_at),
         lease_token = NULL, worker = NULL, last_heartbeat_at = NULL, lease_expires_at = NULL,
         lease_ms = NULL, cancel_requested = false
     FROM input i

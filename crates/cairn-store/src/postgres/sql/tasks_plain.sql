@@ -5,7 +5,9 @@
 -- PENDING deleted). One row back per element, in order:
 -- the task_no when applied (else NULL), then, only when refused, the state
 -- the compare-and-set met (status NULL: no such task), then, when applied,
--- the task's run and submission time, for the status counts.
+-- the task's run and submission time, for the status counts. The time
+-- since the task's last change goes to the phase it leaves (V7; never
+-- RUNNING here).
 WITH input AS (
     SELECT *
     FROM UNNEST($1::uuid[], $2::smallint[], $3::smallint[], $4::bigint[], $5::bigint[],
@@ -13,7 +15,9 @@ WITH input AS (
         WITH ORDINALITY AS i (id, from_status, to_status, at, finished_at, attempt, reason, actor, ord)
 ), upd AS (
     UPDATE tasks t
-    SET status = i.to_status, last_at = i.at, finished_at = i.finished_at
+    SET status = i.to_status, last_at = i.at, finished_at = i.finished_at,
+        blocked_us = t.blocked_us + CASE WHEN t.status = 1 THEN i.at - t.last_at ELSE 0 END,
+        pending_us = t.pending_us + CASE WHEN t.status = 2 THEN i.at - t.last_at ELSE 0 END
     FROM input i
     WHERE t.id = i.id AND t.status = i.from_status AND t.last_at <= i.at
     RETURNING i.ord, t.task_no, i.attempt, i.from_status, i.to_status, i.at, i.reason, i.actor,

@@ -5,7 +5,8 @@
 -- move forward, which keeps attempt records unique. A lease its driver
 -- grants is never renewed by a claim's rules (lease_ms NULL), and an offer of
 -- the task is deleted. Rows back as in tasks_plain.sql (with the run and
--- submission time of an applied change, for the status counts).
+-- submission time of an applied change, for the status counts). The wait
+-- since the task's last change is time PENDING (V7).
 WITH input AS (
     SELECT *
     FROM UNNEST($1::uuid[], $2::smallint[], $3::integer[], $4::bigint[], $5::bigint[], $6::uuid[],
@@ -15,6 +16,7 @@ WITH input AS (
 ), upd AS (
     UPDATE tasks t
     SET status = 3, attempt = i.attempt, last_at = i.at, started_at = i.started_at, not_before = NULL,
+        pending_us = t.pending_us + (i.at - t.last_at),
         lease_token = i.token, worker = i.worker, last_heartbeat_at = i.heartbeat_at,
         lease_expires_at = i.expires_at, lease_ms = NULL, cancel_requested = false,
         progress_percent = NULL, progress_message = NULL, progress_at = NULL

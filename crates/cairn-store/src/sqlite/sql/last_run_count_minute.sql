@@ -1,2 +1,4 @@
--- The newest minute holding a run count: the end of the primary key.
-SELECT MAX(minute) FROM run_counts_minute
+-- The newest minute holding a run count (NULL: none): the end of the
+-- primary key, walked back past rows that came to zero (retention deletes
+-- the runs of old minutes, so the newest rows are almost never zero).
+SELECT (SELECT minute FROM run_counts_minute WHERE n <> 0 ORDER BY minute DESC LIMIT 1)
