@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use cairn_core::progress::Progress;
 use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{RunId, RunStatus, TaskId, TaskStatus, Timestamp};
-use cairn_store::{AttemptRecord, ProgressSample, RunDetail, RunRecord, TaskRecord};
+use cairn_store::{AttemptRecord, FinishedRun, ProgressSample, RunDetail, RunRecord, TaskRecord};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
@@ -293,6 +293,38 @@ impl ArchivedRun {
             })
             .collect();
         RunDetail { run, run_transitions: self.transitions.clone(), tasks, transitions, attempts }
+    }
+}
+
+impl ArchivedRun {
+    /// Everything the store needs to take the run back whole
+    /// ([`cairn_store::Store::import_runs`]): its records, workflow text,
+    /// labels and progress histories.
+    pub fn to_finished(&self) -> FinishedRun {
+        let progress = self
+            .tasks
+            .iter()
+            .filter(|t| !t.progress_samples.is_empty())
+            .map(|t| {
+                let samples = t
+                    .progress_samples
+                    .iter()
+                    .map(|s| ProgressSample {
+                        attempt: s.attempt,
+                        at: s.at,
+                        percent: s.percent,
+                        message: s.message.clone(),
+                    })
+                    .collect();
+                (t.id, samples)
+            })
+            .collect();
+        FinishedRun {
+            detail: self.to_detail(),
+            spec_source: self.spec_source.clone(),
+            labels: self.labels.clone(),
+            progress,
+        }
     }
 }
 

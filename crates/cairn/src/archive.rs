@@ -1,6 +1,7 @@
-//! `cairn archive list|show`: the runs retention archived before deleting
-//! them, read from the data directory's `archive/` (the day files of
-//! `cairn_engine::archive`). Needs no server and no store: only the files.
+//! `cairn archive list|show|restore`: the runs retention archived before
+//! deleting them, read from the data directory's `archive/` (the day files
+//! of `cairn_engine::archive`). `list` and `show` need only the files;
+//! `restore` puts runs back into the data directory's store.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use cairn_core::spec;
 use cairn_engine::EngineClock;
 use cairn_engine::archive::{Archive, ArchivedRun, parse_day};
 use cairn_server::model::timeouts;
+use cairn_store::Store;
 
 use crate::home::Home;
 use crate::out::outln;
@@ -41,6 +43,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put a day's archived runs (or one of them) back into the data directory's store
+    Restore {
+        /// The day, as YYYY-MM-DD
+        day: String,
+        /// Only this run: its id or a unique start of it
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+    },
 }
 
 pub async fn archive(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
@@ -52,7 +62,47 @@ pub async fn archive(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
             let day = parse_day(&day, "DAY").map_err(|e| InvalidInput(e.to_string()))?;
             show(&archive, &home, &day, run.as_deref(), json)
         }
+        Command::Restore { day, run } => {
+            let day = parse_day(&day, "DAY").map_err(|e| InvalidInput(e.to_string()))?;
+            restore(&archive, &home, &day, run.as_deref()).await
+        }
     }
+}
+
+/// How many runs one import call takes: one transaction of the store.
+const RESTORE_BATCH: usize = 500;
+
+/// Imports the day's runs that the store does not hold (again), whole and
+/// counted as if they had run here; the others are left as they are.
+async fn restore(archive: &Archive, home: &Home, day: &str, run: Option<&str>) -> Result<Exit> {
+    let read = archive.read(day)?;
+    if read.runs.is_empty() {
+        return Err(InvalidInput(format!(
+            "nothing archived for {day} in {}; `cairn archive list` lists the days",
+            archive.dir().display()
+        ))
+        .into());
+    }
+    let runs: Vec<&ArchivedRun> = match run {
+        None => read.runs.iter().collect(),
+        Some(wanted) => vec![pick(&read.runs, wanted, day)?],
+    };
+    let store = home.open(&EngineClock::system()).await?;
+    let mut missing = Vec::new();
+    for r in &runs {
+        if store.run(r.id).await?.is_none() {
+            missing.push(r.to_finished());
+        }
+    }
+    let restored = missing.len();
+    let mut missing = missing.into_iter().peekable();
+    while missing.peek().is_some() {
+        let batch: Vec<_> = missing.by_ref().take(RESTORE_BATCH).collect();
+        store.import_runs(std::sync::Arc::new(batch)).await?;
+    }
+    store.close().await?;
+    outln!("{restored} runs restored, {} already in the store", runs.len() - restored);
+    Ok(Exit::Success)
 }
 
 fn list(archive: &Archive, json: bool) -> Result<Exit> {

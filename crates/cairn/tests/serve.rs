@@ -798,7 +798,7 @@ async fn retention_archives_then_deletes_and_cairn_archive_reads_the_archive() {
     }
     server.kill();
 
-    let server = env.server(30);
+    let mut server = env.server(30);
     let client = Client::new(&server.url).unwrap();
     let start = Instant::now();
     for &old in &runs[..2] {
@@ -836,4 +836,28 @@ async fn retention_archives_then_deletes_and_cairn_archive_reads_the_archive() {
     let bad = cairn(&["archive", "show", "2026-13-01"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8(bad.stderr).unwrap().contains("DAY: \"2026-13-01\" is not a day"));
+
+    // Restored (with the server stopped, or its retention would take them
+    // again): one run, then the rest of the day, each run once.
+    server.kill();
+    let restore = |args: &[&str]| {
+        let out = cairn(&[&["archive", "restore", &day][..], args].concat());
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(restore(&["--run", &runs[0].to_string()]), "1 runs restored, 0 already in the store");
+    assert_eq!(restore(&[]), "1 runs restored, 1 already in the store");
+    assert_eq!(restore(&[]), "0 runs restored, 2 already in the store");
+    let history = cairn(&["history", "--json"]);
+    let listed: Vec<String> = String::from_utf8(history.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, [runs[2].to_string(), runs[1].to_string(), runs[0].to_string()]);
+    let status = cairn(&["status", &runs[0].to_string(), "--json"]);
+    let back: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(back["status"], "COMPLETED", "{back}");
+    assert_eq!(back["tasks"][0]["name"], "hello", "{back}");
+    assert_eq!(back["tasks"][0]["status"], "COMPLETED", "{back}");
 }
