@@ -28,7 +28,13 @@ pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let id = resolve_run(&store, &args.run_id).await?;
     let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
     let timeouts = run_timeouts(store.as_ref(), id).await;
-    let report = run_report(&detail, &timeouts, &home.log_root(), clock.now());
+    let mut report = run_report(&detail, &timeouts, &home.log_root(), clock.now());
+    // What the workflow's history says to expect, as the API shows it;
+    // without it the run still shows.
+    match store.expected_durations(&detail.run.workflow).await {
+        Ok(expected) => report = report.with_expected(&expected, clock.now()),
+        Err(e) => tracing::warn!(error = %e, "cannot read the expected durations"),
+    }
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Exit::Success);

@@ -441,6 +441,12 @@ fn history_filters_pages_and_counts_runs_and_tasks() {
     assert_eq!((step("fine")["workflow"].as_str(), step("fine")["tasks"].as_u64()), (Some("ok"), Some(3)));
     assert!(step("fine")["execution"]["max"].as_f64().unwrap() > 0.0, "{phases}");
     assert_eq!(step("broken")["failed"], 1);
+    // `cairn status` shows what the history of the step leads to expect.
+    let ok_run = lines(&["history", "--workflow", "ok", "--limit", "1", "--json"])[0]["run_id"].clone();
+    let out = env.run(&["status", ok_run.as_str().unwrap(), "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["tasks"][0]["expected"]["samples"], 3, "{shown}");
+    assert_eq!(shown["expected"]["samples"], 3, "{shown}");
     assert_eq!(phases["most_failing"][0]["step"], "broken");
     assert_eq!(phases["slowest"].as_array().unwrap().len(), 4);
     let text =
