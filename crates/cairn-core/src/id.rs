@@ -100,6 +100,11 @@ ulid_id!(
     AlertId,
     "alert id"
 );
+ulid_id!(
+    /// One API token (`crate::auth`); never the secret itself.
+    TokenId,
+    "token id"
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod anomaly;
+pub mod auth;
 pub mod clock;
 pub mod durations;
 pub mod event;
@@ -25,5 +26,5 @@ pub mod status;
 pub mod vars;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use id::{AlertId, LeaseToken, RunId, TaskId};
+pub use id::{AlertId, LeaseToken, RunId, TaskId, TokenId};
 pub use status::{RunStatus, TaskStatus};

@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, 
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::record::Actor;
-use crate::{AlertId, LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
+use crate::{AlertId, LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp, TokenId};
 
 fn string(description: &str, pattern: Option<&str>, example: &str) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -46,6 +46,11 @@ scalar_schema!(
     AlertId,
     "AlertId",
     string("An alert's id: a ULID.", Some(ULID), "01JD8X3Q6X2K4M6N8P0R2S4T6V")
+);
+scalar_schema!(
+    TokenId,
+    "TokenId",
+    string("An API token's id: a ULID (not its secret).", Some(ULID), "01JD8X3Q6Y3M5N7P9R1S3T5V7W")
 );
 scalar_schema!(
     LeaseToken,

@@ -15,12 +15,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter};
+use cairn_core::auth::Role;
 use cairn_core::{Clock, SystemClock};
 use cairn_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::path::HttpMethod;
 
+use crate::auth::{Access, AuthMode, authorize};
 use crate::catalog::Catalog;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorCode};
@@ -35,6 +37,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How often a followed log is checked for new bytes.
     pub log_poll_interval: Duration,
+    /// Whether requests need an API token.
+    pub auth: AuthMode,
 }
 
 impl ServerConfig {
@@ -43,6 +47,7 @@ impl ServerConfig {
             log_root: log_root.into(),
             body_limit: 1024 * 1024,
             log_poll_interval: Duration::from_millis(200),
+            auth: AuthMode::Open,
         }
     }
 }
@@ -100,47 +105,67 @@ impl<S: Store, C: Control> AppState<S, C> {
 /// The whole API: `/api/v1/…`, `/metrics`, and JSON errors for anything else.
 pub fn router<S: Store, C: Control>(state: AppState<S, C>) -> Router {
     let body_limit = state.config.body_limit;
-    let (routes, doc) = api::<S, C>();
+    let Api { router: routes, doc, .. } = api::<S, C>();
     let doc = Arc::new(doc);
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
+        // The route guards read the state from here (`auth::authorize`).
+        .layer(axum::Extension(state))
         .layer(axum::Extension(crate::openapi::Document(doc)))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// Every route and the OpenAPI document built from the same list.
-pub(crate) fn api<S: Store, C: Control>() -> (Router<AppState<S, C>>, OpenApi) {
+/// The routes, their document and the access each needs.
+pub(crate) struct Api<S, C> {
+    router: Router<AppState<S, C>>,
+    doc: OpenApi,
+    access: Vec<RouteAccess>,
+}
+
+/// Each route of the API with the access it needs: the table the route
+/// guards enforce.
+pub fn access_table<S: Store, C: Control>() -> Vec<RouteAccess> {
+    api::<S, C>().access
+}
+
+/// Every route with the access it needs ([`crate::auth`]), and the
+/// OpenAPI document, built from the same list.
+pub(crate) fn api<S: Store, C: Control>() -> Api<S, C> {
+    const PUBLIC: Access = Access::Public;
+    const VIEWER: Access = Access::Role(Role::Viewer);
+    const OPERATOR: Access = Access::Role(Role::Operator);
+    const WORKER: Access = Access::Role(Role::Worker);
     Routes::new()
-        .add(health::__path_health, health::health::<S, C>)
-        .add(health::__path_ready, health::ready::<S, C>)
-        .add(health::__path_metrics, health::metrics::<S, C>)
-        .add(crate::openapi::__path_openapi_json, crate::openapi::openapi_json)
-        .add(workflows::__path_list_workflows, workflows::list_workflows::<S, C>)
-        .add(workflows::__path_get_workflow, workflows::get_workflow::<S, C>)
-        .add(workflows::__path_validate_workflow, workflows::validate_workflow)
-        .add(workflows::__path_trigger_run, workflows::trigger_run::<S, C>)
-        .add(history::__path_list_runs, history::list_runs::<S, C>)
-        .add(history::__path_list_tasks, history::list_tasks::<S, C>)
-        .add(history::__path_status_counts, history::status_counts::<S, C>)
-        .add(history::__path_trend, history::trend::<S, C>)
-        .add(analytics::__path_phase_stats, analytics::phase_stats::<S, C>)
-        .add(analytics::__path_expected_durations, analytics::expected_durations::<S, C>)
-        .add(alerts::__path_list_alerts, alerts::list_alerts::<S, C>)
-        .add(runs::__path_get_run, runs::get_run::<S, C>)
-        .add(runs::__path_cancel_run, runs::cancel_run::<S, C>)
-        .add(runs::__path_retry_run, runs::retry_run::<S, C>)
-        .add(tasks::__path_get_task, tasks::get_task::<S, C>)
-        .add(logs::__path_read_log, logs::read_log::<S, C>)
-        .add(workers::__path_lease, workers::lease::<S, C>)
-        .add(workers::__path_heartbeat, workers::heartbeat::<S, C>)
-        .add(workers::__path_task_heartbeat, workers::task_heartbeat::<S, C>)
-        .add(workers::__path_complete, workers::complete::<S, C>)
-        .add(workers::__path_complete_batch, workers::complete_batch::<S, C>)
-        .add(workers::__path_append_log, workers::append_log::<S, C>)
-        .add(events::__path_events, events::events::<S, C>)
+        .add(PUBLIC, health::__path_health, health::health::<S, C>)
+        .add(PUBLIC, health::__path_ready, health::ready::<S, C>)
+        .add(VIEWER, health::__path_metrics, health::metrics::<S, C>)
+        .add(PUBLIC, crate::openapi::__path_openapi_json, crate::openapi::openapi_json)
+        .add(VIEWER, workflows::__path_list_workflows, workflows::list_workflows::<S, C>)
+        .add(VIEWER, workflows::__path_get_workflow, workflows::get_workflow::<S, C>)
+        .add(VIEWER, workflows::__path_validate_workflow, workflows::validate_workflow)
+        .add(OPERATOR, workflows::__path_trigger_run, workflows::trigger_run::<S, C>)
+        .add(VIEWER, history::__path_list_runs, history::list_runs::<S, C>)
+        .add(VIEWER, history::__path_list_tasks, history::list_tasks::<S, C>)
+        .add(VIEWER, history::__path_status_counts, history::status_counts::<S, C>)
+        .add(VIEWER, history::__path_trend, history::trend::<S, C>)
+        .add(VIEWER, analytics::__path_phase_stats, analytics::phase_stats::<S, C>)
+        .add(VIEWER, analytics::__path_expected_durations, analytics::expected_durations::<S, C>)
+        .add(VIEWER, alerts::__path_list_alerts, alerts::list_alerts::<S, C>)
+        .add(VIEWER, runs::__path_get_run, runs::get_run::<S, C>)
+        .add(OPERATOR, runs::__path_cancel_run, runs::cancel_run::<S, C>)
+        .add(OPERATOR, runs::__path_retry_run, runs::retry_run::<S, C>)
+        .add(VIEWER, tasks::__path_get_task, tasks::get_task::<S, C>)
+        .add(VIEWER, logs::__path_read_log, logs::read_log::<S, C>)
+        .add(WORKER, workers::__path_lease, workers::lease::<S, C>)
+        .add(WORKER, workers::__path_heartbeat, workers::heartbeat::<S, C>)
+        .add(WORKER, workers::__path_task_heartbeat, workers::task_heartbeat::<S, C>)
+        .add(WORKER, workers::__path_complete, workers::complete::<S, C>)
+        .add(WORKER, workers::__path_complete_batch, workers::complete_batch::<S, C>)
+        .add(WORKER, workers::__path_append_log, workers::append_log::<S, C>)
+        .add(VIEWER, events::__path_events, events::events::<S, C>)
         .finish()
 }
 
@@ -148,15 +173,27 @@ pub(crate) fn api<S: Store, C: Control>() -> (Router<AppState<S, C>>, OpenApi) {
 struct Routes<S, C> {
     router: Router<AppState<S, C>>,
     doc: OpenApi,
+    access: Vec<RouteAccess>,
+}
+
+/// One route and the access it needs, as registered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteAccess {
+    /// Lowercase, as in the OpenAPI document (`get`, `post`).
+    pub method: String,
+    /// As in the OpenAPI document (`/api/v1/runs/{run_id}`).
+    pub path: String,
+    pub access: Access,
 }
 
 impl<S: Store, C: Control> Routes<S, C> {
     fn new() -> Self {
-        Routes { router: Router::new(), doc: crate::openapi::base() }
+        Routes { router: Router::new(), doc: crate::openapi::base(), access: Vec::new() }
     }
 
-    /// Registers `handler` at the method(s) and path of its annotation `P`.
-    fn add<P, H, T>(mut self, _annotation: P, handler: H) -> Self
+    /// Registers `handler` at the method(s) and path of its annotation `P`,
+    /// behind the check of `access`.
+    fn add<P, H, T>(mut self, access: Access, _annotation: P, handler: H) -> Self
     where
         P: utoipa::Path,
         H: Handler<T, AppState<S, C>>,
@@ -168,13 +205,35 @@ impl<S: Store, C: Control> Routes<S, C> {
         for method in &methods {
             method_router = method_router.on(filter(method), handler.clone());
         }
-        self.router = self.router.route(&path, method_router);
+        let guard = axum::middleware::from_fn_with_state(access, authorize::<S, C>);
+        self.router = self.router.route(&path, method_router.route_layer(guard));
+        for method in &methods {
+            self.access.push(RouteAccess {
+                method: method_name(method).to_owned(),
+                path: path.clone(),
+                access,
+            });
+        }
         self.doc.paths.add_path_operation(path, methods, P::operation());
         self
     }
 
-    fn finish(self) -> (Router<AppState<S, C>>, OpenApi) {
-        (self.router, self.doc)
+    fn finish(self) -> Api<S, C> {
+        Api { router: self.router, doc: self.doc, access: self.access }
+    }
+}
+
+/// As the OpenAPI document names it.
+fn method_name(method: &HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Get => "get",
+        HttpMethod::Put => "put",
+        HttpMethod::Post => "post",
+        HttpMethod::Delete => "delete",
+        HttpMethod::Options => "options",
+        HttpMethod::Head => "head",
+        HttpMethod::Patch => "patch",
+        HttpMethod::Trace => "trace",
     }
 }
 

@@ -64,6 +64,8 @@ macro_rules! control_conformance_suite {
             stale_tokens_change_nothing,
             events_follow_a_triggered_run,
             alerts_are_listed_and_announced_live,
+            every_route_asks_for_its_role,
+            tokens_are_refused_once_expired_or_revoked_and_limited_to_their_queues_and_workflows,
         );
     };
     (@each $store:expr, $factory:expr; $($check:ident),* $(,)?) => {
@@ -795,4 +797,173 @@ pub async fn alerts_are_listed_and_announced_live<S: Store, C: Control>(h: Harne
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(refused.json()["field"], field, "{query}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Access control
+
+/// A live token of `role` named `name`, stored; returns its secret.
+pub async fn token<S: Store>(
+    store: &S,
+    name: &str,
+    role: cairn_core::auth::Role,
+    queues: &[&str],
+    workflows: Option<&str>,
+    expires_at: Option<cairn_core::Timestamp>,
+) -> String {
+    let secret = cairn_core::auth::Secret::generate();
+    let now = cairn_core::Timestamp::from_micros(1_800_000_000_000_000);
+    let new = cairn_store::NewToken {
+        id: cairn_core::TokenId::new(now),
+        name: name.to_owned(),
+        role,
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        workflows: workflows.map(str::to_owned),
+        prefix: secret.prefix(),
+        hash: secret.hash(),
+        created_at: now,
+        expires_at,
+    };
+    store.create_token(new).await.expect("a token");
+    secret.expose().to_owned()
+}
+
+impl<S: Store, C: Control> Harness<S, C> {
+    /// The same harness asking every request for a token.
+    pub fn requiring_tokens(self) -> Self {
+        self.rebuild(|mut state| {
+            let config = crate::ServerConfig { auth: crate::AuthMode::Tokens, ..(*state.config).clone() };
+            state.config = Arc::new(config);
+            router(state)
+        })
+    }
+
+    /// `method` on `uri` with `token` (if any), and a JSON body `{}` for writes.
+    pub async fn call(&self, method: &str, uri: &str, token: Option<&str>) -> Answer {
+        let mut request = Request::builder().method(method.to_uppercase().as_str()).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = if method == "get" {
+            Body::empty()
+        } else {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from("{}")
+        };
+        self.send(request.body(body).expect("a request")).await
+    }
+}
+
+/// Every route of the OpenAPI document is in the access table, and with
+/// tokens required each one refuses a request without a token (401) and
+/// one whose role is too weak (403), and lets the right role through.
+pub async fn every_route_asks_for_its_role<S: Store, C: Control>(h: Harness<S, C>) {
+    use cairn_core::auth::Role;
+
+    let table = crate::access_table::<S, C>();
+    let doc = h.get("/api/v1/openapi.json").await.json();
+    let mut documented = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("operations").keys() {
+            documented += 1;
+            assert!(
+                table.iter().any(|r| &r.path == path && &r.method == method),
+                "{method} {path} is documented but declares no access"
+            );
+        }
+    }
+    assert_eq!(documented, table.len(), "every route of the table is documented");
+
+    let h = h.requiring_tokens();
+    let mut tokens = std::collections::HashMap::new();
+    for role in [Role::Viewer, Role::Operator, Role::Admin, Role::Worker] {
+        let queues: &[&str] = if role == Role::Worker { &["q"] } else { &[] };
+        tokens.insert(role, token(&*h.store, role.as_str(), role, queues, None, None).await);
+    }
+    let run = RunId::new(cairn_core::Timestamp::from_micros(1_800_000_000_000_000));
+    let task = TaskId::new(cairn_core::Timestamp::from_micros(1_800_000_000_000_000));
+    for route in &table {
+        let uri = route
+            .path
+            .replace("{name}", "hello")
+            .replace("{run_id}", &run.to_string())
+            .replace("{task_id}", &task.to_string())
+            .replace("{step}", "greet");
+        let what = format!("{} {}", route.method, route.path);
+        let anonymous = h.call(&route.method, &uri, None).await.status;
+        let crate::Access::Role(needed) = route.access else {
+            assert!(!matches!(anonymous.as_u16(), 401 | 403), "{what} is public: {anonymous}");
+            continue;
+        };
+        assert_eq!(anonymous, StatusCode::UNAUTHORIZED, "{what} without a token");
+        let weaker = match needed {
+            Role::Viewer | Role::Admin => Role::Worker,
+            Role::Operator => Role::Viewer,
+            Role::Worker => Role::Admin,
+        };
+        let refused = h.call(&route.method, &uri, Some(&tokens[&weaker])).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{what} with a {weaker} token: {}", refused.text());
+        assert_eq!(refused.json()["code"], "forbidden");
+        let allowed = h.call(&route.method, &uri, Some(&tokens[&needed])).await;
+        assert!(
+            !matches!(allowed.status.as_u16(), 401 | 403),
+            "{what} with a {needed} token: {} {}",
+            allowed.status,
+            allowed.text()
+        );
+    }
+}
+
+/// Expired, revoked, unknown and malformed tokens get 401 and change
+/// nothing; a worker token leases only from its queues; a token scoped to
+/// workflows reaches only theirs.
+pub async fn tokens_are_refused_once_expired_or_revoked_and_limited_to_their_queues_and_workflows<
+    S: Store,
+    C: Control,
+>(
+    h: Harness<S, C>,
+) {
+    use cairn_core::auth::Role;
+    let h = h.requiring_tokens();
+    let past = cairn_core::Timestamp::from_micros(1_000_000_000_000_000);
+    let expired = token(&*h.store, "old", Role::Admin, &[], None, Some(past)).await;
+    let answer = h.call("get", "/api/v1/runs", Some(&expired)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.json()["message"].as_str().unwrap().contains("old has expired"), "{}", answer.text());
+    for bad in ["cairn_nope", "not-a-token", &format!("{}x", &expired[..expired.len() - 1])] {
+        assert_eq!(h.call("get", "/api/v1/runs", Some(bad)).await.status, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+
+    // Revocation is immediate: the next request is refused.
+    let viewer = token(&*h.store, "eyes", Role::Viewer, &[], None, None).await;
+    assert_eq!(h.call("get", "/api/v1/runs", Some(&viewer)).await.status, StatusCode::OK);
+    let now = cairn_core::Timestamp::from_micros(1_800_000_000_000_000);
+    assert!(h.store.revoke_token("eyes".into(), now).await.expect("revoke").is_some());
+    let answer = h.call("get", "/api/v1/runs", Some(&viewer)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.json()["message"].as_str().unwrap().contains("eyes was revoked"), "{}", answer.text());
+
+    // A worker token leases from its queues only.
+    let worker = token(&*h.store, "gpu-box", Role::Worker, &["gpu"], None, None).await;
+    let lease = |queue: &str| {
+        let mut request = Request::builder().method("POST").uri("/api/v1/workers/lease");
+        request = request
+            .header(header::AUTHORIZATION, format!("Bearer {worker}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        request.body(Body::from(json!({ "worker_id": "w1", "queue": queue }).to_string())).unwrap()
+    };
+    assert_eq!(h.send(lease("gpu")).await.status, StatusCode::OK);
+    let refused = h.send(lease("cpu")).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.json()["field"], "queue");
+
+    // A token scoped to `hel*`: its workflow and runs, nothing across workflows.
+    let scoped = token(&*h.store, "team-hello", Role::Operator, &[], Some("hel*"), None).await;
+    let triggered = h.call("post", "/api/v1/workflows/hello/runs", Some(&scoped)).await;
+    assert_eq!(triggered.status, StatusCode::CREATED, "{}", triggered.text());
+    let run = triggered.json()["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(h.call("get", &format!("/api/v1/runs/{run}"), Some(&scoped)).await.status, StatusCode::OK);
+    let other = h.call("post", "/api/v1/workflows/strict/runs", Some(&scoped)).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.text());
+    assert_eq!(h.call("get", "/api/v1/runs", Some(&scoped)).await.status, StatusCode::FORBIDDEN);
 }

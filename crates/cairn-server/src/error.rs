@@ -36,6 +36,8 @@ pub enum ErrorCode {
     WorkflowNotFound,
     LogNotFound,
     MethodNotAllowed,
+    Unauthorized,
+    Forbidden,
     WorkflowInvalid,
     LeaseStale,
     Conflict,
@@ -44,7 +46,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidInput,
         ErrorCode::UnsupportedMediaType,
@@ -56,6 +58,8 @@ impl ErrorCode {
         ErrorCode::WorkflowNotFound,
         ErrorCode::LogNotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::WorkflowInvalid,
         ErrorCode::LeaseStale,
         ErrorCode::Conflict,
@@ -83,6 +87,10 @@ impl ErrorCode {
             ErrorCode::WorkflowNotFound => ("workflow_not_found", StatusCode::NOT_FOUND),
             ErrorCode::LogNotFound => ("log_not_found", StatusCode::NOT_FOUND),
             ErrorCode::MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
+            // No token, or one that is not (or no longer) valid.
+            ErrorCode::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            // A valid token whose role (or queues, or workflows) does not cover the request.
+            ErrorCode::Forbidden => ("forbidden", StatusCode::FORBIDDEN),
             // The workflow file has errors; it cannot run until they are fixed.
             ErrorCode::WorkflowInvalid => ("workflow_invalid", StatusCode::UNPROCESSABLE_ENTITY),
             // The lease token is not the task's current one: the caller lost

@@ -5,16 +5,18 @@
 //! [`Store`](cairn_store::Store) it reads, a [`Control`] it asks for every
 //! change (the engine), and a [`Catalog`] of workflow files.
 //!
-//! Architecture invariant: the server never writes to the store. Reads go
-//! to the store; every change — trigger, cancel, retry, lease, heartbeat,
-//! completion, log append — goes through [`Control`], so the engine stays
-//! the only writer of statuses.
+//! Architecture invariant: the server never writes a status to the store.
+//! Reads go to the store; every change — trigger, cancel, retry, lease,
+//! heartbeat, completion, log append — goes through [`Control`], so the
+//! engine stays the only writer of statuses. The one write of the server's
+//! own is when an API token was last used ([`auth`]).
 //!
 //! Architecture invariant: bad input is a 4xx with a stable `code` and the
 //! field at fault, never a 500 (`error.rs` holds the one table of codes).
 
 pub mod analytics;
 pub mod app;
+pub mod auth;
 pub mod catalog;
 pub mod control;
 pub mod engine;
@@ -29,7 +31,8 @@ mod routes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use app::{AppState, ServerConfig, router};
+pub use app::{AppState, RouteAccess, ServerConfig, access_table, router};
+pub use auth::{Access, AuthMode, Caller};
 pub use catalog::Catalog;
 pub use control::{Control, ControlError};
 pub use engine::EngineControl;

@@ -34,6 +34,11 @@ pub use alerts::{
     alerts_open_once_per_key_and_resolve_after_they_were_raised,
     concurrent_raises_of_one_key_record_one_alert,
 };
+mod tokens;
+pub use tokens::{
+    tokens_are_created_listed_and_revoked_by_name_or_id,
+    tokens_are_found_by_hash_with_their_role_queues_scope_and_liveness,
+};
 mod analytics;
 pub use analytics::{
     FinishedTask, LegacyRun, LegacyTask, assert_phase_stats, assert_phases_equal_the_logs, brute_phase_stats,
@@ -133,6 +138,9 @@ macro_rules! store_conformance_suite {
             // alerts (conformance/alerts.rs)
             alerts_open_once_per_key_and_resolve_after_they_were_raised,
             concurrent_raises_of_one_key_record_one_alert,
+            // API tokens (conformance/tokens.rs)
+            tokens_are_created_listed_and_revoked_by_name_or_id,
+            tokens_are_found_by_hash_with_their_role_queues_scope_and_liveness,
             // retention (conformance/retention.rs)
             expired_runs_follow_the_days_and_the_runs_rules,
             deleting_a_run_takes_everything_that_hangs_off_it,

@@ -18,6 +18,7 @@ pub mod model;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
+pub mod tokens;
 
 mod conflict;
 mod counts;
@@ -55,6 +56,7 @@ pub use postgres::{PostgresOptions, PostgresStore};
 pub use retention::{Deleted, LogPartition, PartitionChanges, PartitionPolicy};
 pub use search::{PlannedStatement, QueryPlan};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use tokens::{NewToken, TokenRecord};
 
 use cairn_core::{RunId, TaskId, Timestamp};
 
@@ -199,6 +201,38 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: cairn_core::AlertId,
     ) -> impl Future<Output = Result<Option<cairn_core::alert::Alert>, StoreError>> + Send;
+
+    // ---- API tokens (see `tokens`) ---------------------------------------
+
+    /// Records a token. Refused with [`StoreError::InvalidChange`] while a
+    /// token of that name is not revoked (one past its expiry gives the name
+    /// up, recorded revoked at its expiry).
+    fn create_token(&self, token: NewToken) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every token, revoked and expired ones too, newest first.
+    fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+
+    /// Revokes the token not yet revoked whose id, or else name, is
+    /// `name_or_id`, as of `at` (never before it was made); answers it, or
+    /// `None` when there is none. Lookups after it see the revocation.
+    fn revoke_token(
+        &self,
+        name_or_id: String,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// The token whose secret has this SHA-256, revoked or expired too (the
+    /// caller checks [`TokenRecord::is_live`]). Records the use at `now`
+    /// when the last one recorded is a minute old or more, and answers the
+    /// record with it.
+    fn token_by_hash(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Whether any token is live at `now`.
+    fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     // ---- history (see `history`) ----------------------------------------
 

@@ -143,6 +143,7 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
             (8, "retention".to_owned()),
             (9, "alerts".to_owned()),
             (10, "day_counts".to_owned()),
+            (11, "api_tokens".to_owned()),
         ],
         "each migration applied once"
     );

@@ -18,6 +18,7 @@ mod run;
 mod serve;
 mod span;
 mod status;
+mod token;
 mod validate;
 mod view;
 mod worker;
@@ -60,6 +61,8 @@ enum Command {
     Bench(bench::Args),
     /// List alerts (anomalies in a workflow's status mix), newest first
     Alerts(alerts::Args),
+    /// Create, list and revoke API tokens
+    Token(token::Args),
     /// Read the runs retention archived before deleting them
     Archive(archive::Args),
 }
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker::worker(args).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::Alerts(args) => alerts::alerts(args, data_dir).await,
+            Command::Token(args) => token::token(args, data_dir).await,
             Command::Archive(args) => archive::archive(args, data_dir).await,
         }
     });

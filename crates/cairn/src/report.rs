@@ -27,6 +27,27 @@ pub fn run_report(detail: &RunDetail, timeouts: &Timeouts, log_root: &Path, now:
     view
 }
 
+/// A stored run as `cairn run --json` and `cairn status --json` print it:
+/// [`run_report`] with the step timeouts of its workflow text and what the
+/// workflow's history leads to expect, as the API shows them.
+pub async fn stored_run_report<S: Store>(
+    store: &S,
+    detail: &RunDetail,
+    log_root: &Path,
+    now: Timestamp,
+) -> RunView {
+    let timeouts = run_timeouts(store, detail.run.id).await;
+    let report = run_report(detail, &timeouts, log_root, now);
+    // Without it the run still shows.
+    match store.expected_durations(&detail.run.workflow).await {
+        Ok(expected) => report.with_expected(&expected, now),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the expected durations");
+            report
+        }
+    }
+}
+
 /// The step timeouts of the workflow text a run was submitted with, to judge
 /// overrun predictions; none when the text cannot be read.
 pub async fn run_timeouts<S: Store>(store: &S, run: RunId) -> Timeouts {

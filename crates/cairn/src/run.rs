@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::home::Home;
 use crate::out::outln;
-use crate::report::{RunView, run_report, run_timeouts};
+use crate::report::{RunView, stored_run_report};
 use crate::view::View;
 use crate::{Exit, workflow};
 
@@ -75,8 +75,7 @@ pub async fn run(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         .run_detail(run_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
-    let timeouts = run_timeouts(store.as_ref(), run_id).await;
-    let report = run_report(&detail, &timeouts, &home.log_root(), clock.now());
+    let report = stored_run_report(store.as_ref(), &detail, &home.log_root(), clock.now()).await;
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else if !args.quiet {

@@ -8,7 +8,7 @@ use cairn_engine::{EngineClock, human};
 use cairn_store::{SqliteStore, Store};
 
 use crate::out::outln;
-use crate::report::{RunView, run_report, run_timeouts};
+use crate::report::{RunView, stored_run_report};
 use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
@@ -27,14 +27,7 @@ pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let store = home.open(&clock).await?;
     let id = resolve_run(&store, &args.run_id).await?;
     let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
-    let timeouts = run_timeouts(store.as_ref(), id).await;
-    let mut report = run_report(&detail, &timeouts, &home.log_root(), clock.now());
-    // What the workflow's history says to expect, as the API shows it;
-    // without it the run still shows.
-    match store.expected_durations(&detail.run.workflow).await {
-        Ok(expected) => report = report.with_expected(&expected, clock.now()),
-        Err(e) => tracing::warn!(error = %e, "cannot read the expected durations"),
-    }
+    let report = stored_run_report(store.as_ref(), &detail, &home.log_root(), clock.now()).await;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Exit::Success);

@@ -33,10 +33,18 @@ pub struct Args {
     /// Where steps run when they name no directory, and their scripts and logs
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// A worker API token of the queue (`cairn token create NAME --role worker --queue Q`),
+    /// for a server that asks for tokens
+    #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true, value_name = "cairn_…")]
+    token: Option<String>,
 }
 
 pub async fn worker(args: Args) -> Result<Exit> {
-    let client = Client::builder(&args.server).build().context("the server URL")?;
+    let mut client = Client::builder(&args.server);
+    if let Some(token) = &args.token {
+        client = client.bearer_token(token.trim());
+    }
+    let client = client.build().context("the server URL and token")?;
     let work = match args.work_dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("cairn-worker-{}", std::process::id())),

@@ -514,3 +514,57 @@ fn alerts_lists_the_stores_alerts_newest_first() {
     assert_eq!(env.run(&["alerts", "--before", "nope"]).status.code(), Some(2));
     assert_eq!(env.run(&["alerts", "--limit", "0"]).status.code(), Some(2));
 }
+
+#[test]
+fn tokens_are_created_once_listed_without_secrets_and_revoked() {
+    let env = Env::new();
+    assert_eq!(String::from_utf8_lossy(&env.run(&["token", "list"]).stdout).trim(), "no tokens");
+
+    let out =
+        env.run(&["token", "create", "ci", "--role", "operator", "--workflows", "etl-*", "--expires", "30d"]);
+    assert!(out.status.success(), "{out:?}");
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(secret.starts_with("cairn_") && secret.len() == 46, "{secret}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("will not be shown again"), "{out:?}");
+
+    let listed = env.json_lines(&["token", "list", "--json"]);
+    assert_eq!(listed.len(), 1);
+    let t = &listed[0];
+    assert_eq!(
+        (t["name"].as_str(), t["role"].as_str(), t["state"].as_str()),
+        (Some("ci"), Some("operator"), Some("live"))
+    );
+    assert_eq!(t["prefix"].as_str(), Some(&secret[..12]));
+    assert_eq!(t["workflows"].as_str(), Some("etl-*"));
+    assert!(t["expires_at"].is_string());
+    assert!(t.get("hash").is_none());
+    let table = String::from_utf8_lossy(&env.run(&["token", "list"]).stdout).to_string();
+    assert!(table.contains("ci") && table.contains(&secret[..12]) && table.contains("live"), "{table}");
+    for shown in [&table, &listed[0].to_string()] {
+        assert!(!shown.contains(&secret), "the secret is never listed: {shown}");
+    }
+
+    let again = env.run(&["token", "create", "ci", "--role", "viewer"]);
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("revoke it first"), "{again:?}");
+
+    let worker = env.run(&["token", "create", "gpu", "--role", "worker"]);
+    assert_eq!(worker.status.code(), Some(2), "{worker:?}");
+    assert!(String::from_utf8_lossy(&worker.stderr).contains("--queue"), "{worker:?}");
+    let viewer = env.run(&["token", "create", "v", "--role", "viewer", "--queue", "gpu"]);
+    assert_eq!(viewer.status.code(), Some(2), "{viewer:?}");
+    assert!(env.run(&["token", "create", "gpu", "--role", "worker", "--queue", "gpu"]).status.success());
+
+    let revoked = env.run(&["token", "revoke", "ci"]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert_eq!(env.run(&["token", "revoke", "ci"]).status.code(), Some(2), "revoked already");
+    let listed = env.json_lines(&["token", "list", "--json"]);
+    let states: Vec<(&str, &str)> =
+        listed.iter().map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap())).collect();
+    assert_eq!(states, [("gpu", "live"), ("ci", "revoked")]);
+    assert_eq!(listed[0]["queues"], serde_json::json!(["gpu"]));
+    assert!(
+        env.run(&["token", "create", "ci", "--role", "viewer"]).status.success(),
+        "the name is free again"
+    );
+}

@@ -861,3 +861,69 @@ async fn retention_archives_then_deletes_and_cairn_archive_reads_the_archive() {
     assert_eq!(back["tasks"][0]["name"], "hello", "{back}");
     assert_eq!(back["tasks"][0]["status"], "COMPLETED", "{back}");
 }
+
+/// A server with API tokens: it says so at start, refuses requests without
+/// a token, lets an operator trigger, and a `cairn worker` with a worker
+/// token of its queue runs the remote step; a worker token of another
+/// queue gets nothing. Anywhere but loopback, a server without tokens
+/// refuses to start unless told `--insecure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_tokens_serves_only_their_holders() {
+    let env = Env::new(&[("remote", "steps:\n  - name: far\n    command: echo far\n    queue: gpu\n")]);
+    let data = env.dir.path().join("data");
+    let cairn = |args: &[&str]| Command::new(BIN).arg("--data-dir").arg(&data).args(args).output().unwrap();
+    let secret = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split_whitespace().find(|w| w.starts_with("cairn_")).expect("the secret").to_owned()
+    };
+    let operator = secret(cairn(&["token", "create", "ops", "--role", "operator"]));
+    let gpu = secret(cairn(&["token", "create", "gpu-box", "--role", "worker", "--queue", "gpu"]));
+    let cpu = secret(cairn(&["token", "create", "cpu-box", "--role", "worker", "--queue", "cpu"]));
+
+    let server = env.server(30);
+    let anonymous = Client::new(&server.url).unwrap();
+    match anonymous.get_run(RunId::new(cairn_core::Timestamp::from_micros(0))).await {
+        Err(ClientError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (401, "unauthorized"))
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let client = Client::builder(&server.url).bearer_token(&operator).build().unwrap();
+    let run = trigger(&client, "remote").await;
+
+    // The wrong queue's token leases nothing; the right one runs the step.
+    let wrong = Client::builder(&server.url).bearer_token(&cpu).build().unwrap();
+    let lease = LeaseRequest { worker_id: "sneaky".into(), queue: "gpu".into(), max_tasks: 1, wait_ms: 0 };
+    match wrong.lease(&lease).await {
+        Err(ClientError::Rejected { status, field, .. }) => {
+            assert_eq!((status, field.as_deref()), (403, Some("queue")))
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let mut worker = Command::new(BIN)
+        .args(["worker", "--server", &server.url, "--queue", "gpu", "--worker-id", "gpu-1"])
+        .arg("--work-dir")
+        .arg(env.work())
+        .env("CAIRN_TOKEN", &gpu)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = finished(&client, run, Duration::from_secs(30)).await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["tasks"][0]["attempt_records"][0]["worker"], "gpu-1", "{done}");
+
+    // Elsewhere than loopback, no tokens means no start without --insecure.
+    let bare = tempfile::tempdir().unwrap();
+    let refused = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(bare.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("without API tokens"), "{refused:?}");
+}

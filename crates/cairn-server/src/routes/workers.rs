@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +26,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery, body_bytes, parse_id};
@@ -57,10 +59,14 @@ const MAX_NAME_BYTES: usize = 200;
 )]
 pub(crate) async fn lease<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, ApiError> {
     check_name("worker_id", &req.worker_id)?;
     check_name("queue", &req.queue)?;
+    if let Some(Extension(caller)) = caller {
+        caller.may_lease(&req.queue)?;
+    }
     if !(1..=MAX_LEASE_TASKS).contains(&req.max_tasks) {
         return Err(ApiError::invalid(
             "max_tasks",

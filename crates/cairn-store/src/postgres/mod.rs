@@ -40,6 +40,7 @@ mod retention;
 mod schema;
 mod search;
 mod session;
+mod tokens;
 mod write;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -392,6 +393,48 @@ impl Store for PostgresStore {
     ) -> impl Future<Output = Result<Option<cairn_core::alert::Alert>, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { read_again(&pool, |pool| alerts::get(pool, id)).await }
+    }
+
+    fn create_token(&self, token: crate::NewToken) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { Ok(tokens::create(&pool, &token).await?) }
+    }
+
+    fn tokens(&self) -> impl Future<Output = Result<Vec<crate::TokenRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, tokens::list).await }
+    }
+
+    fn revoke_token(
+        &self,
+        name_or_id: String,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::TokenRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { Ok(tokens::write(&pool, &crate::tokens::TokenWrite::Revoke { name_or_id, at }).await?) }
+    }
+
+    fn token_by_hash(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::TokenRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            let Some(mut token) = read_again(&pool, |pool| tokens::by_hash(pool, hash)).await? else {
+                return Ok(None);
+            };
+            if crate::tokens::use_is_news(token.last_used_at, now) {
+                tokens::write(&pool, &crate::tokens::TokenWrite::Used { id: token.id, at: now }).await?;
+                token.last_used_at = Some(now);
+            }
+            Ok(Some(token))
+        }
+    }
+
+    fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| tokens::any_live(pool, now)).await }
     }
 
     fn search_runs(

@@ -24,6 +24,7 @@ mod read;
 mod retention;
 mod schema;
 mod search;
+mod tokens;
 mod writer;
 
 use std::fmt;
@@ -405,6 +406,61 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<Option<cairn_core::alert::Alert>, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| alerts::get(c, id)).await }
+    }
+
+    fn create_token(&self, token: crate::NewToken) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let queued = self.writer.submit(Work::Token(crate::tokens::TokenWrite::Create(token)));
+        async move {
+            match answer(queued).await? {
+                Done::Token(_) => Ok(()),
+                _ => Err(unexpected("token")),
+            }
+        }
+    }
+
+    fn tokens(&self) -> impl Future<Output = Result<Vec<crate::TokenRecord>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, tokens::list).await }
+    }
+
+    fn revoke_token(
+        &self,
+        name_or_id: String,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::TokenRecord>, StoreError>> + Send {
+        let queued = self.writer.submit(Work::Token(crate::tokens::TokenWrite::Revoke { name_or_id, at }));
+        async move {
+            match answer(queued).await? {
+                Done::Token(revoked) => Ok(revoked),
+                _ => Err(unexpected("token")),
+            }
+        }
+    }
+
+    fn token_by_hash(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::TokenRecord>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move {
+            let Some(mut token) = read::with_reader(pool, move |c| tokens::by_hash(c, hash)).await? else {
+                return Ok(None);
+            };
+            if crate::tokens::use_is_news(token.last_used_at, now) {
+                let queued = self
+                    .writer
+                    .submit(Work::Token(crate::tokens::TokenWrite::Used { id: token.id, at: now }));
+                answer(queued).await?;
+                token.last_used_at = Some(now);
+            }
+            Ok(Some(token))
+        }
+    }
+
+    fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| tokens::any_live(c, now)).await }
     }
 
     fn search_runs(

@@ -58,6 +58,7 @@ pub(super) enum Work {
     /// Runs to delete if finished (`super::retention`).
     DeleteRuns(Vec<RunId>),
     Alert(crate::alerts::AlertWrite),
+    Token(crate::tokens::TokenWrite),
 }
 
 /// What the writer answers, by the kind of [`Work`].
@@ -68,6 +69,8 @@ pub(super) enum Done {
     Imported,
     Deleted(crate::retention::Deleted),
     Alert(Option<cairn_core::AlertId>),
+    /// The token a revocation revoked (nothing for the other token writes).
+    Token(Option<crate::tokens::TokenRecord>),
 }
 
 pub(super) type Answer = oneshot::Receiver<Result<Done, StoreError>>;
@@ -86,7 +89,7 @@ impl Job {
             Work::Renew(renewals) => renewals.len(),
             Work::Import(runs) => runs.iter().map(|r| 1 + r.detail.tasks.len()).sum(),
             Work::DeleteRuns(ids) => ids.len(),
-            Work::Alert(_) => 1,
+            Work::Alert(_) | Work::Token(_) => 1,
         }
     }
 }
@@ -279,6 +282,7 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>
                     }
                     Done::Alert(id)
                 }
+                Work::Token(write) => Done::Token(super::tokens::write(w.conn, write).map_err(failed)?),
                 Work::DeleteRuns(ids) => Done::Deleted(
                     super::retention::delete_runs(w.conn, ids, &mut w.counts, &mut w.workflows)
                         .map_err(failed)?,

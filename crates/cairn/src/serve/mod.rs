@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cairn_core::Timestamp;
 use cairn_core::anomaly::{AnomalyRule, BadRule};
 use cairn_core::lease::LeaseSettings;
 use cairn_engine::owner::LocalOwner;
 use cairn_engine::scheduler::Workflows;
 use cairn_engine::{EngineClock, Manager, ManagerOptions, ScheduledWorkflow, Scheduler, recover};
-use cairn_server::{AppState, Catalog, EngineControl, ServerConfig};
+use cairn_server::{AppState, AuthMode, Catalog, EngineControl, ServerConfig};
 use cairn_store::{PostgresOptions, PostgresStore, Store, StoreError};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -47,6 +48,10 @@ pub struct Args {
     /// On SIGTERM, how long active runs may take to finish before their local steps are interrupted
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     grace: u64,
+    /// Serve without API tokens on an address other than loopback: anyone who reaches it may run
+    /// commands. Without tokens, a loopback address is open to local users anyway
+    #[arg(long)]
+    insecure: bool,
     /// Anomaly alerts: the recent window whose finished runs are compared with the baseline
     #[arg(long, default_value = "1h", value_parser = crate::span::parse, value_name = "SPAN")]
     anomaly_window: Duration,
@@ -186,6 +191,37 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Whether the API asks for tokens: always once any live token exists;
+/// without one, open on loopback (local users only), and elsewhere only
+/// when told `--insecure`.
+async fn auth_mode<S: Store>(
+    store: &S,
+    addr: SocketAddr,
+    insecure: bool,
+    now: Timestamp,
+) -> Result<AuthMode> {
+    if store.any_live_token(now).await.context("reading the API tokens")? {
+        eprintln!("cairn: API tokens required (`Authorization: Bearer cairn_…`)");
+        return Ok(AuthMode::Tokens);
+    }
+    if addr.ip().is_loopback() {
+        eprintln!(
+            "cairn: no API tokens: the API is open to every user of this machine; `cairn token create` makes \
+             one, and the server asks for tokens from its next start"
+        );
+        return Ok(AuthMode::Open);
+    }
+    if insecure {
+        eprintln!("cairn: WARNING: --insecure: the API on {addr} is open to anyone who can reach it");
+        return Ok(AuthMode::Open);
+    }
+    Err(InvalidInput(format!(
+        "refusing to serve {addr} without API tokens: anyone who reaches it could run commands. Create one \
+         (`cairn token create admin --role admin`), listen on 127.0.0.1, or pass --insecure"
+    ))
+    .into())
+}
+
 async fn serve_on<S: Store>(
     store: Arc<S>,
     home: Home,
@@ -194,6 +230,7 @@ async fn serve_on<S: Store>(
     (addr, gate): (SocketAddr, &Gate),
     stopping: tokio::task::JoinHandle<()>,
 ) -> Result<Exit> {
+    let auth = auth_mode(store.as_ref(), addr, args.insecure, clock.now()).await?;
     let workflows = args.workflows.clone().unwrap_or_else(|| home.dir.join("workflows"));
     std::fs::create_dir_all(&workflows).with_context(|| format!("creating {}", workflows.display()))?;
 
@@ -236,7 +273,8 @@ async fn serve_on<S: Store>(
     ));
     let _observing = cairn_server::metrics::spawn_observer(manager.subscribe());
     let control = Arc::new(EngineControl::new(manager.clone(), catalog.clone()));
-    let state = AppState::new(store, control, catalog.clone(), ServerConfig::new(home.log_root()));
+    let config = ServerConfig { auth, ..ServerConfig::new(home.log_root()) };
+    let state = AppState::new(store, control, catalog.clone(), config);
     gate.open(cairn_server::router(state));
 
     let snapshot = catalog.snapshot();

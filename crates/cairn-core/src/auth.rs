@@ -1,0 +1,270 @@
+//! Access control: the roles an API token can have, the token's secret
+//! (random, with a recognisable prefix, kept only as a SHA-256 hash) and
+//! the optional scope of a token to workflows by name pattern.
+//!
+//! Roles are not a ladder all the way up: `viewer` < `operator` < `admin`
+//! for the API, while `worker` is a separate credential that only speaks
+//! the worker protocol — an admin token does not lease tasks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Read, and trigger, cancel and retry runs.
+    Operator,
+    /// Everything an operator may, and manage tokens and settings.
+    Admin,
+    /// Only the worker protocol, on the queues the token names.
+    Worker,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Admin, Role::Worker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Whether a token of this role may do what needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        match (self, needed) {
+            (Role::Worker, needed) => needed == Role::Worker,
+            (_, Role::Worker) => false,
+            (Role::Admin, _) => true,
+            (Role::Operator, needed) => matches!(needed, Role::Viewer | Role::Operator),
+            (Role::Viewer, needed) => needed == Role::Viewer,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A role name that is not one of the four.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a role: expected viewer, operator, admin or worker")]
+pub struct BadRole(pub String);
+
+impl FromStr for Role {
+    type Err = BadRole;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s.trim()).ok_or_else(|| BadRole(s.to_owned()))
+    }
+}
+
+/// The start of every secret, so leak scanners and people recognise one.
+pub const SECRET_PREFIX: &str = "cairn_";
+
+/// How many random base62 characters follow the prefix (about 238 bits).
+const SECRET_RANDOM: usize = 40;
+
+/// How many leading characters of a secret a list shows to recognise it.
+const SHOWN: usize = 12;
+
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A token's secret: `cairn_` and 40 random base62 characters. Shown once
+/// when made; stored only as its [`hash`](Secret::hash). Its `Debug` does
+/// not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A new random secret.
+    pub fn generate() -> Secret {
+        let mut rng = rand::rng();
+        let mut s = String::with_capacity(SECRET_PREFIX.len() + SECRET_RANDOM);
+        s.push_str(SECRET_PREFIX);
+        for _ in 0..SECRET_RANDOM {
+            s.push(char::from(BASE62[rng.random_range(0..BASE62.len())]));
+        }
+        Secret(s)
+    }
+
+    /// `text` as a secret if it has the shape of one (a bearer header's
+    /// value, say); `None` otherwise.
+    pub fn parse(text: &str) -> Option<Secret> {
+        let random = text.strip_prefix(SECRET_PREFIX)?;
+        (random.len() == SECRET_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| Secret(text.to_owned()))
+    }
+
+    /// The first characters, shown in lists to recognise a token.
+    pub fn prefix(&self) -> String {
+        self.0[..SHOWN].to_owned()
+    }
+
+    /// What the store keeps: the SHA-256 of the secret.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.0.as_bytes()).into()
+    }
+
+    /// The secret itself, to show once or send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({}…)", &self.0[..SECRET_PREFIX.len()])
+    }
+}
+
+/// The workflows a token is limited to: a name pattern in which `*` stands
+/// for any run of characters (`etl-*`, `*-nightly`, `*`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WorkflowScope(String);
+
+/// A workflow pattern that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a workflow pattern: expected a name in which * stands for any characters, like etl-*")]
+pub struct BadScope(pub String);
+
+impl WorkflowScope {
+    pub fn parse(pattern: &str) -> Result<WorkflowScope, BadScope> {
+        let p = pattern.trim();
+        if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(BadScope(pattern.to_owned()));
+        }
+        Ok(WorkflowScope(p.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the workflow named `name` is within the scope.
+    pub fn matches(&self, name: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or("");
+        let Some(mut rest) = name.strip_prefix(first) else { return false };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else {
+            return rest.is_empty();
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(i) => rest = &rest[i + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+}
+
+impl fmt::Display for WorkflowScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for WorkflowScope {
+    type Err = BadScope;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WorkflowScope::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_matrix() {
+        use Role::*;
+        let allowed = |r: Role| Role::ALL.into_iter().filter(|n| r.allows(*n)).collect::<Vec<_>>();
+        assert_eq!(allowed(Viewer), [Viewer]);
+        assert_eq!(allowed(Operator), [Viewer, Operator]);
+        assert_eq!(allowed(Admin), [Viewer, Operator, Admin]);
+        assert_eq!(allowed(Worker), [Worker]);
+    }
+
+    #[test]
+    fn roles_parse_print_and_serialize_in_lowercase() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+            assert_eq!(r.to_string(), r.as_str());
+            assert_eq!(format!("{r:<9}|"), format!("{:<9}|", r.as_str()), "padded in tables");
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
+        }
+        let err = "root".parse::<Role>().unwrap_err().to_string();
+        assert!(err.contains("viewer, operator, admin or worker"), "{err}");
+    }
+
+    #[test]
+    fn secrets_have_their_shape_and_hide_in_debug() {
+        let s = Secret::generate();
+        assert_eq!(s.expose().len(), 46);
+        assert!(s.expose().starts_with("cairn_"));
+        assert_eq!(Secret::parse(s.expose()), Some(s.clone()));
+        assert_eq!(s.prefix(), s.expose()[..12]);
+        assert_ne!(Secret::generate(), s);
+        assert!(!format!("{s:?}").contains(&s.expose()[6..]));
+        assert_eq!(s.hash(), Secret::parse(s.expose()).unwrap().hash());
+        assert_ne!(s.hash(), Secret::generate().hash());
+        let body = &s.expose()[6..];
+        for bad in [
+            String::new(),
+            body.to_owned(),
+            format!("cairn_{}", &body[1..]),
+            format!("cairn_{body}x"),
+            format!("cairn_{}-", &body[1..]),
+            format!("CAIRN_{body}"),
+        ] {
+            assert_eq!(Secret::parse(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_hash_is_sha256() {
+        let s = Secret(format!("cairn_{}", "a".repeat(40)));
+        let hex: String = s.hash().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(s.hash(), <[u8; 32]>::from(Sha256::digest(s.expose())));
+    }
+
+    #[test]
+    fn scopes_match_names_by_wildcards() {
+        let cases = [
+            ("etl-*", "etl-daily", true),
+            ("etl-*", "etl-", true),
+            ("etl-*", "report", false),
+            ("etl-*", "xetl-daily", false),
+            ("*-nightly", "etl-nightly", true),
+            ("*-nightly", "etl-nightly-2", false),
+            ("*", "anything", true),
+            ("etl", "etl", true),
+            ("etl", "etl-daily", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "a-b-c", true),
+            ("a*b*c", "a-c-b", false),
+            ("ab*ba", "aba", false),
+            ("ab*ba", "abba", true),
+        ];
+        for (pattern, name, want) in cases {
+            assert_eq!(WorkflowScope::parse(pattern).unwrap().matches(name), want, "{pattern} ~ {name}");
+        }
+        for bad in ["", "  ", "etl daily"] {
+            assert!(WorkflowScope::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(WorkflowScope::parse(" etl-* ").unwrap().as_str(), "etl-*");
+    }
+}
