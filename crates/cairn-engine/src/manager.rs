@@ -160,7 +160,20 @@ impl<S: Store> Manager<S> {
         params: &[String],
         trigger: &str,
     ) -> Result<RunId, EngineError> {
-        self.submit_at(workflow, source, params, trigger, None).await
+        self.submit_at(workflow, source, params, trigger, None, Actor::Scheduler).await
+    }
+
+    /// [`Manager::submit`] asked by `actor` (a user or API token), the
+    /// actor of the run's creation.
+    pub async fn submit_by(
+        self: &Arc<Self>,
+        workflow: Arc<Workflow>,
+        source: String,
+        params: &[String],
+        trigger: &str,
+        actor: Actor,
+    ) -> Result<RunId, EngineError> {
+        self.submit_at(workflow, source, params, trigger, None, actor).await
     }
 
     /// [`Manager::submit`] for the cron tick `tick`: refused when a run for
@@ -172,6 +185,7 @@ impl<S: Store> Manager<S> {
         params: &[String],
         trigger: &str,
         tick: Option<cairn_core::Timestamp>,
+        actor: Actor,
     ) -> Result<RunId, EngineError> {
         let resolved = workflow.resolve_params(params).map_err(|e| EngineError::Invalid(e.to_string()))?;
         let params_json = spec::params_json(params, &resolved);
@@ -179,6 +193,7 @@ impl<S: Store> Manager<S> {
             ShellRunner::new(workflow.clone(), &resolved, params_json).map_err(EngineError::Invalid)?;
         let mut plan = shell::plan(&workflow, &resolved, source, trigger);
         plan.schedule_tick = tick;
+        plan.requested_by = actor;
         let opts = self.run_options(RunId::new(self.clock.now()), &workflow);
         let (created_tx, created_rx) = oneshot::channel();
         let driver = Driver::new(self.store.clone(), Arc::new(runner), self.clock.clone(), plan, opts)?
@@ -275,7 +290,18 @@ impl<S: Store> Manager<S> {
     /// what depends on those. Steps that are not run again are carried over
     /// (recorded SKIPPED with the run they completed in, their outputs kept).
     pub async fn retry(self: &Arc<Self>, run: RunId, from_step: Option<&str>) -> Result<RunId, EngineError> {
+        self.retry_by(run, from_step, Actor::Scheduler).await
+    }
+
+    /// [`Manager::retry`] asked by `actor`, the actor of the new run's creation.
+    pub async fn retry_by(
+        self: &Arc<Self>,
+        run: RunId,
+        from_step: Option<&str>,
+        actor: Actor,
+    ) -> Result<RunId, EngineError> {
         let (detail, workflow, runner, mut plan) = self.rebuild(run, Some("retry")).await?;
+        plan.requested_by = actor;
         if !detail.run.status.is_terminal() {
             return Err(EngineError::Conflict(format!("run {run} is still {}", detail.run.status)));
         }

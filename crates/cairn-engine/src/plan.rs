@@ -22,6 +22,10 @@ pub struct RunPlan {
     pub spec_source: String,
     pub spec_path: Option<String>,
     pub trigger: String,
+    /// Who asked for the run: the actor of its creation. The scheduler for
+    /// cron ticks and local runs; the API token (or named user) for a
+    /// trigger or retry through the API.
+    pub requested_by: cairn_core::record::Actor,
     /// The cron tick that started the run (trigger `schedule`); the store
     /// refuses a second run for the same tick.
     pub schedule_tick: Option<cairn_core::Timestamp>,

@@ -720,7 +720,18 @@ impl<S: Store> Scheduler<S> {
 
     async fn start(&mut self, w: &ScheduledWorkflow, at: Timestamp) {
         let name = w.workflow.name.clone();
-        match self.manager.submit_at(w.workflow.clone(), w.source.clone(), &[], TRIGGER, Some(at)).await {
+        match self
+            .manager
+            .submit_at(
+                w.workflow.clone(),
+                w.source.clone(),
+                &[],
+                TRIGGER,
+                Some(at),
+                cairn_core::record::Actor::Scheduler,
+            )
+            .await
+        {
             Ok(run) => {
                 tracing::info!(workflow = %name, scheduled_for = %at, run = %run, "scheduled run started");
                 self.scheduled.insert(run, name.clone());

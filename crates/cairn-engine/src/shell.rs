@@ -48,6 +48,7 @@ pub fn plan(workflow: &Workflow, params: &[(String, String)], source: String, tr
         spec_source: source,
         spec_path: workflow.file.as_ref().map(|p| p.display().to_string()),
         trigger: trigger.to_owned(),
+        requested_by: cairn_core::record::Actor::Scheduler,
         schedule_tick: None,
         labels: workflow
             .labels

@@ -169,6 +169,7 @@ fn plan(tasks: Vec<PlannedTask>) -> RunPlan {
         spec_source: "steps: []".into(),
         spec_path: None,
         trigger: "manual".into(),
+        requested_by: cairn_core::record::Actor::Scheduler,
         schedule_tick: None,
         labels: Vec::new(),
         preconditions: false,

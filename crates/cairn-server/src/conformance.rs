@@ -959,9 +959,22 @@ pub async fn tokens_are_refused_once_expired_or_revoked_and_limited_to_their_que
 
     // A token scoped to `hel*`: its workflow and runs, nothing across workflows.
     let scoped = token(&*h.store, "team-hello", Role::Operator, &[], Some("hel*"), None).await;
-    let triggered = h.call("post", "/api/v1/workflows/hello/runs", Some(&scoped)).await;
+    // The token's name is the actor of what it changes; a header cannot say otherwise.
+    let trigger = Request::builder()
+        .method("POST")
+        .uri("/api/v1/workflows/hello/runs")
+        .header(header::AUTHORIZATION, format!("Bearer {scoped}"))
+        .header("X-Cairn-User", "mallory")
+        .body(Body::empty())
+        .unwrap();
+    let triggered = h.send(trigger).await;
     assert_eq!(triggered.status, StatusCode::CREATED, "{}", triggered.text());
     let run = triggered.json()["run_id"].as_str().unwrap().to_owned();
+    let stored = h.store.run_detail(run.parse().unwrap()).await.unwrap().expect("the run");
+    let said: Vec<String> =
+        stored.run_transitions.iter().map(|t| format!("{} {}", t.actor, t.reason)).collect();
+    assert!(said.iter().any(|t| t.contains("team-hello")), "{said:?}");
+    assert!(!said.iter().any(|t| t.contains("mallory")), "{said:?}");
     assert_eq!(h.call("get", &format!("/api/v1/runs/{run}"), Some(&scoped)).await.status, StatusCode::OK);
     let other = h.call("post", "/api/v1/workflows/strict/runs", Some(&scoped)).await;
     assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.text());

@@ -52,7 +52,7 @@ impl<S: Store> Control for EngineControl<S> {
         &self,
         workflow: &str,
         params: Vec<String>,
-        _actor: Actor,
+        actor: Actor,
     ) -> Result<RunId, ControlError> {
         let entry = self
             .catalog
@@ -62,7 +62,10 @@ impl<S: Store> Control for EngineControl<S> {
             let problems: Vec<String> = entry.errors().iter().map(ToString::to_string).collect();
             return Err(ControlError::Invalid { field: "workflow".into(), message: problems.join("; ") });
         };
-        self.manager.submit(spec.clone(), entry.source.clone(), &params, "api").await.map_err(engine_error)
+        self.manager
+            .submit_by(spec.clone(), entry.source.clone(), &params, "api", actor)
+            .await
+            .map_err(engine_error)
     }
 
     async fn cancel(&self, run: RunId, actor: Actor) -> Result<(), ControlError> {
@@ -73,9 +76,9 @@ impl<S: Store> Control for EngineControl<S> {
         &self,
         run: RunId,
         from_step: Option<String>,
-        _actor: Actor,
+        actor: Actor,
     ) -> Result<RunId, ControlError> {
-        self.manager.retry(run, from_step.as_deref()).await.map_err(engine_error)
+        self.manager.retry_by(run, from_step.as_deref(), actor).await.map_err(engine_error)
     }
 
     async fn lease(&self, req: LeaseRequest) -> Result<LeaseResponse, ControlError> {

@@ -179,10 +179,24 @@ pub(crate) fn parse_bool(field: &str, text: &str) -> Result<bool, ApiError> {
 /// Names who asks, for the transition log's actor.
 pub(crate) const USER_HEADER: &str = "X-Cairn-User";
 
-/// Who made a request. Until API tokens exist, callers name themselves in
-/// the `X-Cairn-User` header (recorded as `user:NAME`); without it the actor
-/// is `user:anonymous`.
-pub(crate) fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
+/// Who made a request, for the transition log: the name of its API token
+/// (`user:NAME`), which no header can change. On a server without tokens,
+/// callers name themselves in the `X-Cairn-User` header, and without it
+/// the actor is `user:anonymous`.
+pub(crate) struct Who(pub(crate) Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Who, ApiError> {
+        match parts.extensions.get::<crate::auth::Caller>() {
+            Some(caller) => Ok(Who(Actor::User(caller.name.clone()))),
+            None => actor(&parts.headers).map(Who),
+        }
+    }
+}
+
+fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
     let Some(value) = headers.get(USER_HEADER) else {
         return Ok(Actor::User("anonymous".to_owned()));
     };

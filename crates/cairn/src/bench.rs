@@ -416,6 +416,7 @@ fn plan(name: &str, tasks: Vec<PlannedTask>) -> RunPlan {
         spec_source: String::new(),
         spec_path: None,
         trigger: "bench".to_owned(),
+        requested_by: Actor::Scheduler,
         schedule_tick: None,
         labels: Vec::new(),
         preconditions: false,

@@ -534,7 +534,7 @@ impl<S: Store, R: TaskRunner> Driver<S, R> {
                 to: RunStatus::Queued,
                 at: now,
                 reason: format!("{} run", plan.trigger),
-                actor: Actor::Scheduler,
+                actor: plan.requested_by.clone(),
             },
             tasks,
         }));

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_core::{RunId, TaskStatus, spec};
 use cairn_store::Store;
@@ -10,7 +10,7 @@ use cairn_store::Store;
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{OptionalJson, actor, parse_id};
+use crate::extract::{OptionalJson, Who, parse_id};
 use crate::model::{CancelAccepted, RetryRequest, RunCreated, RunView, Timeouts, timeouts};
 
 /// A run with every task — each with its transitions, attempts, progress
@@ -85,10 +85,9 @@ pub(crate) async fn run_timeouts<S: Store>(store: &S, run: RunId) -> Timeouts {
 pub(crate) async fn cancel_run<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
     Path(run_id): Path<String>,
-    headers: HeaderMap,
+    Who(actor): Who,
 ) -> Result<Response, ApiError> {
     let id = parse_id::<RunId>("run_id", &run_id)?;
-    let actor = actor(&headers)?;
     let run = state.store.run(id).await?.ok_or_else(|| run_not_found(id))?;
     if run.status.is_terminal() {
         return Err(ApiError::new(
@@ -124,11 +123,10 @@ pub(crate) async fn cancel_run<S: Store, C: Control>(
 pub(crate) async fn retry_run<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
     Path(run_id): Path<String>,
-    headers: HeaderMap,
+    Who(actor): Who,
     OptionalJson(body): OptionalJson<RetryRequest>,
 ) -> Result<Response, ApiError> {
     let id = parse_id::<RunId>("run_id", &run_id)?;
-    let actor = actor(&headers)?;
     let detail = state.store.run_detail(id).await?.ok_or_else(|| run_not_found(id))?;
     if let Some(step) = &body.from_step
         && !detail.tasks.iter().any(|t| &t.name == step)

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_core::spec;
 use cairn_store::Store;
@@ -10,7 +10,7 @@ use cairn_store::Store;
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{OptionalJson, actor, body_bytes};
+use crate::extract::{OptionalJson, Who, body_bytes};
 use crate::model::{
     DiagnosticView, RunCreated, TriggerRequest, ValidateResponse, WorkflowDetail, WorkflowList,
     WorkflowSummary,
@@ -117,10 +117,9 @@ pub(crate) async fn validate_workflow(req: Request) -> Result<Json<ValidateRespo
 pub(crate) async fn trigger_run<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Who(actor): Who,
     OptionalJson(body): OptionalJson<TriggerRequest>,
 ) -> Result<Response, ApiError> {
-    let actor = actor(&headers)?;
     let entry = state.catalog.get(&name).ok_or_else(|| workflow_not_found(&name))?;
     let workflow = match &entry.spec {
         Ok(w) => w.clone(),
