@@ -183,6 +183,43 @@ impl FromStr for WorkflowScope {
     }
 }
 
+/// Why a new token cannot be made, and which of its fields is wrong
+/// (`name` or `queues`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadToken {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// The rules of a new token, the same wherever one is made (the API and
+/// `cairn token create`): a name without surrounding spaces that does not
+/// look like a token id; queues for a worker token, and only for one; no
+/// blank queue names.
+pub fn check_new_token(name: &str, role: Role, queues: &[String]) -> Result<(), BadToken> {
+    let bad = |field, message: String| Err(BadToken { field, message });
+    if name.trim().is_empty() || name.trim() != name {
+        return bad(
+            "name",
+            format!("{name:?} is not a token name: expected a name without surrounding spaces"),
+        );
+    }
+    if name.parse::<crate::TokenId>().is_ok() {
+        return bad("name", format!("{name:?} looks like a token id: choose another name"));
+    }
+    match (role, queues.is_empty()) {
+        (Role::Worker, true) => return bad("queues", "a worker token needs at least one queue".to_owned()),
+        (role, false) if role != Role::Worker => {
+            return bad("queues", format!("queues are for worker tokens; a {role} token has no queues"));
+        }
+        _ => {}
+    }
+    if let Some(q) = queues.iter().find(|q| q.trim().is_empty()) {
+        return bad("queues", format!("{q:?} is not a queue name"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +268,24 @@ mod tests {
         ] {
             assert_eq!(Secret::parse(&bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn new_tokens_follow_one_set_of_rules() {
+        let q = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_new_token("ci", Role::Operator, &[]), Ok(()));
+        assert_eq!(check_new_token("gpu-1", Role::Worker, &q(&["gpu"])), Ok(()));
+        let field =
+            |name: &str, role, queues: &[String]| check_new_token(name, role, queues).unwrap_err().field;
+        assert_eq!(field("", Role::Viewer, &[]), "name");
+        assert_eq!(field(" ci", Role::Viewer, &[]), "name");
+        assert_eq!(
+            field(&crate::TokenId::new(crate::Timestamp::from_micros(1)).to_string(), Role::Viewer, &[]),
+            "name"
+        );
+        assert_eq!(field("w", Role::Worker, &[]), "queues");
+        assert_eq!(field("v", Role::Viewer, &q(&["gpu"])), "queues");
+        assert_eq!(field("w", Role::Worker, &q(&[" "])), "queues");
     }
 
     #[test]

@@ -105,6 +105,11 @@ ulid_id!(
     TokenId,
     "token id"
 );
+ulid_id!(
+    /// One event of the audit log (token management, token use, refusals).
+    AuditId,
+    "audit event id"
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

@@ -26,5 +26,5 @@ pub mod status;
 pub mod vars;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use id::{AlertId, LeaseToken, RunId, TaskId, TokenId};
+pub use id::{AlertId, AuditId, LeaseToken, RunId, TaskId, TokenId};
 pub use status::{RunStatus, TaskStatus};

@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, 
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::record::Actor;
-use crate::{AlertId, LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp, TokenId};
+use crate::{AlertId, AuditId, LeaseToken, RunId, RunStatus, TaskId, TaskStatus, Timestamp, TokenId};
 
 fn string(description: &str, pattern: Option<&str>, example: &str) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -51,6 +51,11 @@ scalar_schema!(
     TokenId,
     "TokenId",
     string("An API token's id: a ULID (not its secret).", Some(ULID), "01JD8X3Q6Y3M5N7P9R1S3T5V7W")
+);
+scalar_schema!(
+    AuditId,
+    "AuditId",
+    string("An audit event's id: a ULID.", Some(ULID), "01JD8X3Q6Z4N6P8R0S2T4V6W8X")
 );
 scalar_schema!(
     LeaseToken,

@@ -26,7 +26,9 @@ use crate::auth::{Access, AuthMode, authorize};
 use crate::catalog::Catalog;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::{alerts, analytics, events, health, history, logs, runs, tasks, workers, workflows};
+use crate::routes::{
+    alerts, analytics, audit, events, health, history, logs, runs, tasks, tokens, workers, workflows,
+};
 
 /// Settings of the API.
 #[derive(Clone, Debug)]
@@ -137,6 +139,7 @@ pub(crate) fn api<S: Store, C: Control>() -> Api<S, C> {
     const PUBLIC: Access = Access::Public;
     const VIEWER: Access = Access::Role(Role::Viewer);
     const OPERATOR: Access = Access::Role(Role::Operator);
+    const ADMIN: Access = Access::Role(Role::Admin);
     const WORKER: Access = Access::Role(Role::Worker);
     Routes::new()
         .add(PUBLIC, health::__path_health, health::health::<S, C>)
@@ -166,6 +169,10 @@ pub(crate) fn api<S: Store, C: Control>() -> Api<S, C> {
         .add(WORKER, workers::__path_complete_batch, workers::complete_batch::<S, C>)
         .add(WORKER, workers::__path_append_log, workers::append_log::<S, C>)
         .add(VIEWER, events::__path_events, events::events::<S, C>)
+        .add(ADMIN, tokens::__path_create_token, tokens::create_token::<S, C>)
+        .add(ADMIN, tokens::__path_list_tokens, tokens::list_tokens::<S, C>)
+        .add(ADMIN, tokens::__path_revoke_token, tokens::revoke_token::<S, C>)
+        .add(ADMIN, audit::__path_list_audit, audit::list_audit::<S, C>)
         .finish()
 }
 

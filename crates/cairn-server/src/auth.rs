@@ -10,6 +10,10 @@
 //! A worker token reaches only the worker protocol, and leases only from
 //! its queues.
 //!
+//! A valid token refused for its role or scope (`403`) is added to the
+//! audit log (`access_denied`, with the route); a missing or unknown token
+//! (`401`) is not, since anyone can send one.
+//!
 //! [`AuthMode::Open`] (no tokens configured, on loopback, or told
 //! `--insecure`) lets every request through as it always did.
 
@@ -19,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cairn_core::auth::{Role, Secret, WorkflowScope};
 use cairn_core::{RunId, TaskId};
-use cairn_store::Store;
+use cairn_store::{AuditKind, NewAuditEvent, Store};
 
 use crate::app::AppState;
 use crate::control::Control;
@@ -95,7 +99,8 @@ pub(crate) async fn authorize<S: Store, C: Control>(
     // Read before any await: a request's body is not `Sync`, so a borrow
     // of the request held across one would make this future not `Send`.
     let header = req.headers().get(axum::http::header::AUTHORIZATION).map(|h| h.to_str().map(str::to_owned));
-    match check(&state, needed, &params, header).await {
+    let route = format!("{} {}", req.method(), req.uri().path());
+    match check(&state, needed, &params, header, &route).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -109,6 +114,7 @@ async fn check<S: Store, C: Control>(
     needed: Role,
     params: &[(String, String)],
     header: Option<Result<String, axum::http::header::ToStrError>>,
+    route: &str,
 ) -> Result<Caller, ApiError> {
     let unauthorized =
         |message: String| ApiError::new(ErrorCode::Unauthorized, message).field("Authorization");
@@ -130,16 +136,28 @@ async fn check<S: Store, C: Control>(
         let why = if token.revoked_at.is_some() { "was revoked" } else { "has expired" };
         return Err(unauthorized(format!("API token {} {why}", token.name)));
     }
-    if !token.role.allows(needed) {
-        return Err(ApiError::new(
+    let refused = if !token.role.allows(needed) {
+        Err(ApiError::new(
             ErrorCode::Forbidden,
             format!("token {} has the role {}; this route needs {}", token.name, token.role, needed),
-        ));
-    }
-    if let Some(pattern) = &token.workflows {
+        ))
+    } else if let Some(pattern) = &token.workflows {
         let scope = WorkflowScope::parse(pattern)
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("token {}: {e}", token.name)))?;
-        check_scope(state, &token.name, &scope, params).await?;
+        check_scope(state, &token.name, &scope, params).await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = refused {
+        // A 403 is audited: only a valid token can cause one. (A 401 is
+        // not: anyone can send a bad token.)
+        if e.code == ErrorCode::Forbidden {
+            let event =
+                NewAuditEvent::new(now, AuditKind::AccessDenied, token.name.clone(), Some(route.to_owned()))
+                    .detail(serde_json::json!({ "role": token.role, "message": e.message }));
+            state.store.record_audit(event).await?;
+        }
+        return Err(e);
     }
     Ok(Caller { name: token.name, role: token.role, queues: token.queues })
 }

@@ -66,6 +66,7 @@ macro_rules! control_conformance_suite {
             alerts_are_listed_and_announced_live,
             every_route_asks_for_its_role,
             tokens_are_refused_once_expired_or_revoked_and_limited_to_their_queues_and_workflows,
+            an_admin_manages_tokens_over_the_api_and_the_audit_log_records_it,
         );
     };
     (@each $store:expr, $factory:expr; $($check:ident),* $(,)?) => {
@@ -852,6 +853,18 @@ impl<S: Store, C: Control> Harness<S, C> {
         };
         self.send(request.body(body).expect("a request")).await
     }
+
+    /// `method` on `uri` with `token` and a JSON `body`.
+    pub async fn call_json(&self, method: &str, uri: &str, token: &str, body: Value) -> Answer {
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("a request");
+        self.send(request).await
+    }
 }
 
 /// Every route of the OpenAPI document is in the access table, and with
@@ -979,4 +992,95 @@ pub async fn tokens_are_refused_once_expired_or_revoked_and_limited_to_their_que
     let other = h.call("post", "/api/v1/workflows/strict/runs", Some(&scoped)).await;
     assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.text());
     assert_eq!(h.call("get", "/api/v1/runs", Some(&scoped)).await.status, StatusCode::FORBIDDEN);
+}
+
+/// An admin token makes, lists and revokes a token over the API; the new
+/// secret works at once and stops at once when revoked; a viewer is refused
+/// the admin routes, and the audit log records that refusal and the admin's
+/// token management and use under the admin's name.
+pub async fn an_admin_manages_tokens_over_the_api_and_the_audit_log_records_it<S: Store, C: Control>(
+    h: Harness<S, C>,
+) {
+    use cairn_core::auth::Role;
+
+    let h = h.requiring_tokens();
+    let admin = token(&*h.store, "root", Role::Admin, &[], None, None).await;
+    let viewer = token(&*h.store, "reader", Role::Viewer, &[], None, None).await;
+
+    // Refused like the CLI refuses, naming the field.
+    for (body, field) in [
+        (json!({"name": "w", "role": "worker"}), "queues"),
+        (json!({"name": "v", "role": "viewer", "queues": ["gpu"]}), "queues"),
+        (json!({"name": " v", "role": "viewer"}), "name"),
+        (json!({"name": "v", "role": "root"}), "role"),
+    ] {
+        let a = h.call_json("post", "/api/v1/tokens", &admin, body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text());
+        assert_eq!(a.json()["field"], field, "{body}");
+    }
+
+    let made = h
+        .call_json(
+            "post",
+            "/api/v1/tokens",
+            &admin,
+            json!({"name": "ci", "role": "operator", "expires_in_s": 3600}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text());
+    let made = made.json();
+    let secret = made["secret"].as_str().expect("the secret").to_owned();
+    assert!(secret.starts_with("cairn_"));
+    assert_eq!((made["token"]["name"].as_str(), made["token"]["state"].as_str()), (Some("ci"), Some("live")));
+    assert_eq!(made["token"]["role"], "operator");
+    assert!(made["token"].get("hash").is_none());
+
+    let again = h.call_json("post", "/api/v1/tokens", &admin, json!({"name": "ci", "role": "viewer"})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    assert_eq!(again.json()["code"], "conflict");
+
+    // The new secret works at once.
+    assert_eq!(h.call("get", "/api/v1/workflows", Some(&secret)).await.status, StatusCode::OK);
+
+    let list = h.call("get", "/api/v1/tokens", Some(&admin)).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+    let list = list.json();
+    let names: Vec<&str> =
+        list["tokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ci", "reader", "root"]);
+    assert!(!list.to_string().contains(&secret[6..]), "no secrets in the list");
+    assert!(
+        list["tokens"].as_array().unwrap().iter().all(|t| t.get("hash").is_none() && t["state"] == "live")
+    );
+
+    // A viewer is refused the admin routes, and the refusal is audited.
+    let refused = h.call("get", "/api/v1/tokens", Some(&viewer)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+
+    let revoked = h.call("delete", "/api/v1/tokens/ci", Some(&admin)).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
+    assert_eq!(revoked.json()["state"], "revoked");
+    // Stops at once.
+    assert_eq!(h.call("get", "/api/v1/workflows", Some(&secret)).await.status, StatusCode::UNAUTHORIZED);
+    let gone = h.call("delete", "/api/v1/tokens/ci", Some(&admin)).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.text());
+    assert_eq!(gone.json()["code"], "token_not_found");
+
+    let audit = h.call("get", "/api/v1/audit", Some(&admin)).await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text());
+    let events = audit.json()["events"].as_array().unwrap().clone();
+    let has = |kind: &str, actor: &str, target: &str| {
+        events.iter().any(|e| e["kind"] == kind && e["actor"] == actor && e["target"] == target)
+    };
+    assert!(has("token_created", "root", "ci"), "{events:#?}");
+    assert!(has("token_revoked", "root", "ci"), "{events:#?}");
+    assert!(has("token_used", "root", "root"), "{events:#?}");
+    assert!(has("access_denied", "reader", "GET /api/v1/tokens"), "{events:#?}");
+    assert_eq!(events[0]["kind"], "token_revoked", "newest first: {events:#?}");
+
+    let denied = h.call("get", "/api/v1/audit?kind=access_denied&actor=reader", Some(&admin)).await.json();
+    assert_eq!(denied["events"].as_array().unwrap().len(), 1, "{denied}");
+    let bad = h.call("get", "/api/v1/audit?limit=0", Some(&admin)).await;
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+    assert_eq!(h.call("get", "/api/v1/audit", Some(&viewer)).await.status, StatusCode::FORBIDDEN);
 }

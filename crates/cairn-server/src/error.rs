@@ -35,6 +35,7 @@ pub enum ErrorCode {
     StepNotFound,
     WorkflowNotFound,
     LogNotFound,
+    TokenNotFound,
     MethodNotAllowed,
     Unauthorized,
     Forbidden,
@@ -46,7 +47,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidInput,
         ErrorCode::UnsupportedMediaType,
@@ -57,6 +58,7 @@ impl ErrorCode {
         ErrorCode::StepNotFound,
         ErrorCode::WorkflowNotFound,
         ErrorCode::LogNotFound,
+        ErrorCode::TokenNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -86,6 +88,7 @@ impl ErrorCode {
             ErrorCode::StepNotFound => ("step_not_found", StatusCode::NOT_FOUND),
             ErrorCode::WorkflowNotFound => ("workflow_not_found", StatusCode::NOT_FOUND),
             ErrorCode::LogNotFound => ("log_not_found", StatusCode::NOT_FOUND),
+            ErrorCode::TokenNotFound => ("token_not_found", StatusCode::NOT_FOUND),
             ErrorCode::MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             // No token, or one that is not (or no longer) valid.
             ErrorCode::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),

@@ -8,8 +8,9 @@
 //! Architecture invariant: the server never writes a status to the store.
 //! Reads go to the store; every change — trigger, cancel, retry, lease,
 //! heartbeat, completion, log append — goes through [`Control`], so the
-//! engine stays the only writer of statuses. The one write of the server's
-//! own is when an API token was last used ([`auth`]).
+//! engine stays the only writer of statuses. The server's own writes are
+//! the bookkeeping of access ([`auth`]): API tokens (made and revoked by
+//! admins, their last use) and the audit log.
 //!
 //! Architecture invariant: bad input is a 4xx with a stable `code` and the
 //! field at fault, never a 500 (`error.rs` holds the one table of codes).

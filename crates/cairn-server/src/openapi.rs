@@ -60,6 +60,12 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         protocol::CompleteBatchRequest,
         protocol::CompleteBatchResponse,
         protocol::LogStream,
+        crate::routes::tokens::CreateToken,
+        crate::routes::tokens::TokenCreated,
+        crate::routes::tokens::TokenList,
+        crate::routes::tokens::TokenView,
+        crate::routes::audit::AuditList,
+        cairn_core::AuditId,
     )),
     tags(
         (name = "health", description = "Liveness, readiness, metrics and this document"),
@@ -71,6 +77,7 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         (name = "logs", description = "An attempt's stdout and stderr, read or followed"),
         (name = "workers", description = "The worker protocol: lease, heartbeat, complete (one or many), stream logs"),
         (name = "events", description = "Live transitions and progress over a WebSocket"),
+        (name = "access", description = "API tokens (make, list, revoke) and the audit log; role admin"),
     )
 )]
 struct Base;

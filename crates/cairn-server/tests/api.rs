@@ -829,6 +829,10 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/v1/workers/complete"),
         ("post", "/api/v1/tasks/{task_id}/logs"),
         ("get", "/api/v1/events"),
+        ("post", "/api/v1/tokens"),
+        ("get", "/api/v1/tokens"),
+        ("delete", "/api/v1/tokens/{name}"),
+        ("get", "/api/v1/audit"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut operations = 0;

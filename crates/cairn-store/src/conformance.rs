@@ -34,6 +34,10 @@ pub use alerts::{
     alerts_open_once_per_key_and_resolve_after_they_were_raised,
     concurrent_raises_of_one_key_record_one_alert,
 };
+mod audit;
+pub use audit::{
+    audit_events_read_back_newest_first_by_kind_actor_and_page, token_use_is_audited_when_it_is_recorded,
+};
 mod tokens;
 pub use tokens::{
     tokens_are_created_listed_and_revoked_by_name_or_id,
@@ -141,6 +145,9 @@ macro_rules! store_conformance_suite {
             // API tokens (conformance/tokens.rs)
             tokens_are_created_listed_and_revoked_by_name_or_id,
             tokens_are_found_by_hash_with_their_role_queues_scope_and_liveness,
+            // the audit log (conformance/audit.rs)
+            audit_events_read_back_newest_first_by_kind_actor_and_page,
+            token_use_is_audited_when_it_is_recorded,
             // retention (conformance/retention.rs)
             expired_runs_follow_the_days_and_the_runs_rules,
             deleting_a_run_takes_everything_that_hangs_off_it,

@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod analytics;
+pub mod audit;
 pub mod change;
 pub mod dispatch;
 pub mod error;
@@ -36,6 +37,7 @@ pub use alerts::{AlertKey, AlertQuery, AlertWrite, NewAlert};
 pub use analytics::{
     ExpectedDurations, FailingStep, PhaseQuery, PhaseStats, SlowTask, StepExpected, StepPhases,
 };
+pub use audit::{AuditEvent, AuditKind, AuditQuery, NewAuditEvent};
 pub use change::{
     AdoptRun, AttemptResult, Change, Heartbeat, NewRun, NewTask, Outcome, RunChange, TaskChange, TaskUpdate,
 };
@@ -223,8 +225,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The token whose secret has this SHA-256, revoked or expired too (the
     /// caller checks [`TokenRecord::is_live`]). Records the use at `now`
-    /// when the last one recorded is a minute old or more, and answers the
-    /// record with it.
+    /// when the last one recorded is a minute old or more, together with a
+    /// `token_used` audit event (actor and target: the token's name), and
+    /// answers the record with it.
     fn token_by_hash(
         &self,
         hash: [u8; 32],
@@ -233,6 +236,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether any token is live at `now`.
     fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    // ---- the audit log (see `audit`) --------------------------------------
+
+    /// Adds an event to the audit log. ([`Store::token_by_hash`] adds its
+    /// own `token_used` events, with the use it records.)
+    fn record_audit(&self, event: NewAuditEvent) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The events `q` selects, newest first.
+    fn audit_events(&self, q: AuditQuery)
+    -> impl Future<Output = Result<Vec<AuditEvent>, StoreError>> + Send;
 
     // ---- history (see `history`) ----------------------------------------
 

@@ -114,9 +114,11 @@ pub(crate) enum TokenWrite {
         name_or_id: String,
         at: Timestamp,
     },
-    /// Record a use, unless one was recorded less than a minute before.
+    /// Record a use, unless one was recorded less than a minute before,
+    /// and with it a `token_used` audit event.
     Used {
         id: TokenId,
+        name: String,
         at: Timestamp,
     },
 }

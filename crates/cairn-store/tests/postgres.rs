@@ -144,6 +144,7 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
             (9, "alerts".to_owned()),
             (10, "day_counts".to_owned()),
             (11, "api_tokens".to_owned()),
+            (12, "audit_events".to_owned()),
         ],
         "each migration applied once"
     );

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod archive;
+mod audit;
 mod bench;
 mod bench_history;
 mod bench_remote;
@@ -63,6 +64,8 @@ enum Command {
     Alerts(alerts::Args),
     /// Create, list and revoke API tokens
     Token(token::Args),
+    /// Read the audit log (token management, token use, refused requests), newest first
+    Audit(audit::Args),
     /// Read the runs retention archived before deleting them
     Archive(archive::Args),
 }
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::bench(args).await,
             Command::Alerts(args) => alerts::alerts(args, data_dir).await,
             Command::Token(args) => token::token(args, data_dir).await,
+            Command::Audit(args) => audit::audit(args, data_dir).await,
             Command::Archive(args) => archive::archive(args, data_dir).await,
         }
     });

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use cairn_core::auth::{Role, Secret, WorkflowScope};
 use cairn_core::{Clock, SystemClock, Timestamp, TokenId};
 use cairn_engine::EngineClock;
-use cairn_store::{NewToken, PostgresOptions, PostgresStore, Store, StoreError, TokenRecord};
+use cairn_store::{
+    AuditKind, NewAuditEvent, NewToken, PostgresOptions, PostgresStore, Store, StoreError, TokenRecord,
+};
 
 use crate::out::outln;
 use crate::{Exit, InvalidInput};
@@ -82,33 +84,13 @@ pub async fn token(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     }
 }
 
-/// What the store would refuse less clearly, refused before opening it.
+/// What the store would refuse less clearly, refused before opening it
+/// (the rules of [`cairn_core::auth::check_new_token`], as the API's).
 fn check(c: &CreateArgs) -> Result<()> {
-    if c.name.trim().is_empty() || c.name.trim() != c.name {
-        return Err(InvalidInput(format!(
-            "{:?} is not a token name: expected a name without surrounding spaces",
-            c.name
-        ))
-        .into());
-    }
-    if c.name.parse::<TokenId>().is_ok() {
-        return Err(InvalidInput(format!("{:?} looks like a token id: choose another name", c.name)).into());
-    }
-    match (c.role, c.queues.is_empty()) {
-        (Role::Worker, true) => {
-            return Err(InvalidInput("a worker token needs at least one --queue".into()).into());
-        }
-        (role, false) if role != Role::Worker => {
-            return Err(
-                InvalidInput(format!("--queue is for worker tokens; a {role} token has no queues")).into()
-            );
-        }
-        _ => {}
-    }
-    if let Some(q) = c.queues.iter().find(|q| q.trim().is_empty()) {
-        return Err(InvalidInput(format!("--queue: {q:?} is not a queue name")).into());
-    }
-    Ok(())
+    cairn_core::auth::check_new_token(&c.name, c.role, &c.queues).map_err(|e| match e.field {
+        "queues" => InvalidInput(format!("--queue: {}", e.message)).into(),
+        _ => InvalidInput(e.message).into(),
+    })
 }
 
 async fn act<S: Store>(store: &S, cmd: Cmd) -> Result<Exit> {
@@ -118,6 +100,9 @@ async fn act<S: Store>(store: &S, cmd: Cmd) -> Result<Exit> {
         Cmd::List { json } => list(store, json, now).await,
         Cmd::Revoke { name_or_id } => match store.revoke_token(name_or_id.clone(), now).await? {
             Some(t) => {
+                let event = NewAuditEvent::new(now, AuditKind::TokenRevoked, "cli", Some(t.name.clone()))
+                    .detail(serde_json::json!({ "id": t.id }));
+                store.record_audit(event).await?;
                 outln!("revoked token {} ({}, {})", t.name, t.role, t.id);
                 Ok(Exit::Success)
             }
@@ -148,8 +133,13 @@ async fn create<S: Store>(store: &S, c: CreateArgs, now: Timestamp) -> Result<Ex
         created_at: now,
         expires_at,
     };
+    let id = token.id;
     match store.create_token(token).await {
-        Ok(()) => {}
+        Ok(()) => {
+            let event = NewAuditEvent::new(now, AuditKind::TokenCreated, "cli", Some(c.name.clone()))
+                .detail(serde_json::json!({ "id": id, "role": c.role }));
+            store.record_audit(event).await?;
+        }
         Err(StoreError::InvalidChange(m)) => return Err(InvalidInput(m).into()),
         Err(e) => return Err(e.into()),
     }

@@ -568,3 +568,28 @@ fn tokens_are_created_once_listed_without_secrets_and_revoked() {
         "the name is free again"
     );
 }
+
+#[test]
+fn audit_lists_token_management_by_the_cli_newest_first() {
+    let env = Env::new();
+    assert_eq!(String::from_utf8_lossy(&env.run(&["audit"]).stdout).trim(), "no audit events");
+    assert!(env.run(&["token", "create", "ci", "--role", "operator"]).status.success());
+    assert!(env.run(&["token", "revoke", "ci"]).status.success());
+
+    let events = env.json_lines(&["audit", "--json"]);
+    let seen: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["actor"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seen, [("token_revoked", "cli", "ci"), ("token_created", "cli", "ci")]);
+
+    let created = env.json_lines(&["audit", "--json", "--kind", "token_created", "--actor", "cli"]);
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["detail"]["role"], "operator");
+    assert_eq!(env.json_lines(&["audit", "--json", "--limit", "1"]).len(), 1);
+    let table = String::from_utf8_lossy(&env.run(&["audit"]).stdout).to_string();
+    assert!(table.contains("token_revoked") && table.contains("cli"), "{table}");
+
+    assert_eq!(env.run(&["audit", "--kind", "login"]).status.code(), Some(2));
+    assert_eq!(env.run(&["audit", "--limit", "0"]).status.code(), Some(2));
+}

@@ -4,11 +4,13 @@
 
 pub(crate) mod alerts;
 pub(crate) mod analytics;
+pub(crate) mod audit;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod history;
 pub(crate) mod logs;
 pub(crate) mod runs;
 pub(crate) mod tasks;
+pub(crate) mod tokens;
 pub(crate) mod workers;
 pub(crate) mod workflows;

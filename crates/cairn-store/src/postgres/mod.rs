@@ -30,6 +30,7 @@
 
 mod alerts;
 mod analytics;
+mod audit;
 mod counts;
 mod import;
 mod members;
@@ -425,7 +426,11 @@ impl Store for PostgresStore {
                 return Ok(None);
             };
             if crate::tokens::use_is_news(token.last_used_at, now) {
-                tokens::write(&pool, &crate::tokens::TokenWrite::Used { id: token.id, at: now }).await?;
+                tokens::write(
+                    &pool,
+                    &crate::tokens::TokenWrite::Used { id: token.id, name: token.name.clone(), at: now },
+                )
+                .await?;
                 token.last_used_at = Some(now);
             }
             Ok(Some(token))
@@ -435,6 +440,22 @@ impl Store for PostgresStore {
     fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { read_again(&pool, |pool| tokens::any_live(pool, now)).await }
+    }
+
+    fn record_audit(
+        &self,
+        event: crate::NewAuditEvent,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { Ok(audit::record(&pool, &event).await?) }
+    }
+
+    fn audit_events(
+        &self,
+        q: crate::AuditQuery,
+    ) -> impl Future<Output = Result<Vec<crate::AuditEvent>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| audit::list(pool, &q)).await }
     }
 
     fn search_runs(

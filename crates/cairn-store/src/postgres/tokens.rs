@@ -33,9 +33,16 @@ WHERE token_no = (
 )
 RETURNING id, name, role, queues, workflows, prefix, created_at, expires_at, revoked_at, last_used_at";
 
+// The use and its audit event, in one statement: the event only when the
+// use was renewed.
 const USED: &str = "\
-UPDATE api_tokens SET last_used_at = $2
-WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $2::bigint - $3::bigint)";
+WITH renewed AS (
+    UPDATE api_tokens SET last_used_at = $2
+    WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $2::bigint - $3::bigint)
+    RETURNING name
+)
+INSERT INTO audit_events (id, at, kind, actor, target)
+SELECT $4, $2, 'token_used', name, name FROM renewed";
 
 pub(super) async fn create(pool: &Pool, t: &NewToken) -> Result<(), Error> {
     let mut client = pool.get().await?;
@@ -81,11 +88,12 @@ pub(super) async fn write(pool: &Pool, w: &TokenWrite) -> Result<Option<TokenRec
                 .map(token)
                 .transpose()
         }
-        TokenWrite::Used { id, at } => {
+        TokenWrite::Used { id, name: _, at } => {
             let client = pool.get().await?;
             let stmt = client.prepare_cached(USED).await?;
+            let event = Uuid(cairn_core::AuditId::new(*at).to_bytes());
             client
-                .execute(&stmt, &[&Uuid(id.to_bytes()), &at.as_micros(), &tokens::LAST_USED_GRAIN_US])
+                .execute(&stmt, &[&Uuid(id.to_bytes()), &at.as_micros(), &tokens::LAST_USED_GRAIN_US, &event])
                 .await?;
             Ok(None)
         }

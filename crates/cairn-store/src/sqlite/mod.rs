@@ -18,6 +18,7 @@
 
 mod alerts;
 mod analytics;
+mod audit;
 mod counts;
 mod import;
 mod read;
@@ -448,9 +449,11 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             if crate::tokens::use_is_news(token.last_used_at, now) {
-                let queued = self
-                    .writer
-                    .submit(Work::Token(crate::tokens::TokenWrite::Used { id: token.id, at: now }));
+                let queued = self.writer.submit(Work::Token(crate::tokens::TokenWrite::Used {
+                    id: token.id,
+                    name: token.name.clone(),
+                    at: now,
+                }));
                 answer(queued).await?;
                 token.last_used_at = Some(now);
             }
@@ -461,6 +464,27 @@ impl Store for SqliteStore {
     fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| tokens::any_live(c, now)).await }
+    }
+
+    fn record_audit(
+        &self,
+        event: crate::NewAuditEvent,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let queued = self.writer.submit(Work::Audit(event));
+        async move {
+            match answer(queued).await? {
+                Done::Audit => Ok(()),
+                _ => Err(unexpected("audit event")),
+            }
+        }
+    }
+
+    fn audit_events(
+        &self,
+        q: crate::AuditQuery,
+    ) -> impl Future<Output = Result<Vec<crate::AuditEvent>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| audit::list(c, &q)).await }
     }
 
     fn search_runs(

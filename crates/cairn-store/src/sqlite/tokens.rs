@@ -5,6 +5,7 @@ use cairn_core::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Error;
+use crate::audit::{AuditKind, NewAuditEvent};
 use crate::error::StoreError;
 use crate::tokens::{self, TokenRecord, TokenWrite};
 
@@ -72,12 +73,16 @@ pub(super) fn write(conn: &Connection, w: &TokenWrite) -> Result<Option<TokenRec
                 .optional()?
                 .transpose()
         }
-        TokenWrite::Used { id, at } => {
-            conn.prepare_cached(USED)?.execute(params![
+        TokenWrite::Used { id, name, at } => {
+            let renewed = conn.prepare_cached(USED)?.execute(params![
                 id.to_bytes(),
                 at.as_micros(),
                 tokens::LAST_USED_GRAIN_US
             ])?;
+            if renewed > 0 {
+                let event = NewAuditEvent::new(*at, AuditKind::TokenUsed, name.clone(), Some(name.clone()));
+                super::audit::record(conn, &event)?;
+            }
             Ok(None)
         }
     }

@@ -59,6 +59,8 @@ pub(super) enum Work {
     DeleteRuns(Vec<RunId>),
     Alert(crate::alerts::AlertWrite),
     Token(crate::tokens::TokenWrite),
+    /// An event for the audit log (`super::audit`).
+    Audit(crate::NewAuditEvent),
 }
 
 /// What the writer answers, by the kind of [`Work`].
@@ -71,6 +73,7 @@ pub(super) enum Done {
     Alert(Option<cairn_core::AlertId>),
     /// The token a revocation revoked (nothing for the other token writes).
     Token(Option<crate::tokens::TokenRecord>),
+    Audit,
 }
 
 pub(super) type Answer = oneshot::Receiver<Result<Done, StoreError>>;
@@ -89,7 +92,7 @@ impl Job {
             Work::Renew(renewals) => renewals.len(),
             Work::Import(runs) => runs.iter().map(|r| 1 + r.detail.tasks.len()).sum(),
             Work::DeleteRuns(ids) => ids.len(),
-            Work::Alert(_) | Work::Token(_) => 1,
+            Work::Alert(_) | Work::Token(_) | Work::Audit(_) => 1,
         }
     }
 }
@@ -283,6 +286,10 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>
                     Done::Alert(id)
                 }
                 Work::Token(write) => Done::Token(super::tokens::write(w.conn, write).map_err(failed)?),
+                Work::Audit(event) => {
+                    super::audit::record(w.conn, event).map_err(failed)?;
+                    Done::Audit
+                }
                 Work::DeleteRuns(ids) => Done::Deleted(
                     super::retention::delete_runs(w.conn, ids, &mut w.counts, &mut w.workflows)
                         .map_err(failed)?,
