@@ -145,7 +145,8 @@ impl<S: Store> AnomalyWatch<S> {
     }
 }
 
-/// `1h`, `7d`, `90m`: the largest unit that divides the duration.
+/// `1h`, `7d`, `90m`: the largest unit that divides the duration, as the
+/// `--anomaly-*` flags are written.
 fn human(d: std::time::Duration) -> String {
     let s = d.as_secs();
     match s {

@@ -37,7 +37,7 @@ pub(super) async fn watch<S: Store>(watch: AnomalyWatch<S>, term: CancellationTo
     }
 }
 
-/// Keeps the watch's store alive for as long as the task runs.
+/// Starts the watch on a task of its own, until `term`.
 pub(super) fn spawn<S: Store>(
     store: Arc<S>,
     clock: cairn_engine::EngineClock,
