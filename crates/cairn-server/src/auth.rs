@@ -88,12 +88,12 @@ pub(crate) async fn authorize<S: Store, C: Control>(
     next: Next,
 ) -> Response {
     let Access::Role(needed) = access else { return next.run(req).await };
-    let Some(state) = req.extensions().get::<AppState<S, C>>().cloned() else {
-        return ApiError::new(ErrorCode::Internal, "the API state is missing").into_response();
+    let state = match req.extensions().get::<AppState<S, C>>() {
+        // Open: nothing to look up, and no state copied on the hot path.
+        Some(state) if state.config.auth == AuthMode::Open => return next.run(req).await,
+        Some(state) => state.clone(),
+        None => return ApiError::new(ErrorCode::Internal, "the API state is missing").into_response(),
     };
-    if state.config.auth == AuthMode::Open {
-        return next.run(req).await;
-    }
     let params: Vec<(String, String)> =
         params.map(|p| p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()).unwrap_or_default();
     // Read before any await: a request's body is not `Sync`, so a borrow

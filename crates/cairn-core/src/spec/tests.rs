@@ -780,7 +780,7 @@ fn workflow_shell_and_directories() {
     let w = workflow(
         r#"
 shell: /bin/bash -e
-working_dir: ~/work
+working_dir: ~/jobs
 steps:
   - name: a
     command: pwd
@@ -798,10 +798,10 @@ steps:
     a.resolve_env(&mut s, &mut NoCommands).unwrap();
     let inv = a.invocation(&w, &s);
     assert_eq!(argvs(&inv), [r#"["/bin/bash", "-e", "-c", "pwd"]"#]);
-    assert_eq!(inv.working_dir, Path::new("/synthetic-user/work/sub"));
-    assert_eq!(inv.stdout.as_deref(), Some(Path::new("/synthetic-user/work/sub/logs/out.txt")));
+    assert_eq!(inv.working_dir, Path::new("/synthetic-user/jobs/sub"));
+    assert_eq!(inv.stdout.as_deref(), Some(Path::new("/synthetic-user/jobs/sub/logs/out.txt")));
     assert!(inv.env.contains(&("GREETING".to_owned(), "hello world".to_owned())));
-    assert!(inv.env.contains(&("PWD".to_owned(), "/synthetic-user/work/sub".to_owned())));
+    assert!(inv.env.contains(&("PWD".to_owned(), "/synthetic-user/jobs/sub".to_owned())));
     assert!(!inv.env.iter().any(|(k, _)| k == "1"));
     let b = w.steps[1].invocation(&w, &s);
     // A step that chooses its shell gets no `-e` from Cairn.

@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiQuery, parse_id, parse_number};
+use crate::extract::{ApiQuery, parse_bool, parse_id, parse_number};
 use crate::model::AlertList;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -51,15 +51,8 @@ pub(crate) async fn list_alerts<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
     ApiQuery(q): ApiQuery<AlertParams>,
 ) -> Result<Json<AlertList>, ApiError> {
-    let open_only = match q.open.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request("open", format!("expected true or false, got {other:?}")));
-        }
-    };
     let query = AlertQuery {
-        open_only,
+        open_only: q.open.as_deref().map(|o| parse_bool("open", o)).transpose()?.unwrap_or(false),
         kind: q.kind.as_deref().map(|k| parse_id::<AlertKind>("kind", k)).transpose()?,
         workflow: q.workflow.clone().filter(|w| !w.is_empty()),
         before: q.before.as_deref().map(|id| parse_id::<AlertId>("before", id)).transpose()?,
