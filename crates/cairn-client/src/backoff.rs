@@ -12,6 +12,19 @@ use tokio::time::Instant;
 
 use crate::ClientError;
 
+/// The longest `Retry-After` of a 429 that is waited out as asked; a longer
+/// one (a misconfigured proxy) is shortened to this.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The wait before retrying after `error`: `own` (a backoff delay), or the
+/// server's `Retry-After` of a 429 when longer (up to [`MAX_RATE_LIMIT_WAIT`]).
+pub(crate) fn rate_limit_wait(own: Duration, error: &ClientError) -> Duration {
+    match error.retry_after() {
+        Some(asked) if error.is_rate_limited() => own.max(asked.min(MAX_RATE_LIMIT_WAIT)),
+        _ => own,
+    }
+}
+
 /// An exponential backoff policy.
 ///
 /// Retry `n` (0-based) waits `initial * multiplier^n`, capped at `max`, then
@@ -84,7 +97,10 @@ impl Backoff {
     /// `None` to give up — the error is not retryable, or a bound is reached.
     ///
     /// A server's `Retry-After` is honoured when longer than our own delay,
-    /// but never beyond `max`.
+    /// but never beyond `max`. A rate-limited answer (429) is the exception:
+    /// it changed nothing and says when to come back, so it is waited out
+    /// (up to [`MAX_RATE_LIMIT_WAIT`]) and retried without counting against
+    /// `max_retries` or `max_elapsed` — slowing down never fails a task.
     pub fn next_delay(
         &self,
         error: &ClientError,
@@ -94,6 +110,9 @@ impl Backoff {
     ) -> Option<Duration> {
         if !error.is_retryable() {
             return None;
+        }
+        if error.is_rate_limited() {
+            return Some(rate_limit_wait(self.delay_with(retry, unit), error));
         }
         if self.max_retries.is_some_and(|m| retry >= m) {
             return None;
@@ -210,6 +229,31 @@ mod tests {
         assert_eq!(b.next_delay(&e, 3, ms(0), 0.0), None, "retry limit");
         assert_eq!(b.next_delay(&e, 1, ms(1800), 0.0), Some(ms(200)));
         assert_eq!(b.next_delay(&e, 1, ms(1801), 0.0), None, "would end past max_elapsed");
+    }
+
+    #[test]
+    fn a_rate_limit_is_waited_out_as_asked_and_never_gives_up() {
+        let b = Backoff {
+            initial: ms(100),
+            max: ms(1000),
+            jitter: 0.0,
+            max_retries: Some(1),
+            max_elapsed: Some(ms(2000)),
+            ..Backoff::default()
+        };
+        let limited = crate::error::classify_response(
+            429,
+            br#"{"code":"rate_limited","message":"slow down"}"#,
+            Some(ms(3000)),
+        );
+        assert!(limited.is_rate_limited() && limited.certainly_not_applied());
+        // Past every bound, and longer than `max`: still waited out.
+        assert_eq!(b.next_delay(&limited, 10, Duration::from_secs(3600), 0.0), Some(ms(3000)));
+        let absurd = crate::error::classify_response(429, b"", Some(Duration::from_secs(86_400)));
+        assert_eq!(b.next_delay(&absurd, 0, Duration::ZERO, 0.0), Some(MAX_RATE_LIMIT_WAIT));
+        // A 503 keeps the bounds.
+        let unavailable = crate::error::classify_response(503, b"", Some(ms(3000)));
+        assert_eq!(b.next_delay(&unavailable, 1, Duration::ZERO, 0.0), None);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct ClientBuilder {
     request_timeout: Duration,
     bearer_token: Option<String>,
     user_agent: String,
+    /// PEM certificates of CAs trusted besides the system's ([`ClientBuilder::ca_cert_pem`]).
+    ca_certs: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -85,6 +87,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts, besides the system's CAs, the CA certificate(s) in this PEM
+    /// text: for a server whose certificate is self-signed or from a
+    /// private CA. Needs the `tls` feature; checked by [`ClientBuilder::build`].
+    pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certs.push(pem.into());
+        self
+    }
+
     pub fn build(self) -> Result<Client, ClientError> {
         let api = api_root(&self.base_url)?;
         let mut headers = HeaderMap::new();
@@ -95,7 +105,7 @@ impl ClientBuilder {
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
-        let http = reqwest::Client::builder()
+        let http = with_tls(reqwest::Client::builder(), &self.ca_certs)?
             .connect_timeout(self.connect_timeout)
             .default_headers(headers)
             .user_agent(self.user_agent)
@@ -106,6 +116,46 @@ impl ClientBuilder {
             .map_err(|e| ClientError::InvalidRequest(crate::error::error_chain(&e)))?;
         Ok(Client { http, api, request_timeout: self.request_timeout })
     }
+}
+
+/// HTTPS on rustls with the `ring` provider, trusting the system's CAs and `ca_certs`.
+#[cfg(feature = "tls")]
+fn with_tls(
+    builder: reqwest::ClientBuilder,
+    ca_certs: &[Vec<u8>],
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    // reqwest is built without a provider of its own (aws-lc-rs is a long C
+    // build); the process's default is ring unless the program chose another.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = builder.tls_backend_rustls();
+    for pem in ca_certs {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            ClientError::InvalidRequest(format!("the CA certificate: {}", crate::error::error_chain(&e)))
+        })?;
+        if certs.is_empty() {
+            return Err(ClientError::InvalidRequest(
+                "the CA certificate: no `-----BEGIN CERTIFICATE-----` block in it".into(),
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
+}
+
+/// Without the `tls` feature: plain HTTP only.
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    builder: reqwest::ClientBuilder,
+    ca_certs: &[Vec<u8>],
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    if !ca_certs.is_empty() {
+        return Err(ClientError::InvalidRequest(
+            "a CA certificate was given, but cairn-client was built without its `tls` feature".into(),
+        ));
+    }
+    Ok(builder)
 }
 
 /// `http://host:port` (with or without a trailing `/`, with or without
@@ -253,6 +303,7 @@ impl Client {
             request_timeout: Duration::from_secs(30),
             bearer_token: None,
             user_agent: format!("cairn-client/{}", env!("CARGO_PKG_VERSION")),
+            ca_certs: Vec::new(),
         }
     }
 
@@ -492,6 +543,15 @@ mod tests {
         let c = Client::new("http://h:1").unwrap();
         let u = c.url(&["workflows", "nightly/etl ä", "runs"]).unwrap();
         assert_eq!(u.as_str(), "http://h:1/api/v1/workflows/nightly%2Fetl%20%C3%A4/runs");
+    }
+
+    #[test]
+    fn a_ca_certificate_that_is_not_one_is_refused_at_build() {
+        let e = Client::builder("https://h:1").ca_cert_pem("not a certificate").build().unwrap_err();
+        assert!(matches!(e, ClientError::InvalidRequest(_)), "{e:?}");
+        let message = e.to_string();
+        let why = if cfg!(feature = "tls") { "BEGIN CERTIFICATE" } else { "`tls` feature" };
+        assert!(message.contains("CA certificate") && message.contains(why), "{message}");
     }
 
     #[test]

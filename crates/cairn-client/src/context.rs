@@ -188,9 +188,35 @@ impl TaskContext {
 
     /// Appends to the attempt's stdout or stderr log on the server. One call
     /// per chunk: buffer lines rather than sending each.
+    ///
+    /// A chunk in memory refused for the worker's rate (429) is sent again
+    /// once the server's `Retry-After` has passed, for as long as the task
+    /// runs; a streamed body is sent once.
     pub async fn log(&self, stream: LogStream, body: impl Into<reqwest::Body>) -> Result<(), ClientError> {
         let t = &self.inner.task;
-        self.inner.rt.client.append_log(t.task_id, t.lease_token, stream, body).await
+        let body = body.into();
+        let Some(bytes) = body.as_bytes().map(<[u8]>::to_vec) else {
+            return self.inner.rt.client.append_log(t.task_id, t.lease_token, stream, body).await;
+        };
+        let backoff = &self.inner.rt.config.backoff;
+        let mut retry = 0;
+        loop {
+            match self.inner.rt.client.append_log(t.task_id, t.lease_token, stream, bytes.clone()).await {
+                Err(e) if e.is_rate_limited() && !self.is_cancelled() => {
+                    let delay = crate::backoff::rate_limit_wait(backoff.delay(retry), &e);
+                    tracing::debug!(
+                        delay_ms = delay.as_millis() as u64,
+                        "log append rate limited; sending it again"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.cancelled().cancelled() => return Err(e),
+                    }
+                    retry += 1;
+                }
+                result => return result,
+            }
+        }
     }
 }
 

@@ -107,6 +107,8 @@ impl ClientError {
     /// token is, by the worker protocol.
     pub fn certainly_not_applied(&self) -> bool {
         match self {
+            // A 429 is refused before anything runs (the server's rate limit).
+            ClientError::Transient { .. } if self.is_rate_limited() => true,
             ClientError::Transient { kind, .. } => *kind == TransientKind::Connect,
             ClientError::LeaseStale { .. }
             | ClientError::NotFound { .. }
@@ -125,6 +127,13 @@ impl ClientError {
             ClientError::Transient { status, .. } => *status,
             ClientError::InvalidRequest(_) => None,
         }
+    }
+
+    /// Whether the server refused the request for the caller's rate (HTTP
+    /// 429): nothing was done, and the same request may be sent again once
+    /// [`ClientError::retry_after`] has passed.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, ClientError::Transient { status: Some(429), .. })
     }
 
     /// How long the server asked us to wait before retrying, if it did.
@@ -231,6 +240,7 @@ pub fn classify_item_error(error: &ItemError) -> ClientError {
         "unsupported_media_type" => 415,
         "workflow_invalid" => 422,
         "unavailable" => 503,
+        "rate_limited" => 429,
         code if code == "not_found" || code.ends_with("_not_found") => 404,
         _ => 500,
     };

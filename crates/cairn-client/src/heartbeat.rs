@@ -422,7 +422,7 @@ pub(crate) async fn heartbeat_loop(rt: Arc<Runtime>, stop: CancellationToken) {
                 // Back off, but never past the shortest interval held: the
                 // leases are at stake.
                 let cap = rt.held().shortest_interval().unwrap_or(MIN_INTERVAL);
-                let delay = rt.config.backoff.delay(failures).min(cap);
+                let delay = crate::backoff::rate_limit_wait(rt.config.backoff.delay(failures), &e).min(cap);
                 failures = failures.saturating_add(1);
                 if e.is_retryable() {
                     tracing::warn!(error = %e, items = n, failures, retry_in_ms = delay.as_millis() as u64, "heartbeat failed");

@@ -20,7 +20,7 @@ mod error;
 mod heartbeat;
 mod worker;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, MAX_RATE_LIMIT_WAIT};
 pub use client::{Client, ClientBuilder, PhaseStatsQuery, RunPage, RunQuery};
 pub use context::{CheckpointError, TaskContext};
 pub use error::{

@@ -556,7 +556,7 @@ impl Worker {
                 }
                 Err(e) if e.is_retryable() => {
                     rt.stats.lease_errors.fetch_add(1, Ordering::Relaxed);
-                    let delay = cfg.backoff.delay(failures);
+                    let delay = crate::backoff::rate_limit_wait(cfg.backoff.delay(failures), &e);
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "lease failed");
                     tokio::select! {

@@ -1,6 +1,7 @@
 //! Access control: the roles an API token can have, the token's secret
 //! (random, with a recognisable prefix, kept only as a SHA-256 hash) and
-//! the optional scope of a token to workflows by name pattern.
+//! the optional scope of a token to workflows by name pattern; the key of
+//! a web session got by signing in with a token, and its anti-CSRF token.
 //!
 //! Roles are not a ladder all the way up: `viewer` < `operator` < `admin`
 //! for the API, while `worker` is a separate credential that only speaks
@@ -89,21 +90,13 @@ pub struct Secret(String);
 impl Secret {
     /// A new random secret.
     pub fn generate() -> Secret {
-        let mut rng = rand::rng();
-        let mut s = String::with_capacity(SECRET_PREFIX.len() + SECRET_RANDOM);
-        s.push_str(SECRET_PREFIX);
-        for _ in 0..SECRET_RANDOM {
-            s.push(char::from(BASE62[rng.random_range(0..BASE62.len())]));
-        }
-        Secret(s)
+        Secret(random_text(SECRET_PREFIX, SECRET_RANDOM))
     }
 
     /// `text` as a secret if it has the shape of one (a bearer header's
     /// value, say); `None` otherwise.
     pub fn parse(text: &str) -> Option<Secret> {
-        let random = text.strip_prefix(SECRET_PREFIX)?;
-        (random.len() == SECRET_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric()))
-            .then(|| Secret(text.to_owned()))
+        has_shape(text, SECRET_PREFIX, SECRET_RANDOM).then(|| Secret(text.to_owned()))
     }
 
     /// The first characters, shown in lists to recognise a token.
@@ -126,6 +119,73 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({}…)", &self.0[..SECRET_PREFIX.len()])
     }
+}
+
+/// The start of a web session's key (the value of its cookie): not a
+/// token's prefix, so a key is never mistaken for a token, yet scanners
+/// that look for `cairn_` still catch a leaked one.
+pub const SESSION_PREFIX: &str = "cairn_session_";
+
+/// The key of a web session, got by signing in with a token: the browser
+/// holds it in an `HttpOnly` cookie; the store keeps only its SHA-256.
+/// Its `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    pub fn generate() -> SessionKey {
+        SessionKey(random_text(SESSION_PREFIX, SECRET_RANDOM))
+    }
+
+    /// `text` as a key if it has the shape of one (a cookie's value).
+    pub fn parse(text: &str) -> Option<SessionKey> {
+        has_shape(text, SESSION_PREFIX, SECRET_RANDOM).then(|| SessionKey(text.to_owned()))
+    }
+
+    /// What the store keeps.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.0.as_bytes()).into()
+    }
+
+    /// The key itself, to set in the cookie.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(…)")
+    }
+}
+
+/// A new anti-CSRF token for a session: 32 random base62 characters. A
+/// page reads it from the API and sends it back in a header with every
+/// change, which a page of another site cannot do.
+pub fn csrf_token() -> String {
+    random_text("", 32)
+}
+
+/// Whether a sent anti-CSRF token is the session's, compared in constant
+/// time so the answer's timing tells nothing of how much matched.
+pub fn csrf_matches(expected: &str, sent: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), sent.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random_text(prefix: &str, random: usize) -> String {
+    let mut rng = rand::rng();
+    let mut s = String::with_capacity(prefix.len() + random);
+    s.push_str(prefix);
+    for _ in 0..random {
+        s.push(char::from(BASE62[rng.random_range(0..BASE62.len())]));
+    }
+    s
+}
+
+fn has_shape(text: &str, prefix: &str, random: usize) -> bool {
+    text.strip_prefix(prefix)
+        .is_some_and(|r| r.len() == random && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// The workflows a token is limited to: a name pattern in which `*` stands
@@ -244,6 +304,26 @@ mod tests {
         }
         let err = "root".parse::<Role>().unwrap_err().to_string();
         assert!(err.contains("viewer, operator, admin or worker"), "{err}");
+    }
+
+    #[test]
+    fn session_keys_are_not_tokens_and_csrf_tokens_compare_whole() {
+        let k = SessionKey::generate();
+        assert!(k.expose().starts_with(SESSION_PREFIX));
+        assert_eq!(SessionKey::parse(k.expose()), Some(k.clone()));
+        assert_eq!(Secret::parse(k.expose()), None, "a session key is not a token");
+        assert_eq!(SessionKey::parse(Secret::generate().expose()), None, "a token is not a session key");
+        assert_eq!(SessionKey::parse(&k.expose()[1..]), None);
+        assert!(!format!("{k:?}").contains(&k.expose()[SESSION_PREFIX.len()..]));
+        assert_ne!(SessionKey::generate().hash(), k.hash());
+
+        let c = csrf_token();
+        assert_eq!(c.len(), 32);
+        assert!(csrf_matches(&c, &c.clone()));
+        assert!(!csrf_matches(&c, &c[1..]));
+        assert!(!csrf_matches(&c, &format!("{}x", &c[..31])));
+        assert!(!csrf_matches(&c, ""));
+        assert_ne!(csrf_token(), c);
     }
 
     #[test]

@@ -14,11 +14,13 @@ pub mod event;
 pub mod expected;
 pub mod id;
 pub mod lease;
+pub mod notify;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod progress;
 pub mod protocol;
 pub mod record;
+pub mod report;
 pub mod retention;
 pub mod retry;
 pub mod spec;

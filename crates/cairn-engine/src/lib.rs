@@ -13,11 +13,13 @@ pub mod plan;
 pub mod process;
 pub mod queues;
 pub mod recover;
+pub mod report;
 pub mod retention;
 pub mod runner;
 pub mod scheduler;
 pub mod shell;
 pub mod time;
+pub mod webhooks;
 
 pub use anomalies::{AnomalyWatch, Checked};
 pub use driver::{Command, Driver, RunEvent, RunOptions, StaleLease, attempt_log_paths, human};

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,8 +27,9 @@ use crate::auth::{Access, AuthMode, authorize};
 use crate::catalog::Catalog;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorCode};
+use crate::limits::Surface;
 use crate::routes::{
-    alerts, analytics, audit, events, health, history, logs, runs, tasks, tokens, workers, workflows,
+    alerts, analytics, audit, events, health, history, logs, runs, session, tasks, tokens, workers, workflows,
 };
 
 /// Settings of the API.
@@ -39,8 +41,29 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How often a followed log is checked for new bytes.
     pub log_poll_interval: Duration,
-    /// Whether requests need an API token.
+    /// Whether requests need an API token, as the server started. An open
+    /// API asks for tokens from the moment one is made: see
+    /// [`ServerConfig::auth_mode`].
     pub auth: AuthMode,
+    /// Set when the first API token is made while the API is open (over
+    /// the API, or seen by `cairn serve`'s watch): from then on it asks for
+    /// tokens, without a restart.
+    pub tokens_made: Arc<AtomicBool>,
+    /// Whether the API is served over TLS (session cookies are then `Secure`).
+    pub tls: bool,
+    /// Whether the server listens on a loopback address only. Open without
+    /// tokens there, it then answers only requests that name a loopback host,
+    /// so a web page whose name was pointed at 127.0.0.1 (DNS rebinding)
+    /// cannot drive it through the user's browser.
+    pub loopback: bool,
+    /// Requests a second per caller on the API, bursts of twice that; 0: no limit.
+    pub rate_limit_api: u32,
+    /// Requests a second per caller on the worker protocol, bursts of twice that; 0: no limit.
+    pub rate_limit_worker: u32,
+    /// Live event subscriptions this server takes in all (503 beyond).
+    pub max_subscribers: usize,
+    /// Live event subscriptions one caller may hold (429 beyond).
+    pub max_subscribers_per_token: usize,
 }
 
 impl ServerConfig {
@@ -50,7 +73,23 @@ impl ServerConfig {
             body_limit: 1024 * 1024,
             log_poll_interval: Duration::from_millis(200),
             auth: AuthMode::Open,
+            tokens_made: Arc::default(),
+            tls: false,
+            loopback: false,
+            // Off unless set (`cairn serve` sets 50 and 500): embedders and
+            // tests on a stopped manual clock are not limited by surprise.
+            rate_limit_api: 0,
+            rate_limit_worker: 0,
+            max_subscribers: 1000,
+            max_subscribers_per_token: 20,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Whether requests need an API token now.
+    pub fn auth_mode(&self) -> AuthMode {
+        if self.tokens_made.load(Ordering::Relaxed) { AuthMode::Tokens } else { self.auth }
     }
 }
 
@@ -109,6 +148,7 @@ pub fn router<S: Store, C: Control>(state: AppState<S, C>) -> Router {
     let body_limit = state.config.body_limit;
     let Api { router: routes, doc, .. } = api::<S, C>();
     let doc = Arc::new(doc);
+    let limits = Arc::new(crate::limits::Limits::new(&state.config, state.clock.clone()));
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -116,6 +156,8 @@ pub fn router<S: Store, C: Control>(state: AppState<S, C>) -> Router {
         // The route guards read the state from here (`auth::authorize`).
         .layer(axum::Extension(state))
         .layer(axum::Extension(crate::openapi::Document(doc)))
+        .layer(axum::Extension(limits))
+        .layer(axum::Extension(crate::limits::BodyLimit(body_limit)))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -157,6 +199,11 @@ pub(crate) fn api<S: Store, C: Control>() -> Api<S, C> {
         .add(VIEWER, analytics::__path_phase_stats, analytics::phase_stats::<S, C>)
         .add(VIEWER, analytics::__path_expected_durations, analytics::expected_durations::<S, C>)
         .add(VIEWER, alerts::__path_list_alerts, alerts::list_alerts::<S, C>)
+        .add(
+            VIEWER,
+            crate::routes::reports::__path_status_report,
+            crate::routes::reports::status_report::<S, C>,
+        )
         .add(VIEWER, runs::__path_get_run, runs::get_run::<S, C>)
         .add(OPERATOR, runs::__path_cancel_run, runs::cancel_run::<S, C>)
         .add(OPERATOR, runs::__path_retry_run, runs::retry_run::<S, C>)
@@ -173,6 +220,14 @@ pub(crate) fn api<S: Store, C: Control>() -> Api<S, C> {
         .add(ADMIN, tokens::__path_list_tokens, tokens::list_tokens::<S, C>)
         .add(ADMIN, tokens::__path_revoke_token, tokens::revoke_token::<S, C>)
         .add(ADMIN, audit::__path_list_audit, audit::list_audit::<S, C>)
+        .add(PUBLIC, session::__path_sign_in, session::sign_in::<S, C>)
+        .add(PUBLIC, session::__path_get_session, session::get_session::<S, C>)
+        .add(PUBLIC, session::__path_sign_out, session::sign_out::<S, C>)
+        .add(
+            ADMIN,
+            crate::routes::webhooks::__path_list_deliveries,
+            crate::routes::webhooks::list_deliveries::<S, C>,
+        )
         .finish()
 }
 
@@ -213,7 +268,9 @@ impl<S: Store, C: Control> Routes<S, C> {
             method_router = method_router.on(filter(method), handler.clone());
         }
         let guard = axum::middleware::from_fn_with_state(access, authorize::<S, C>);
-        self.router = self.router.route(&path, method_router.route_layer(guard));
+        // Inside the guard: the limit counts the caller the guard found.
+        let limit = axum::middleware::from_fn_with_state(Surface::of(access), crate::limits::limit);
+        self.router = self.router.route(&path, method_router.route_layer(limit).route_layer(guard));
         for method in &methods {
             self.access.push(RouteAccess {
                 method: method_name(method).to_owned(),

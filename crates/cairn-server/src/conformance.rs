@@ -44,6 +44,8 @@ use crate::app::{AppState, ServerConfig, router};
 use crate::catalog::Catalog;
 use crate::control::Control;
 
+pub use cairn_store::conformance::TestDatabase;
+
 /// Stamps out the conformance suite as `#[tokio::test]`s for one [`Control`]
 /// on one store.
 ///
@@ -67,6 +69,7 @@ macro_rules! control_conformance_suite {
             every_route_asks_for_its_role,
             tokens_are_refused_once_expired_or_revoked_and_limited_to_their_queues_and_workflows,
             an_admin_manages_tokens_over_the_api_and_the_audit_log_records_it,
+            a_browser_signs_in_and_its_changes_need_the_csrf_token,
         );
     };
     (@each $store:expr, $factory:expr; $($check:ident),* $(,)?) => {
@@ -96,64 +99,6 @@ pub async fn postgres(_data_dir: PathBuf) -> (PostgresStore, TestDatabase) {
         .await
         .expect("connect to the test database");
     (store, db)
-}
-
-/// A PostgreSQL database made for one test, dropped (with any sessions
-/// left on it) when this goes. A test that panics may leave it behind.
-pub struct TestDatabase {
-    server: String,
-    name: String,
-}
-
-impl TestDatabase {
-    async fn create() -> TestDatabase {
-        let server = std::env::var("CAIRN_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let name = format!("cairn_server_test_{}", LeaseToken::random());
-        let (client, connection) = match tokio_postgres::connect(&server, tokio_postgres::NoTls).await {
-            Ok(pair) => pair,
-            Err(e) => panic!(
-                "PostgreSQL is not reachable at {server} ({e}): start one or set CAIRN_TEST_POSTGRES to its URL"
-            ),
-        };
-        tokio::spawn(connection);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
-        TestDatabase { server, name }
-    }
-
-    /// The server's URL with this database in place of its own.
-    pub fn url(&self) -> String {
-        match self.server.split_once("://") {
-            Some((scheme, rest)) => {
-                let (rest, query) = rest.split_once('?').map_or((rest, ""), |(r, q)| (r, q));
-                let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
-                let query = if query.is_empty() { String::new() } else { format!("?{query}") };
-                format!("{scheme}://{authority}/{}{query}", self.name)
-            }
-            None => format!("{} dbname={}", self.server, self.name),
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        // Drop cannot await: a thread with a runtime of its own, whatever
-        // runtime (if any) the test is on.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!("could not drop the test database {}: {dropped:?}", self.name);
-        }
-    }
 }
 
 /// The queue of the remote fixture's step.
@@ -969,6 +914,13 @@ pub async fn tokens_are_refused_once_expired_or_revoked_and_limited_to_their_que
     let refused = h.send(lease("cpu")).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(refused.json()["field"], "queue");
+    let audit = h.store.audit_events(cairn_store::AuditQuery::default()).await.unwrap();
+    assert!(
+        audit.iter().any(|e| e.kind.as_str() == "access_denied"
+            && e.actor == "gpu-box"
+            && e.target.as_deref() == Some("POST /api/v1/workers/lease")),
+        "a refused queue is audited: {audit:#?}"
+    );
 
     // A token scoped to `hel*`: its workflow and runs, nothing across workflows.
     let scoped = token(&*h.store, "team-hello", Role::Operator, &[], Some("hel*"), None).await;
@@ -991,7 +943,45 @@ pub async fn tokens_are_refused_once_expired_or_revoked_and_limited_to_their_que
     assert_eq!(h.call("get", &format!("/api/v1/runs/{run}"), Some(&scoped)).await.status, StatusCode::OK);
     let other = h.call("post", "/api/v1/workflows/strict/runs", Some(&scoped)).await;
     assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.text());
-    assert_eq!(h.call("get", "/api/v1/runs", Some(&scoped)).await.status, StatusCode::FORBIDDEN);
+
+    // Lists across workflows show it only its workflows' runs and tasks.
+    let admin = token(&*h.store, "root", Role::Admin, &[], None, None).await;
+    let theirs = h.call("post", "/api/v1/workflows/fails/runs", Some(&admin)).await;
+    assert_eq!(theirs.status, StatusCode::CREATED, "{}", theirs.text());
+    let workflows_of = |page: &Value, key: &str| -> Vec<String> {
+        let mut w: Vec<String> = page[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["workflow"].as_str().unwrap().to_owned())
+            .collect();
+        w.dedup();
+        w
+    };
+    let all = h.call("get", "/api/v1/runs", Some(&admin)).await.json();
+    assert_eq!(workflows_of(&all, "runs"), ["fails", "hello"], "{all}");
+    let mine = h.call("get", "/api/v1/runs", Some(&scoped)).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text());
+    assert_eq!(workflows_of(&mine.json(), "runs"), ["hello"]);
+    let tasks = h.call("get", "/api/v1/tasks", Some(&scoped)).await.json();
+    assert_eq!(workflows_of(&tasks, "tasks"), ["hello"], "{tasks}");
+    let counted = h.call("get", "/api/v1/stats/status", Some(&scoped)).await.json();
+    assert_eq!(counted["runs"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>(), 1);
+    let outside = h.call("get", "/api/v1/runs?workflow=fails", Some(&scoped)).await;
+    outside.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("workflow"));
+    // A scope that holds no workflow sees empty lists.
+    let none = token(&*h.store, "team-x", Role::Viewer, &[], Some("x-*"), None).await;
+    let empty = h.call("get", "/api/v1/runs", Some(&none)).await.json();
+    assert_eq!(empty["runs"].as_array().unwrap().len(), 0, "{empty}");
+    let trend = h.call("get", "/api/v1/stats/trend?from=2020-01-01T00:00:00Z", Some(&none)).await;
+    assert_eq!(trend.status, StatusCode::OK, "{}", trend.text());
+    // Its live events are narrowed the same way.
+    let events = h.call("get", "/api/v1/events?workflow=fails", Some(&scoped)).await;
+    events.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("workflow"));
+    let events = h.call("get", "/api/v1/events", Some(&scoped)).await;
+    assert_eq!(events.status, StatusCode::BAD_REQUEST, "let through, but not a WebSocket: {}", events.text());
+    // Other routes across workflows stay closed to it.
+    assert_eq!(h.call("get", "/api/v1/alerts", Some(&scoped)).await.status, StatusCode::FORBIDDEN);
 }
 
 /// An admin token makes, lists and revokes a token over the API; the new
@@ -1083,4 +1073,183 @@ pub async fn an_admin_manages_tokens_over_the_api_and_the_audit_log_records_it<S
     let bad = h.call("get", "/api/v1/audit?limit=0", Some(&admin)).await;
     assert_eq!((bad.status, bad.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
     assert_eq!(h.call("get", "/api/v1/audit", Some(&viewer)).await.status, StatusCode::FORBIDDEN);
+}
+
+/// A browser signs in with a token and gets an `HttpOnly`, `SameSite=Strict`
+/// (and under TLS `Secure`) session cookie that acts as the token. Reads
+/// need nothing more; a change needs the session's anti-CSRF token and is
+/// refused from a page of another site. The session ends at sign-out, when
+/// its token is revoked, and at its expiry; worker tokens cannot sign in.
+/// An open API refuses changes from pages of other sites, and asks for
+/// tokens once one is made over it.
+pub async fn a_browser_signs_in_and_its_changes_need_the_csrf_token<S: Store, C: Control>(h: Harness<S, C>) {
+    use cairn_core::auth::Role;
+    use cairn_core::{Clock, ManualClock, Timestamp};
+
+    // After the tokens' creation time (`token` makes them at 1.8e15 µs).
+    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(1_800_000_001_000_000)));
+    let at = clock.clone();
+    let h = h.rebuild(move |mut state| {
+        let config =
+            crate::ServerConfig { auth: crate::AuthMode::Tokens, tls: true, ..(*state.config).clone() };
+        state.config = Arc::new(config);
+        router(state.with_clock(at))
+    });
+    let alice = token(&*h.store, "alice", Role::Operator, &[], None, None).await;
+    let worker = token(&*h.store, "box", Role::Worker, &["q"], None, None).await;
+    let session = |cookie: Option<&str>| {
+        let mut r = Request::get("/api/v1/session").header(header::HOST, "cairn.test");
+        if let Some(c) = cookie {
+            r = r.header(header::COOKIE, format!("theme=dark; {c}"));
+        }
+        r.body(Body::empty()).expect("a request")
+    };
+    let sign_in = |token: &str| {
+        Request::post("/api/v1/session")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({ "token": token }).to_string()))
+            .expect("a request")
+    };
+    // A change from a page: `cookie`, and what else it sends.
+    let change = |method: &str, uri: &str, cookie: &str, csrf: Option<&str>, origin: Option<&str>| {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "cairn.test")
+            .header(header::COOKIE, cookie)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(csrf) = csrf {
+            r = r.header("X-CSRF-Token", csrf);
+        }
+        if let Some(origin) = origin {
+            r = r.header(header::ORIGIN, origin);
+        }
+        r.body(Body::from("{}")).expect("a request")
+    };
+
+    let nobody = h.send(session(None)).await.json();
+    assert_eq!((nobody["auth"].as_str(), nobody["signed_in"].as_bool()), (Some("tokens"), Some(false)));
+    h.send(sign_in("cairn_nope")).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized", Some("token"));
+    h.send(sign_in(&worker)).await.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("token"));
+
+    let signed = h.send(sign_in(&alice)).await;
+    assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.text());
+    let set = signed.headers[header::SET_COOKIE].to_str().expect("text").to_owned();
+    for part in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/", "Max-Age=43200"] {
+        assert!(set.split("; ").any(|p| p == part), "{part} in {set}");
+    }
+    let cookie = set.split(';').next().expect("name=value").to_owned();
+    assert!(cookie.starts_with("cairn_session=cairn_session_"), "{cookie}");
+    assert!(!cookie.contains(&alice), "the cookie is not the token");
+    let me = h.send(session(Some(&cookie))).await.json();
+    assert_eq!(
+        (me["signed_in"].as_bool(), me["name"].as_str(), me["role"].as_str()),
+        (Some(true), Some("alice"), Some("operator"))
+    );
+    let csrf = me["csrf_token"].as_str().expect("a CSRF token").to_owned();
+    assert_eq!(signed.json()["csrf_token"], me["csrf_token"]);
+
+    // Reads need only the cookie.
+    let read = Request::get("/api/v1/runs").header(header::COOKIE, &cookie).body(Body::empty()).unwrap();
+    assert_eq!(h.send(read).await.status, StatusCode::OK);
+
+    // A change needs the CSRF token, and a page of this server.
+    let trigger = "/api/v1/workflows/hello/runs";
+    h.send(change("POST", trigger, &cookie, None, None)).await.assert_error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        Some("X-CSRF-Token"),
+    );
+    h.send(change("POST", trigger, &cookie, Some("x"), None)).await.assert_error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        Some("X-CSRF-Token"),
+    );
+    let forged = change("POST", trigger, &cookie, Some(&csrf), Some("https://evil.example"));
+    h.send(forged).await.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("Origin"));
+    let made = h.send(change("POST", trigger, &cookie, Some(&csrf), Some("https://cairn.test"))).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text());
+    let run: RunId = made.json()["run_id"].as_str().unwrap().parse().unwrap();
+    let stored = h.store.run_detail(run).await.unwrap().expect("the run");
+    assert!(
+        stored.run_transitions.iter().any(|t| t.actor.to_string() == "user:alice"),
+        "{:?}",
+        stored.run_transitions
+    );
+    // A bearer token needs no CSRF token: browsers never send one by themselves.
+    assert_eq!(h.call("post", trigger, Some(&alice)).await.status, StatusCode::CREATED);
+
+    // Sign-out needs the CSRF token too; then the cookie is worth nothing.
+    let out = |csrf: Option<&str>| change("DELETE", "/api/v1/session", &cookie, csrf, None);
+    h.send(out(None)).await.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("X-CSRF-Token"));
+    let gone = h.send(out(Some(&csrf))).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text());
+    assert!(gone.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    let read = Request::get("/api/v1/runs").header(header::COOKIE, &cookie).body(Body::empty()).unwrap();
+    h.send(read).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized", Some("cairn_session"));
+    assert_eq!(h.send(session(Some(&cookie))).await.json()["signed_in"], false);
+
+    // Revoking the token ends its sessions at once.
+    let again = h.send(sign_in(&alice)).await;
+    let cookie2 = again.headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let read =
+        |c: &str| Request::get("/api/v1/workflows").header(header::COOKIE, c).body(Body::empty()).unwrap();
+    assert_eq!(h.send(read(&cookie2)).await.status, StatusCode::OK);
+    h.store.revoke_token("alice".into(), clock.now()).await.unwrap().expect("revoked");
+    assert_eq!(h.send(read(&cookie2)).await.status, StatusCode::UNAUTHORIZED);
+
+    // A session ends at its expiry, never past its token's.
+    let soon = Timestamp::from_micros(clock.now().as_micros() + 3_600_000_000);
+    let bob = token(&*h.store, "bob", Role::Viewer, &[], None, Some(soon)).await;
+    let signed = h.send(sign_in(&bob)).await;
+    assert_eq!(signed.json()["expires_at"], json!(soon), "capped by the token's expiry");
+    assert!(signed.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=3600"));
+    let cookie3 = signed.headers[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    clock.advance(Duration::from_secs(3599));
+    assert_eq!(h.send(read(&cookie3)).await.status, StatusCode::OK);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(h.send(read(&cookie3)).await.status, StatusCode::UNAUTHORIZED);
+
+    let audit = h.store.audit_events(cairn_store::AuditQuery::default()).await.unwrap();
+    let has = |kind: &str, actor: &str| audit.iter().any(|e| e.kind.as_str() == kind && e.actor == actor);
+    assert!(has("signed_in", "alice") && has("signed_out", "alice") && has("signed_in", "bob"), "{audit:#?}");
+    assert!(has("access_denied", "alice"), "a refused change is audited: {audit:#?}");
+
+    // Without TLS the cookie is not `Secure`; a server without tokens has no
+    // sign-in, and refuses a change sent by a page of another site all the same.
+    let h = h.rebuild(|mut state| {
+        let config = crate::ServerConfig { auth: crate::AuthMode::Tokens, ..(*state.config).clone() };
+        state.config = Arc::new(config);
+        router(state)
+    });
+    let carol = token(&*h.store, "carol", Role::Viewer, &[], None, None).await;
+    let signed = h.send(sign_in(&carol)).await;
+    assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.text());
+    assert!(!signed.headers[header::SET_COOKIE].to_str().unwrap().contains("Secure"));
+    let h = h.rebuild(router);
+    assert_eq!(h.send(session(None)).await.json()["auth"], "open");
+    h.send(sign_in(&carol)).await.assert_error(StatusCode::CONFLICT, "conflict", None);
+    let forged = Request::post(trigger)
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::empty())
+        .unwrap();
+    h.send(forged).await.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("Origin"));
+    let local = Request::post(trigger)
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ORIGIN, "http://127.0.0.1:8080")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(local).await.status, StatusCode::CREATED);
+
+    // A token made over an open API locks it at once.
+    let made = h.call_json("post", "/api/v1/tokens", "", json!({"name": "first", "role": "admin"})).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text());
+    h.call("get", "/api/v1/runs", None).await.assert_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        Some("Authorization"),
+    );
+    let first = made.json()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(h.call("get", "/api/v1/runs", Some(&first)).await.status, StatusCode::OK);
 }

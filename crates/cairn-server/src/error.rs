@@ -44,10 +44,11 @@ pub enum ErrorCode {
     Conflict,
     Unavailable,
     Internal,
+    RateLimited,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidInput,
         ErrorCode::UnsupportedMediaType,
@@ -67,6 +68,7 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::RateLimited,
     ];
 
     /// The table: each kind's stable code and HTTP status. docs/api.md
@@ -105,6 +107,10 @@ impl ErrorCode {
             // The store or the engine cannot serve now; retrying later is safe.
             ErrorCode::Unavailable => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ErrorCode::Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+            // The caller sent more requests than its rate allows, or holds as
+            // many event subscriptions as it may; `Retry-After` says when to
+            // try again. Nothing was changed.
+            ErrorCode::RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
         }
     }
 

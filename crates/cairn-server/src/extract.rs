@@ -43,11 +43,13 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
 
 /// The raw body, within the body limit (413 `payload_too_large` beyond it).
 pub(crate) async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = req.extensions().get::<crate::limits::BodyLimit>().copied();
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let limit = limit.map(|l| format!(" (at most {l})")).unwrap_or_default();
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
-                "the request body is larger than the server accepts; send less at a time",
+                format!("the request body is larger than the server accepts{limit}; send less at a time"),
             )
         } else {
             ApiError::new(

@@ -10,7 +10,7 @@
 //! heartbeat, completion, log append — goes through [`Control`], so the
 //! engine stays the only writer of statuses. The server's own writes are
 //! the bookkeeping of access ([`auth`]): API tokens (made and revoked by
-//! admins, their last use) and the audit log.
+//! admins, their last use), web sessions and the audit log.
 //!
 //! Architecture invariant: bad input is a 4xx with a stable `code` and the
 //! field at fault, never a 500 (`error.rs` holds the one table of codes).
@@ -24,10 +24,12 @@ pub mod engine;
 pub mod error;
 pub mod expected;
 mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 mod openapi;
 mod routes;
+mod scope;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

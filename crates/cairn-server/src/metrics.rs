@@ -17,6 +17,8 @@
 //! | `cairn_alerts_raised_total` | counter | `kind` | alerts raised by this server while it led |
 //! | `cairn_anomalies_open` | gauge | `workflow`, `status` | 1 while an anomaly alert about the workflow's status share is open, else 0 (kept by the leader) |
 //! | `cairn_retention_deleted_runs_total` | counter | — | finished runs archived and deleted by retention while this server led |
+//! | `cairn_webhook_deliveries_total` | counter | `outcome` = `delivered`, `retrying`, `failed` | webhook delivery attempts by the leader (`retrying`: failed, tried again later; `failed`: given up) |
+//! | `cairn_rate_limited_total` | counter | `surface` = `api`, `worker` | requests refused with 429 because their caller was over its rate (`crate::limits`) |
 //!
 //! Labels never carry ids (runs, tasks, workers): their number must stay small.
 //!
@@ -51,9 +53,11 @@ pub const LEADER: &str = "cairn_leader";
 pub const ALERTS_RAISED_TOTAL: &str = "cairn_alerts_raised_total";
 pub const ANOMALIES_OPEN: &str = "cairn_anomalies_open";
 pub const RETENTION_DELETED_RUNS_TOTAL: &str = "cairn_retention_deleted_runs_total";
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "cairn_webhook_deliveries_total";
+pub const RATE_LIMITED_TOTAL: &str = "cairn_rate_limited_total";
 
 /// Every metric name, for documentation and tests.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 16] = [
     TRANSITIONS_TOTAL,
     TASK_PENDING_SECONDS,
     TASK_BLOCKED_SECONDS,
@@ -68,6 +72,8 @@ pub const ALL: [&str; 14] = [
     ALERTS_RAISED_TOTAL,
     ANOMALIES_OPEN,
     RETENTION_DELETED_RUNS_TOTAL,
+    RATE_LIMITED_TOTAL,
+    WEBHOOK_DELIVERIES_TOTAL,
 ];
 
 /// Histogram buckets of the phase durations, in seconds: from a few
@@ -186,6 +192,14 @@ fn describe() {
         "1 while an anomaly alert about a workflow's status share is open, else 0."
     );
     describe_counter!(RETENTION_DELETED_RUNS_TOTAL, "Finished runs archived and deleted by retention.");
+    describe_counter!(
+        WEBHOOK_DELIVERIES_TOTAL,
+        "Webhook delivery attempts, by outcome: delivered, retrying, failed."
+    );
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests refused because their caller was over its rate, by surface."
+    );
 }
 
 /// Drains histogram samples into their buckets now and then, so a server
@@ -237,6 +251,14 @@ pub fn record_retention_deleted(runs: u64) {
     metrics::counter!(RETENTION_DELETED_RUNS_TOTAL).increment(runs);
 }
 
+/// After a pass of the webhook deliverer: its attempts by outcome
+/// (`retrying`: failed, to be tried again; `failed`: given up).
+pub fn record_webhook_deliveries(delivered: usize, retrying: usize, failed: usize) {
+    for (outcome, n) in [("delivered", delivered), ("retrying", retrying), ("failed", failed)] {
+        metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(n as u64);
+    }
+}
+
 /// After an anomaly check: counts the alerts it raised, and sets the gauge
 /// of each (workflow, status): 1 for those open now, 0 for those `closed`.
 pub fn record_anomalies<'a>(
@@ -252,6 +274,11 @@ pub fn record_anomalies<'a>(
                 .set(value);
         }
     }
+}
+
+/// A request refused with 429 on `surface` (`api` or `worker`).
+pub fn record_rate_limited(surface: &'static str) {
+    metrics::counter!(RATE_LIMITED_TOTAL, "surface" => surface).increment(1);
 }
 
 pub fn record_lease_reaped() {

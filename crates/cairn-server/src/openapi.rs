@@ -45,6 +45,7 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         crate::analytics::PhaseStatsView,
         crate::analytics::ExpectedDurationsView,
         model::AlertList,
+        cairn_core::report::StatusReport,
         model::RunView,
         model::RetryRequest,
         model::CancelAccepted,
@@ -65,6 +66,8 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         crate::routes::tokens::TokenList,
         crate::routes::tokens::TokenView,
         crate::routes::audit::AuditList,
+        crate::routes::session::SignIn,
+        crate::routes::session::SessionView,
         cairn_core::AuditId,
     )),
     tags(
@@ -77,7 +80,7 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         (name = "logs", description = "An attempt's stdout and stderr, read or followed"),
         (name = "workers", description = "The worker protocol: lease, heartbeat, complete (one or many), stream logs"),
         (name = "events", description = "Live transitions and progress over a WebSocket"),
-        (name = "access", description = "API tokens (make, list, revoke) and the audit log; role admin"),
+        (name = "access", description = "API tokens (make, list, revoke) and the audit log, role admin; web sign-in and sign-out"),
     )
 )]
 struct Base;

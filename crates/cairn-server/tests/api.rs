@@ -817,6 +817,7 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/v1/stats/phases"),
         ("get", "/api/v1/workflows/{name}/expected-durations"),
         ("get", "/api/v1/alerts"),
+        ("get", "/api/v1/reports/status"),
         ("get", "/api/v1/runs/{run_id}"),
         ("post", "/api/v1/runs/{run_id}/cancel"),
         ("post", "/api/v1/runs/{run_id}/retry"),
@@ -833,6 +834,10 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/v1/tokens"),
         ("delete", "/api/v1/tokens/{name}"),
         ("get", "/api/v1/audit"),
+        ("post", "/api/v1/session"),
+        ("get", "/api/v1/session"),
+        ("delete", "/api/v1/session"),
+        ("get", "/api/v1/webhooks/deliveries"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut operations = 0;
@@ -1257,4 +1262,137 @@ async fn phase_statistics_and_expected_durations_of_a_workflow() {
     assert_eq!(e["min_samples"], 5);
     let none = h.get("/api/v1/workflows/nothing-yet/expected-durations").await.json();
     assert_eq!((none["run"].clone(), none["steps"].clone()), (Value::Null, json!([])));
+}
+
+#[tokio::test]
+async fn the_webhook_delivery_log_pages_newest_first_by_state_and_webhook() {
+    let h = harness().await;
+    let mut ids = Vec::new();
+    for (i, webhook) in ["ops", "pager", "ops"].into_iter().enumerate() {
+        let d = cairn_store::NewDelivery {
+            webhook: webhook.into(),
+            kind: "run_failed".into(),
+            key: format!("run_failed:{i}"),
+            workflow: Some("etl".into()),
+            body: json!({"kind": "run_failed", "key": format!("run_failed:{i}")}).to_string(),
+            created_at: t(1_000 * i as i64),
+            max_attempts: 8,
+        };
+        ids.push(h.store.enqueue_delivery(d).await.unwrap().unwrap());
+    }
+    let delivered = cairn_store::DeliveryAttempt {
+        id: ids[0],
+        at: t(5_000),
+        status: Some(204),
+        error: None,
+        next: cairn_store::AttemptNext::Delivered,
+    };
+    h.store.record_delivery_attempt(delivered).await.unwrap();
+
+    let all = h.get("/api/v1/webhooks/deliveries").await.json();
+    let got: Vec<i64> =
+        all["deliveries"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
+    assert_eq!(got, [ids[2], ids[1], ids[0]], "{all}");
+    assert_eq!(all["deliveries"][2]["state"], "delivered");
+    assert_eq!(all["deliveries"][2]["last_status"], 204);
+    assert_eq!(all["deliveries"][2]["body"]["key"], "run_failed:0", "the body as JSON");
+    assert_eq!(all["next_before"], Value::Null);
+
+    let pending = h.get("/api/v1/webhooks/deliveries?state=pending&webhook=ops").await.json();
+    assert_eq!(pending["deliveries"].as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(pending["deliveries"][0]["id"], ids[2]);
+    let page = h.get("/api/v1/webhooks/deliveries?limit=2").await.json();
+    assert_eq!(page["next_before"], ids[1]);
+    let next = h.get(&format!("/api/v1/webhooks/deliveries?before={}", ids[1])).await.json();
+    assert_eq!(next["deliveries"][0]["id"], ids[0]);
+
+    h.get("/api/v1/webhooks/deliveries?state=sent").await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("state"),
+    );
+    h.get("/api/v1/webhooks/deliveries?limit=0").await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("limit"),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Limits: rates, subscriptions, oversize and malformed input
+
+#[path = "api/limits.rs"]
+mod limits;
+
+// ---------------------------------------------------------------------------
+// The status report
+
+/// The status report of the last whole day (and of a week) through the API,
+/// against counts worked out by hand, with its refusals.
+#[tokio::test]
+async fn the_status_report_of_the_last_day_and_a_week() {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    // Friday 2026-01-02 at 06:00: the last whole day is Thursday 2026-01-01.
+    let h = harness_at(t(DAY + 6 * HOUR)).await;
+    for (i, runs_for) in [(1, 10), (2, 20), (3, 30)] {
+        completed_run(&h, "etl", t(i * HOUR), runs_for, runs_for + 2).await;
+    }
+    let (id, tasks) = stored_run(&h, "etl", 1, t(4 * HOUR)).await;
+    let (s, token) = start(tasks[0], 1, t(4 * HOUR + 1000));
+    apply(
+        &h,
+        vec![
+            run_change(id, RunStatus::Queued, RunStatus::Running, t(4 * HOUR), None),
+            plain(tasks[0], 0, TaskStatus::Submitted, TaskStatus::Pending, t(4 * HOUR)),
+            s,
+            end(tasks[0], token, 1, TaskStatus::Failed, t(4 * HOUR + 100_000), AttemptResult::default()),
+            run_change(id, RunStatus::Running, RunStatus::Failed, t(4 * HOUR + 101_000), None),
+        ],
+    )
+    .await;
+    // The day before: one run, its step 5 s.
+    completed_run(&h, "etl", t(-HOUR), 5, 6).await;
+
+    let report = h.get("/api/v1/reports/status").await.json();
+    assert_eq!(report["period"], "day", "{report}");
+    assert_eq!((report["from"].clone(), report["to"].clone()), (json!(t(0)), json!(t(DAY))));
+    assert_eq!(report["previous_from"], json!(t(-DAY)));
+    let etl = &report["workflows"][0];
+    assert_eq!(etl["workflow"], "etl");
+    assert_eq!(etl["current"]["counts"], json!({"COMPLETED": 3, "FAILED": 1}));
+    assert_eq!((etl["current"]["finished"].clone(), etl["current"]["failed"].clone()), (json!(4), json!(1)));
+    assert_eq!(etl["current"]["failure_rate"], 0.25);
+    assert_eq!(etl["previous"]["failure_rate"], 0.0);
+    assert_eq!(etl["failure_rate_change"], 0.25);
+    // step-0 ran 10, 20, 30 and 99 s (failed): p50 the 2nd, p95 the 4th.
+    assert_eq!(
+        etl["slowest_steps"],
+        json!([{"step": "step-0", "count": 4, "p50": 20.0, "p95": 99.0, "failures": 1,
+                "previous_p95": 5.0, "sampled_from": null}])
+    );
+    assert_eq!(report["totals"]["current"]["failure_rate"], 0.25);
+
+    let none = h.get(&format!("/api/v1/reports/status?workflow=other&end={}", t(DAY))).await.json();
+    assert_eq!(none["workflows"], json!([]), "{none}");
+    assert_eq!(none["totals"]["current"]["failure_rate"], Value::Null);
+
+    // A week ending on Monday 2026-01-05 holds every run; the default week
+    // ends on the last Monday, 2025-12-29.
+    let week = h.get("/api/v1/reports/status?period=weekly&end=2026-01-05T00:00:00Z").await.json();
+    assert_eq!(week["period"], "week");
+    assert_eq!(week["workflows"][0]["current"]["counts"], json!({"COMPLETED": 4, "FAILED": 1}), "{week}");
+    assert_eq!(week["workflows"][0]["previous"]["counts"], json!({}));
+    let monday = |text: &str| json!(Timestamp::from_jiff(text.parse::<jiff::Timestamp>().unwrap()));
+    let default_week = h.get("/api/v1/reports/status?period=week").await.json();
+    assert_eq!(default_week["to"], monday("2025-12-29T00:00:00Z"), "{default_week}");
+    assert_eq!(default_week["from"], monday("2025-12-22T00:00:00Z"));
+
+    for (query, field) in [("period=month", "period"), ("end=yesterday", "end"), ("color=blue", "color")] {
+        h.get(&format!("/api/v1/reports/status?{query}")).await.assert_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some(field),
+        );
+    }
 }

@@ -22,11 +22,21 @@ pub enum AuditKind {
     /// A token's role or scope did not cover a request (`403`); the target
     /// is the route.
     AccessDenied,
+    /// A browser signed in with a token; the target is the token's name.
+    SignedIn,
+    /// A browser signed out; the target is the token's name.
+    SignedOut,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 4] =
-        [AuditKind::TokenCreated, AuditKind::TokenRevoked, AuditKind::TokenUsed, AuditKind::AccessDenied];
+    pub const ALL: [AuditKind; 6] = [
+        AuditKind::TokenCreated,
+        AuditKind::TokenRevoked,
+        AuditKind::TokenUsed,
+        AuditKind::AccessDenied,
+        AuditKind::SignedIn,
+        AuditKind::SignedOut,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +44,8 @@ impl AuditKind {
             AuditKind::TokenRevoked => "token_revoked",
             AuditKind::TokenUsed => "token_used",
             AuditKind::AccessDenied => "access_denied",
+            AuditKind::SignedIn => "signed_in",
+            AuditKind::SignedOut => "signed_out",
         }
     }
 }
@@ -44,10 +56,11 @@ impl fmt::Display for AuditKind {
     }
 }
 
-/// An audit event kind that is not one of the four.
+/// An audit event kind that is not one of [`AuditKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not an audit event kind: expected token_created, token_revoked, token_used or access_denied"
+    "{0:?} is not an audit event kind: expected token_created, token_revoked, token_used, access_denied, \
+     signed_in or signed_out"
 )]
 pub struct BadAuditKind(pub String);
 

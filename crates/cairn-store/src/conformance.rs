@@ -29,6 +29,8 @@ use cairn_core::progress::Progress;
 use cairn_core::record::{Actor, RunTransition, Transition};
 use cairn_core::{LeaseToken, ManualClock, RunId, RunStatus, TaskId, TaskStatus, Timestamp};
 
+mod database;
+pub use database::TestDatabase;
 mod alerts;
 pub use alerts::{
     alerts_open_once_per_key_and_resolve_after_they_were_raised,
@@ -38,8 +40,14 @@ mod audit;
 pub use audit::{
     audit_events_read_back_newest_first_by_kind_actor_and_page, token_use_is_audited_when_it_is_recorded,
 };
+mod webhooks;
+pub use webhooks::{
+    deliveries_are_enqueued_once_per_webhook_and_key,
+    deliveries_read_back_newest_first_by_state_webhook_and_page, due_deliveries_follow_their_attempts,
+};
 mod tokens;
 pub use tokens::{
+    sessions_act_as_their_token_and_end_with_sign_out_expiry_or_revocation,
     tokens_are_created_listed_and_revoked_by_name_or_id,
     tokens_are_found_by_hash_with_their_role_queues_scope_and_liveness,
 };
@@ -145,9 +153,14 @@ macro_rules! store_conformance_suite {
             // API tokens (conformance/tokens.rs)
             tokens_are_created_listed_and_revoked_by_name_or_id,
             tokens_are_found_by_hash_with_their_role_queues_scope_and_liveness,
+            sessions_act_as_their_token_and_end_with_sign_out_expiry_or_revocation,
             // the audit log (conformance/audit.rs)
             audit_events_read_back_newest_first_by_kind_actor_and_page,
             token_use_is_audited_when_it_is_recorded,
+            // the webhook outbox (conformance/webhooks.rs)
+            deliveries_are_enqueued_once_per_webhook_and_key,
+            due_deliveries_follow_their_attempts,
+            deliveries_read_back_newest_first_by_state_webhook_and_page,
             // retention (conformance/retention.rs)
             expired_runs_follow_the_days_and_the_runs_rules,
             deleting_a_run_takes_everything_that_hangs_off_it,

@@ -20,6 +20,7 @@ pub mod postgres;
 pub mod retention;
 pub mod sqlite;
 pub mod tokens;
+pub mod webhooks;
 
 mod conflict;
 mod counts;
@@ -58,7 +59,8 @@ pub use postgres::{PostgresOptions, PostgresStore};
 pub use retention::{Deleted, LogPartition, PartitionChanges, PartitionPolicy};
 pub use search::{PlannedStatement, QueryPlan};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
-pub use tokens::{NewToken, TokenRecord};
+pub use tokens::{NewSession, NewToken, SessionRecord, TokenRecord};
+pub use webhooks::{AttemptNext, Delivery, DeliveryAttempt, DeliveryQuery, DeliveryState, NewDelivery};
 
 use cairn_core::{RunId, TaskId, Timestamp};
 
@@ -237,6 +239,28 @@ pub trait Store: Send + Sync + 'static {
     /// Whether any token is live at `now`.
     fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Records a web session, and deletes the sessions that ended before
+    /// its start.
+    fn start_session(&self, session: NewSession) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The session whose key has this SHA-256, with its token, ended ones
+    /// too (the caller checks [`SessionRecord::is_live`]). Records the
+    /// token's use as [`Store::token_by_hash`] does.
+    fn session_by_hash(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<SessionRecord>, StoreError>> + Send;
+
+    /// Ends the session whose key has this SHA-256 at `at`, if it is live
+    /// then; answers the token it acted as, or `None` when there was no
+    /// such session.
+    fn end_session(
+        &self,
+        hash: [u8; 32],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
     // ---- the audit log (see `audit`) --------------------------------------
 
     /// Adds an event to the audit log. ([`Store::token_by_hash`] adds its
@@ -246,6 +270,37 @@ pub trait Store: Send + Sync + 'static {
     /// The events `q` selects, newest first.
     fn audit_events(&self, q: AuditQuery)
     -> impl Future<Output = Result<Vec<AuditEvent>, StoreError>> + Send;
+
+    // ---- the webhook outbox (see `webhooks`) -------------------------------
+
+    /// Enqueues a delivery, due at its `created_at`, unless one of the same
+    /// webhook and key is there already (whatever its state): answers the
+    /// new id, or `None` for a delivery enqueued before.
+    fn enqueue_delivery(
+        &self,
+        d: NewDelivery,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Up to `limit` pending deliveries due at `now`, the longest due first.
+    fn due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    /// Records an attempt at a pending delivery and what follows it
+    /// (delivered, retry at a time, given up). Answers whether it was
+    /// recorded: `false` when the delivery is unknown or no longer pending.
+    fn record_delivery_attempt(
+        &self,
+        a: DeliveryAttempt,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The deliveries `q` selects, newest first.
+    fn webhook_deliveries(
+        &self,
+        q: DeliveryQuery,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
 
     // ---- history (see `history`) ----------------------------------------
 

@@ -8,6 +8,13 @@
 //! expiry. Revocation is a write the next lookup sees, so it is immediate.
 //! A lookup records when the token was last used, at most once a minute
 //! per token, so requests do not each write.
+//!
+//! A web session ([`NewSession`]) is a browser signed in with a token: it
+//! acts as the token, so it is refused once the token is revoked or
+//! expired, whatever its own expiry. Signing out ends it by setting its
+//! expiry to the time of it; sessions past their expiry are deleted when
+//! the next one starts, so the table holds only live ones and a few ended
+//! since.
 
 use cairn_core::auth::Role;
 use cairn_core::{Timestamp, TokenId};
@@ -61,6 +68,35 @@ impl TokenRecord {
             (Some(e), None) => e <= now,
             (None, _) => false,
         }
+    }
+}
+
+/// A web session to record: its key's hash, the token it acts as, its
+/// anti-CSRF token and its lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    /// The SHA-256 of the session key ([`cairn_core::auth::SessionKey`]).
+    pub hash: [u8; 32],
+    pub token: TokenId,
+    pub csrf: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A web session as stored, with the token it acts as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token: TokenRecord,
+    pub csrf: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl SessionRecord {
+    /// Whether the session may be used at `now`: neither it nor its token
+    /// has ended.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        now < self.expires_at && self.token.is_live(now)
     }
 }
 
@@ -119,6 +155,14 @@ pub(crate) enum TokenWrite {
     Used {
         id: TokenId,
         name: String,
+        at: Timestamp,
+    },
+    /// Start a web session, deleting those that have ended.
+    StartSession(NewSession),
+    /// End the session of this key hash, if it is live at `at`; the
+    /// session's token, when one ended.
+    EndSession {
+        hash: [u8; 32],
         at: Timestamp,
     },
 }

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_core::{LeaseToken, TaskId, TaskStatus};
-use cairn_store::conformance::{new_run, plain, start, t};
+use cairn_store::conformance::{TestDatabase as TestDb, new_run, plain, start, t};
 use cairn_store::{Change, Outcome, PostgresOptions, PostgresStore, Store, StoreError};
 use tokio_postgres::{Client, NoTls};
 
@@ -54,49 +54,9 @@ async fn session(url: &str) -> Client {
     client
 }
 
-/// A fresh database, dropped (with any sessions left on it) when this goes.
-struct TestDb {
-    server: String,
-    name: String,
-}
-
-impl TestDb {
-    async fn create() -> TestDb {
-        let server = server_url();
-        let name = format!("cairn_test_{}", LeaseToken::random());
-        let admin = session(&server).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the test database");
-        TestDb { server, name }
-    }
-
-    fn url(&self) -> String {
-        with_dbname(&self.server, &self.name)
-    }
-
-    async fn session(&self) -> Client {
-        session(&self.url()).await
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        // Drop cannot await: a thread of its own with a runtime of its own,
-        // which works whatever runtime (if any) the test is on.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&server, NoTls).await?;
-                tokio::spawn(connection);
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!("could not drop the test database {}: {dropped:?}", self.name);
-        }
-    }
+/// A session on the test database `db`.
+async fn session_on(db: &TestDb) -> Client {
+    session(&db.url()).await
 }
 
 async fn postgres() -> (PostgresStore, TestDb) {
@@ -121,8 +81,7 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
         let store = store.as_ref().expect("every concurrent start succeeds");
         assert_eq!(store.schema_version(), latest);
     }
-    let applied: Vec<(i32, String)> = db
-        .session()
+    let applied: Vec<(i32, String)> = session_on(&db)
         .await
         .query("SELECT version, name FROM refinery_schema_history ORDER BY version", &[])
         .await
@@ -145,6 +104,8 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
             (10, "day_counts".to_owned()),
             (11, "api_tokens".to_owned()),
             (12, "audit_events".to_owned()),
+            (13, "web_sessions".to_owned()),
+            (14, "webhook_deliveries".to_owned()),
         ],
         "each migration applied once"
     );
@@ -162,7 +123,7 @@ async fn a_database_from_a_newer_cairn_is_refused() {
     let db = TestDb::create().await;
     PostgresStore::connect(&db.url(), PostgresOptions::default()).await.unwrap().close().await.unwrap();
     let newer = PostgresStore::latest_schema_version() + 1;
-    db.session()
+    session_on(&db)
         .await
         .execute(
             "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
@@ -175,7 +136,7 @@ async fn a_database_from_a_newer_cairn_is_refused() {
     match &err {
         StoreError::TooNew { found, known, path } => {
             assert_eq!((*found, *known), (newer, newer - 1));
-            assert!(path.ends_with(&format!("/{}", db.name)), "names the database: {path}");
+            assert!(path.ends_with(&format!("/{}", db.name())), "names the database: {path}");
         }
         other => panic!("expected TooNew, got {other:?}"),
     }
@@ -304,7 +265,7 @@ async fn a_change_lost_to_a_concurrent_writer_says_what_won() {
     store.apply(vec![Change::CreateRun(run)]).await.unwrap();
     store.apply(vec![plain(id, 0, TaskStatus::Submitted, TaskStatus::Pending, t(1))]).await.unwrap();
 
-    let other = db.session().await;
+    let other = session_on(&db).await;
     other.batch_execute("BEGIN").await.unwrap();
     let canceled = other
         .execute(
@@ -326,7 +287,7 @@ async fn a_change_lost_to_a_concurrent_writer_says_what_won() {
             store.apply(vec![plain(id, 0, TaskStatus::Pending, TaskStatus::Skipped, t(2))]).await
         })
     };
-    until_a_session_waits_for_a_lock(&other, &db.name).await;
+    until_a_session_waits_for_a_lock(&other, db.name()).await;
     other.batch_execute("COMMIT").await.unwrap();
     let outcomes = racing.await.unwrap().unwrap();
     assert_eq!(outcomes, vec![Outcome::Conflict(format!("task {id} is CANCELED, not PENDING"))]);
@@ -337,9 +298,9 @@ async fn a_change_lost_to_a_concurrent_writer_says_what_won() {
 async fn a_batch_rolled_back_by_a_deadlock_is_tried_again() {
     let db = TestDb::create().await;
     // The store's sessions detect the deadlock first; the other waits longer.
-    db.session()
+    session_on(&db)
         .await
-        .batch_execute(&format!("ALTER DATABASE {} SET deadlock_timeout = '50ms'", db.name))
+        .batch_execute(&format!("ALTER DATABASE {} SET deadlock_timeout = '50ms'", db.name()))
         .await
         .unwrap();
     let store =
@@ -348,7 +309,7 @@ async fn a_batch_rolled_back_by_a_deadlock_is_tried_again() {
     let (a, b) = (run.tasks[0].id, run.tasks[1].id);
     store.apply(vec![Change::CreateRun(run)]).await.unwrap();
 
-    let other = db.session().await;
+    let other = session_on(&db).await;
     other.batch_execute("SET deadlock_timeout = '5s'; BEGIN").await.unwrap();
     let lock = |id: TaskId| format!("SELECT 1 FROM tasks WHERE id = '{}' FOR UPDATE", uuid(id.to_bytes()));
     other.batch_execute(&lock(b)).await.unwrap();
@@ -364,7 +325,7 @@ async fn a_batch_rolled_back_by_a_deadlock_is_tried_again() {
         })
     };
     // The batch holds A and waits for B; taking A closes the cycle.
-    until_a_session_waits_for_a_lock(&other, &db.name).await;
+    until_a_session_waits_for_a_lock(&other, db.name()).await;
     other.batch_execute(&lock(a)).await.unwrap();
     other.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(batch.await.unwrap().unwrap(), vec![Outcome::Applied, Outcome::Applied]);
@@ -389,7 +350,7 @@ async fn reads_use_their_indexes() {
     });
     let outcomes = store.apply(starts.collect()).await.unwrap();
     assert!(outcomes.iter().all(Outcome::is_applied));
-    let client = db.session().await;
+    let client = session_on(&db).await;
     client.batch_execute("ANALYZE").await.unwrap();
     let plan = |sql: String| {
         let client = &client;
@@ -487,11 +448,11 @@ async fn a_member_whose_session_is_lost_rejoins() {
     let (store, db) = postgres().await;
     let mut member = store.join("server:a").await.unwrap();
     assert!(*member.leader.borrow());
-    let admin = db.session().await;
+    let admin = session_on(&db).await;
     // Its session's last statement is the leader's probe (every 500 ms).
     let deadline = Instant::now() + Duration::from_secs(5);
     let killed = loop {
-        let found = backends(&admin, &db.name, "SELECT 1").await;
+        let found = backends(&admin, db.name(), "SELECT 1").await;
         if !found.is_empty() {
             break found;
         }
@@ -544,8 +505,8 @@ async fn notices_cross_servers_and_resync_after_a_lost_connection() {
     assert_eq!(next(&mut heard).await, Notice::CancelRequested { run: run_id });
     assert_eq!(reader.run(run_id).await.unwrap().unwrap().cancel_requested_by, Some(alice));
 
-    let admin = db.session().await;
-    let listening = backends(&admin, &db.name, "LISTEN cairn").await;
+    let admin = session_on(&db).await;
+    let listening = backends(&admin, db.name(), "LISTEN cairn").await;
     assert_eq!(listening.len(), 2, "one listening session per store");
     for pid in &listening {
         admin.execute("SELECT pg_terminate_backend($1)", &[pid]).await.unwrap();
@@ -557,7 +518,7 @@ async fn notices_cross_servers_and_resync_after_a_lost_connection() {
     // Closing a store ends its listening session.
     reader.close().await.unwrap();
     eventually(Duration::from_secs(5), "the closed store stops listening", || async {
-        backends(&admin, &db.name, "LISTEN cairn").await.len() == 1
+        backends(&admin, db.name(), "LISTEN cairn").await.len() == 1
     })
     .await;
 }
@@ -577,7 +538,7 @@ async fn the_claim_walks_its_index() {
     batch.extend(ids.iter().enumerate().map(|(i, &id)| offer(id, run_id, ["a", "b"][i % 2], t(i as i64))));
     let outcomes = store.apply(batch).await.unwrap();
     assert!(outcomes.iter().all(Outcome::is_applied));
-    let client = db.session().await;
+    let client = session_on(&db).await;
     client.batch_execute("ANALYZE").await.unwrap();
     let claim = std::fs::read_to_string("src/postgres/sql/claim.sql").unwrap();
     client
@@ -611,7 +572,7 @@ async fn the_status_counts_migration_counts_what_an_older_cairn_wrote() {
 
     let db = TestDb::create().await;
     postgres_at_version(&db.url(), 4).await.unwrap();
-    let session = db.session().await;
+    let session = session_on(&db).await;
     let workflows = ["etl", "backup", "report"];
     let mut queued = Vec::new();
     for i in 0..40_i64 {
@@ -709,7 +670,7 @@ async fn search_plans_walk_indexes() {
     let history = build_history(&store, 3_000, 21).await;
     // As autovacuum leaves a database: statistics, and the visibility map
     // that makes index-only scans worth their name.
-    db.session().await.batch_execute("VACUUM ANALYZE").await.unwrap();
+    session_on(&db).await.batch_execute("VACUUM ANALYZE").await.unwrap();
     for case in plan_cases(&history) {
         let (name, plan) = match case {
             PlanCase::Runs(name, q) => {
@@ -755,7 +716,7 @@ async fn search_plans_walk_indexes() {
 async fn a_failing_count_upsert_commits_nothing() {
     let (store, db) = postgres().await;
     store.close().await.unwrap();
-    db.session()
+    session_on(&db)
         .await
         .batch_execute("ALTER TABLE run_counts_minute ADD CONSTRAINT no_boom CHECK (workflow <> 'boom')")
         .await
@@ -814,7 +775,7 @@ async fn log_partitions_are_kept_ahead_and_dropped_once_empty() {
     use cairn_store::{LogPartition, PartitionPolicy};
 
     let (store, db) = postgres().await;
-    let client = db.session().await;
+    let client = session_on(&db).await;
     let ranges = |parts: Vec<LogPartition>| parts.iter().map(|p| (p.lo, p.hi)).collect::<Vec<_>>();
     const M: i64 = 1_000_000;
     assert_eq!(ranges(store.log_partitions().await.unwrap()), [(0, M)], "the migration's first range");
@@ -899,7 +860,7 @@ async fn the_retention_migration_keeps_the_logs_an_older_cairn_wrote() {
 
     let db = TestDb::create().await;
     postgres_at_version(&db.url(), 6).await.unwrap();
-    let session = db.session().await;
+    let session = session_on(&db).await;
     let id = RunId::new(t(0));
     let task = TaskId::new(t(0));
     let run_no: i64 = session
@@ -954,7 +915,7 @@ async fn the_retention_migration_keeps_the_logs_an_older_cairn_wrote() {
         [(TaskStatus::Submitted, "old"), (TaskStatus::Pending, "old"), (TaskStatus::Running, "leased")],
         "the new row comes after the old ones"
     );
-    let client = db.session().await;
+    let client = session_on(&db).await;
     assert_eq!(rows(&client, "task_transitions_0").await, 3);
     assert_eq!(rows(&client, "attempts_0").await, 1);
     store.close().await.unwrap();
@@ -968,7 +929,7 @@ async fn the_phases_migration_fills_in_what_an_older_cairn_wrote() {
 
     let db = TestDb::create().await;
     postgres_at_version(&db.url(), 6).await.unwrap();
-    let session = db.session().await;
+    let session = session_on(&db).await;
     let runs = legacy_runs(30);
     for run in &runs {
         let run_no: i64 = session
@@ -1068,7 +1029,7 @@ async fn analytics_plans_walk_their_indexes() {
     }
     let (store, db) = postgres().await;
     cairn_store::conformance::build_history(&store, 3_000, 21).await;
-    db.session().await.batch_execute("VACUUM ANALYZE").await.unwrap();
+    session_on(&db).await.batch_execute("VACUUM ANALYZE").await.unwrap();
     let plan = store.explain_analytics("etl").await.unwrap();
     // done_workflows (a skip along either index that starts with the
     // workflow), step_phases, step_expected, run_expected, slow_task_ids.
@@ -1114,7 +1075,7 @@ async fn retention_walks_indexes() {
         changes.push(run_change(id, RunStatus::Queued, RunStatus::Canceled, t(i + 5_000), None));
     }
     assert!(store.apply(changes).await.unwrap().iter().all(Outcome::is_applied));
-    let client = db.session().await;
+    let client = session_on(&db).await;
     client.batch_execute("ANALYZE").await.unwrap();
     let sql = |file: &str| std::fs::read_to_string(format!("src/postgres/sql/{file}")).unwrap();
     let any_id = format!("ARRAY['{}']::uuid[]", uuid(cairn_core::RunId::new(t(7)).to_bytes()));
@@ -1149,7 +1110,7 @@ async fn analyze_after_an_import_gives_the_planner_statistics() {
     let runs = cairn_store::conformance::importable_runs(41, 400, t(0));
     let stored = runs.len() as f64;
     store.import_runs(std::sync::Arc::new(runs)).await.unwrap();
-    let admin = db.session().await;
+    let admin = session_on(&db).await;
     let estimate = "SELECT reltuples::float8 FROM pg_class WHERE relname = 'runs'";
     let before: f64 = admin.query_one(estimate, &[]).await.unwrap().get(0);
     assert!(before <= 0.0, "a fresh import has no statistics yet: {before}");

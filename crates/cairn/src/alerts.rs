@@ -1,18 +1,22 @@
-//! `cairn alerts`: the alerts of the data directory's store, newest first
-//! (anomalies in a workflow's status mix, raised by `cairn serve`).
+//! `cairn alerts`: the alerts of the data directory's store, or of a
+//! PostgreSQL database with `--database`, newest first (anomalies in a
+//! workflow's status mix, raised by `cairn serve`).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use cairn_core::AlertId;
-use cairn_engine::EngineClock;
 use cairn_store::{AlertQuery, Store};
 
+use crate::home::on_store;
 use crate::out::outln;
 use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Read this PostgreSQL database instead of the data directory's SQLite file
+    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
+    database: Option<String>,
     /// Only alerts not yet resolved
     #[arg(long)]
     open: bool,
@@ -38,8 +42,6 @@ pub async fn alerts(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         Some(id) => Some(id.parse::<AlertId>().map_err(|e| InvalidInput(format!("--before: {e}")))?),
         None => None,
     };
-    let home = crate::home::Home::resolve(data_dir)?;
-    let store = home.open(&EngineClock::system()).await?;
     let q = AlertQuery {
         open_only: args.open,
         kind: None,
@@ -47,7 +49,7 @@ pub async fn alerts(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         before,
         limit: args.limit,
     };
-    let alerts = store.alerts(q).await?;
+    let alerts = on_store!(&args.database, data_dir, |store| store.alerts(q).await)?;
     if args.json {
         for a in &alerts {
             outln!("{}", serde_json::to_string(a)?);

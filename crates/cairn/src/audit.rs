@@ -1,18 +1,23 @@
-//! `cairn audit`: the audit log of the data directory's store (token
-//! management, token use, refused requests), newest first.
+//! `cairn audit`: the audit log of the data directory's store, or of a
+//! PostgreSQL database with `--database` (token management and use,
+//! sign-ins, refused requests), newest first.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cairn_engine::EngineClock;
 use cairn_store::{AuditKind, AuditQuery, Store};
 
+use crate::home::on_store;
 use crate::out::outln;
 use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only events of this kind: token_created, token_revoked, token_used, access_denied
+    /// Read this PostgreSQL database instead of the data directory's SQLite file
+    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
+    database: Option<String>,
+    /// Only events of this kind: token_created, token_revoked, token_used, access_denied, signed_in,
+    /// signed_out
     #[arg(long, value_name = "KIND")]
     kind: Option<String>,
     /// Only events by this actor (a token's name, user:NAME, cli)
@@ -34,12 +39,8 @@ pub async fn audit(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         Some(k) => Some(k.parse::<AuditKind>().map_err(|e| InvalidInput(format!("--kind: {e}")))?),
         None => None,
     };
-    let home = crate::home::Home::resolve(data_dir)?;
-    let store = home.open(&EngineClock::system()).await?;
     let q = AuditQuery { kind, actor: args.actor.clone(), before: None, limit: args.limit };
-    let events = store.audit_events(q).await;
-    store.close().await?;
-    let events = events?;
+    let events = on_store!(&args.database, data_dir, |store| store.audit_events(q).await)?;
     if args.json {
         for e in &events {
             outln!("{}", serde_json::to_string(e)?);

@@ -55,3 +55,35 @@ impl Home {
 pub fn open_store(path: &Path, opts: SqliteOptions) -> Result<SqliteStore> {
     SqliteStore::open(path, opts).with_context(|| format!("opening the store {}", path.display()))
 }
+
+/// Evaluates `$body` with `$store` bound to a reference to the store a
+/// command works on — the PostgreSQL database of `--database` when given,
+/// else the data directory's SQLite store — and closes the store after,
+/// whatever `$body` gave. A macro, not a function: the body is generic code
+/// instantiated for each kind of store.
+macro_rules! on_store {
+    ($database:expr, $data_dir:expr, |$store:ident| $body:expr) => {
+        match $database {
+            Some(url) => {
+                let opened =
+                    cairn_store::PostgresStore::connect(url, cairn_store::PostgresOptions::default())
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .map_err(|e| e.context("connecting to the database given by --database"))?;
+                let $store = &opened;
+                let answer = $body;
+                opened.close().await?;
+                answer
+            }
+            None => {
+                let home = $crate::home::Home::resolve($data_dir)?;
+                let opened = home.open(&cairn_engine::EngineClock::system()).await?;
+                let $store = &*opened;
+                let answer = $body;
+                opened.close().await?;
+                answer
+            }
+        }
+    };
+}
+pub(crate) use on_store;

@@ -19,9 +19,11 @@ mod run;
 mod serve;
 mod span;
 mod status;
+mod status_report;
 mod token;
 mod validate;
 mod view;
+mod webhooks;
 mod worker;
 mod workflow;
 
@@ -66,8 +68,13 @@ enum Command {
     Token(token::Args),
     /// Read the audit log (token management, token use, refused requests), newest first
     Audit(audit::Args),
+    /// The status report of a day or a week: per workflow its runs by status, failure rate and
+    /// slowest steps, against the period before
+    Report(status_report::Args),
     /// Read the runs retention archived before deleting them
     Archive(archive::Args),
+    /// Read the webhook delivery log (what was sent where, and whether it arrived)
+    Webhooks(webhooks::Args),
 }
 
 /// Exit codes: 0 success, 1 the run failed, 2 invalid input, 130 canceled.
@@ -100,6 +107,20 @@ impl std::fmt::Display for InvalidInput {
 }
 
 impl std::error::Error for InvalidInput {}
+
+/// The PEM text of a `--ca-cert` file, for the clients of a server over
+/// HTTPS; a file that cannot be read is invalid input naming it.
+pub fn read_ca_cert(file: &std::path::Path) -> Result<Vec<u8>, InvalidInput> {
+    let pem = std::fs::read(file)
+        .map_err(|e| InvalidInput(format!("--ca-cert {}: cannot read it: {e}", file.display())))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(InvalidInput(format!(
+            "--ca-cert {}: no PEM certificate in it (expected a `-----BEGIN CERTIFICATE-----` block)",
+            file.display()
+        )));
+    }
+    Ok(pem)
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -138,6 +159,8 @@ fn main() -> ExitCode {
             Command::Token(args) => token::token(args, data_dir).await,
             Command::Audit(args) => audit::audit(args, data_dir).await,
             Command::Archive(args) => archive::archive(args, data_dir).await,
+            Command::Report(args) => status_report::report(args, data_dir).await,
+            Command::Webhooks(args) => webhooks::webhooks(args, data_dir).await,
         }
     });
     match result {

@@ -5,14 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cairn_core::auth::{Role, Secret, WorkflowScope};
 use cairn_core::{Clock, SystemClock, Timestamp, TokenId};
-use cairn_engine::EngineClock;
-use cairn_store::{
-    AuditKind, NewAuditEvent, NewToken, PostgresOptions, PostgresStore, Store, StoreError, TokenRecord,
-};
+use cairn_store::{AuditKind, NewAuditEvent, NewToken, Store, StoreError, TokenRecord};
 
+use crate::home::on_store;
 use crate::out::outln;
 use crate::{Exit, InvalidInput};
 
@@ -65,23 +63,7 @@ pub async fn token(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     if let Cmd::Create(c) = &args.command {
         check(c)?;
     }
-    match &args.database {
-        Some(url) => {
-            let store = PostgresStore::connect(url, PostgresOptions::default())
-                .await
-                .context("connecting to the database given by --database")?;
-            let result = act(&store, args.command).await;
-            store.close().await?;
-            result
-        }
-        None => {
-            let home = crate::home::Home::resolve(data_dir)?;
-            let store = home.open(&EngineClock::system()).await?;
-            let result = act(&*store, args.command).await;
-            store.close().await?;
-            result
-        }
-    }
+    on_store!(&args.database, data_dir, |store| act(store, args.command).await)
 }
 
 /// What the store would refuse less clearly, refused before opening it

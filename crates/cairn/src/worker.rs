@@ -14,7 +14,7 @@ use cairn_engine::process::{KILL_GRACE, MAX_CAPTURE_BYTES, ProcessEnd, ProcessSp
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
-use crate::Exit;
+use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +37,10 @@ pub struct Args {
     /// for a server that asks for tokens
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true, value_name = "cairn_…")]
     token: Option<String>,
+    /// Trust this PEM CA certificate too, for an https:// server whose certificate is
+    /// self-signed or from a private CA
+    #[arg(long, env = "CAIRN_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 pub async fn worker(args: Args) -> Result<Exit> {
@@ -44,7 +48,10 @@ pub async fn worker(args: Args) -> Result<Exit> {
     if let Some(token) = &args.token {
         client = client.bearer_token(token.trim());
     }
-    let client = client.build().context("the server URL and token")?;
+    if let Some(file) = &args.ca_cert {
+        client = client.ca_cert_pem(crate::read_ca_cert(file)?);
+    }
+    let client = client.build().map_err(|e| InvalidInput(format!("--server, --token or --ca-cert: {e}")))?;
     let work = match args.work_dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("cairn-worker-{}", std::process::id())),

@@ -593,3 +593,60 @@ fn audit_lists_token_management_by_the_cli_newest_first() {
     assert_eq!(env.run(&["audit", "--kind", "login"]).status.code(), Some(2));
     assert_eq!(env.run(&["audit", "--limit", "0"]).status.code(), Some(2));
 }
+
+#[test]
+fn report_shows_the_days_runs_failure_rate_and_slowest_steps() {
+    let today = || jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    // Two runs on one UTC day: made again, on a fresh data directory, in the
+    // rare case midnight passes between them.
+    let (env, day) = loop {
+        let env = Env::new();
+        let flow = env.write(
+            "nightly.yaml",
+            "name: nightly\nparams:\n  - CODE: 0\nsteps:\n  - name: load\n    command: exit ${CODE}\n",
+        );
+        let day = today();
+        assert!(env.run(&["run", flow.to_str().unwrap(), "--quiet"]).status.success());
+        let failed = env.run(&["run", flow.to_str().unwrap(), "--quiet", "-p", "CODE=3"]);
+        assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+        if today() == day {
+            break (env, day);
+        }
+    };
+
+    // The day that ends at the next midnight UTC holds both runs.
+    let tomorrow = day.tomorrow().unwrap().to_string();
+    let report = &env.json_lines(&["report", "--end", &tomorrow, "--json"])[0];
+    assert_eq!(report["period"], "day");
+    let nightly = &report["workflows"][0];
+    assert_eq!(nightly["workflow"], "nightly", "{report}");
+    assert_eq!(nightly["current"]["counts"], serde_json::json!({ "COMPLETED": 1, "FAILED": 1 }));
+    assert_eq!(nightly["current"]["failure_rate"], 0.5);
+    assert_eq!(nightly["previous"]["failure_rate"], Value::Null);
+    assert_eq!(nightly["slowest_steps"][0]["step"], "load");
+    let load = &nightly["slowest_steps"][0];
+    assert_eq!((load["count"].as_u64(), load["failures"].as_u64()), (Some(2), Some(1)), "{load}");
+
+    let out = env.run(&["report", "--end", &tomorrow]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("Status report of the day"), "{text}");
+    assert!(text.contains("\nnightly\n"), "{text}");
+    assert!(text.contains("COMPLETED 1, FAILED 1 (was none)"), "{text}");
+    assert!(text.contains("failure rate  50.0% (nothing finished before)"), "{text}");
+    assert!(text.contains("slowest steps") && text.contains("load"), "{text}");
+
+    // A week ending then holds them too; a day long past holds nothing.
+    let week = &env.json_lines(&["report", "--period", "weekly", "--end", &tomorrow, "--json"])[0];
+    assert_eq!(week["workflows"][0]["current"]["finished"], 2, "{week}");
+    let past = String::from_utf8_lossy(&env.run(&["report", "--end", "2020-01-01"]).stdout).to_string();
+    assert!(past.contains("no workflow finished a run in either period"), "{past}");
+    let other = &env.json_lines(&["report", "--end", &tomorrow, "--workflow", "other", "--json"])[0];
+    assert_eq!(other["workflows"], serde_json::json!([]));
+
+    for bad in [["--period", "month"], ["--end", "soon"]] {
+        let out = env.run(&["report", bad[0], bad[1]]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(bad[0]), "{out:?}");
+    }
+}

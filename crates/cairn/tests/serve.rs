@@ -927,3 +927,368 @@ async fn a_server_with_tokens_serves_only_their_holders() {
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("without API tokens"), "{refused:?}");
 }
+
+/// An open server asks for tokens as soon as one is made by another
+/// process on its store, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_server_asks_for_tokens_once_one_is_made_without_a_restart() {
+    let env = Env::new(&[("hello", "steps:\n  - name: hi\n    command: echo hi\n")]);
+    let server = env.server(30);
+    let anonymous = Client::new(&server.url).unwrap();
+    let status = || async {
+        match anonymous.get_run(RunId::new(cairn_core::Timestamp::from_micros(0))).await {
+            Err(ClientError::NotFound { .. }) => 404,
+            Err(ClientError::Rejected { status, .. }) => status,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    assert_eq!(status().await, 404, "open: the run is looked for");
+    let made = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(env.dir.path().join("data"))
+        .args(["token", "create", "ops", "--role", "operator"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while status().await != 401 {
+        assert!(std::time::Instant::now() < deadline, "still open 20 s after a token was made");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One post a webhook receiver got: its headers (lowercase names) and body.
+type Post = (BTreeMap<String, String>, String);
+
+/// A webhook receiver inside the test: records each post's headers and
+/// body, answers 200.
+#[derive(Clone, Default)]
+struct HookReceiver {
+    got: Arc<Mutex<Vec<Post>>>,
+}
+
+impl HookReceiver {
+    async fn start(&self) -> String {
+        async fn receive(
+            axum::extract::State(r): axum::extract::State<HookReceiver>,
+            headers: axum::http::HeaderMap,
+            body: String,
+        ) -> &'static str {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            r.got.lock().unwrap().push((headers, body));
+            "ok"
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// Polls until `n` posts arrived (a state, not a fixed wait).
+    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Post> {
+        let start = Instant::now();
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(start.elapsed() < within, "{} posts after {within:?}, expected {n}", got.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, computed here
+/// as a receiver would.
+fn hook_signature(secret: &str, timestamp: &str, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_posted_signed_to_the_webhook_of_the_config() {
+    let env = Env::new(&[("etl-doomed", "steps:\n  - name: boom\n    command: sh -c 'exit 3'\n")]);
+    let receiver = HookReceiver::default();
+    let url = receiver.start().await;
+    let config = env.dir.path().join("server.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "webhooks:\n  - name: ops\n    url: {url}\n    secret: hook-secret\n\
+             alerts:\n  - name: failures\n    on: [run_failed]\n    workflows: \"etl-*\"\n    to: [ops, log]\n"
+        ),
+    )
+    .unwrap();
+    let data = env.dir.path().join("data");
+    let server =
+        Server::start_with(&data, &env.dir.path().join("wf"), 30, &["--config", config.to_str().unwrap()]);
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "etl-doomed").await;
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "FAILED", "{r}");
+
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    let (headers, body) = &got[0];
+    assert_eq!(headers["x-cairn-event"], "run_failed");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        headers["x-cairn-signature"],
+        hook_signature("hook-secret", &headers["x-cairn-timestamp"], body),
+        "signed with the secret over timestamp.body"
+    );
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["key"], format!("run_failed:{run}"));
+    assert_eq!(
+        (body["workflow"].as_str(), body["data"]["to"].as_str()),
+        (Some("etl-doomed"), Some("FAILED"))
+    );
+
+    // The delivery log, over the API and from the command line.
+    let log: Value = cairn_client::reqwest::get(format!("{}/api/v1/webhooks/deliveries", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = log["deliveries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{log}");
+    assert_eq!((rows[0]["state"].as_str(), rows[0]["webhook"].as_str()), (Some("delivered"), Some("ops")));
+    assert_eq!(rows[0]["id"].to_string(), headers["x-cairn-delivery"]);
+    drop(server);
+    let out = Command::new(BIN)
+        .args(["webhooks", "deliveries", "--json", "--state", "delivered"])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["key"], format!("run_failed:{run}"));
+    assert_eq!(lines[0]["attempts"], 1);
+}
+
+#[test]
+fn a_bad_server_config_is_refused_before_listening_naming_file_line_and_field() {
+    let env = Env::new(&[]);
+    let config = env.dir.path().join("server.yaml");
+    std::fs::write(
+        &config,
+        "webhooks:\n  - name: ops\n    url: https://hooks.example.com\n    secret_env: CAIRN_TEST_UNSET_SECRET_VAR\n\
+         alerts:\n  - name: a\n    on: [run_failed]\n    to: [pager]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(env.dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = config.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:4:17: webhooks[0].secret_env: the environment variable CAIRN_TEST_UNSET_SECRET_VAR is not set")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:8:10: alerts[0].to[0]: \"pager\" is not a webhook")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cairn serving"), "{stderr}");
+
+    // An unknown key, from the data directory's cairn.yaml when --config is absent.
+    let data = env.dir.path().join("data2");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("cairn.yaml"), "alerts: []\nwebhook: []\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{}:2:", data.join("cairn.yaml").display())) && stderr.contains("webhook"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as
+/// `cert.pem` and `key.pem` under `dir`; returns the certificate's PEM.
+fn self_signed(dir: &Path) -> String {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = made.cert.pem();
+    std::fs::write(dir.join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+    cert
+}
+
+fn tls_args(dir: &Path) -> [String; 4] {
+    [
+        "--tls-cert".to_owned(),
+        dir.join("cert.pem").display().to_string(),
+        "--tls-key".to_owned(),
+        dir.join("key.pem").display().to_string(),
+    ]
+}
+
+/// Over HTTPS: a client that trusts the certificate's CA is served; one that
+/// does not is refused by its own TLS check; and a `cairn worker --ca-cert`
+/// runs a remote step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_to_clients_and_workers_that_trust_its_certificate() {
+    let env = Env::new(&[("mixed", MIXED)]);
+    let ca = self_signed(env.dir.path());
+    let args = tls_args(env.dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(&env.dir.path().join("data"), &env.dir.path().join("wf"), 30, &args);
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+
+    let client = Client::builder(&server.url).ca_cert_pem(ca.as_bytes()).build().unwrap();
+    assert_eq!(client.health().await.unwrap()["status"], "ok");
+
+    let stranger = Client::new(&server.url).unwrap();
+    let refused = stranger.health().await.unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains("certificate"), "{message}");
+    assert!(refused.certainly_not_applied(), "{refused:?}");
+
+    let _worker = Command::new(BIN)
+        .args(["worker", "--server", &server.url, "--queue", "edge", "--worker-id", "tls-1"])
+        .arg("--ca-cert")
+        .arg(env.dir.path().join("cert.pem"))
+        .arg("--work-dir")
+        .arg(env.work())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(WorkerProc)
+        .unwrap();
+    let run = trigger(&client, "mixed").await;
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    let remote = task(&r, "remote");
+    assert_eq!(remote["outputs"]["R"], "remote got local-step");
+    let actors: Vec<&str> =
+        remote["transitions"].as_array().unwrap().iter().map(|t| t["actor"].as_str().unwrap()).collect();
+    assert!(actors.contains(&"worker:tls-1"), "{actors:?}");
+}
+
+/// A certificate or key that cannot be served with is invalid input (exit
+/// 2) naming the file, said before anything listens; so is half of the pair.
+#[test]
+fn a_bad_certificate_or_key_is_refused_naming_the_file() {
+    let env = Env::new(&[]);
+    let dir = env.dir.path();
+    self_signed(dir);
+    std::fs::write(dir.join("garbage.pem"), "not PEM at all\n").unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("other-key.pem"), other.signing_key.serialize_pem()).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    for (cert, key, named, why) in [
+        (path("cert.pem"), path("garbage.pem"), "garbage.pem", "no PEM private key"),
+        (path("garbage.pem"), path("key.pem"), "garbage.pem", "no PEM certificate"),
+        (path("missing.pem"), path("key.pem"), "missing.pem", "cannot read"),
+        (path("cert.pem"), path("other-key.pem"), "other-key.pem", "key"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cert} {key}: {stderr}");
+        assert!(stderr.contains(named) && stderr.contains(why), "{cert} {key}: {stderr}");
+        assert!(!stderr.contains("cairn serving"), "{stderr}");
+    }
+    let half = Command::new(BIN).args(["serve", "--tls-cert", &path("cert.pem")]).output().unwrap();
+    assert_eq!(half.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-key"));
+}
+
+// ---------------------------------------------------------------------------
+// Rate limits
+
+/// A worker refused for its rate (429) waits as told and carries on: its
+/// step still completes. Without tokens, every caller on loopback shares
+/// the address's budget, so the test spends it for the worker until the
+/// worker says it was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_worker_waits_and_its_step_still_completes() {
+    let env = Env::new(&[("mixed", MIXED)]);
+    let extra = ["--rate-limit-worker", "1"];
+    let server = Server::start_with(&env.dir.path().join("data"), &env.dir.path().join("wf"), 30, &extra);
+    let client = Client::new(&server.url).unwrap();
+    // Spends the budget until told to stop, from before the worker starts,
+    // so the worker's very first lease is refused.
+    let spending = CancellationToken::new();
+    let spender = {
+        let (client, stop) = (client.clone(), spending.clone());
+        let spend =
+            LeaseRequest { worker_id: "spender".into(), queue: "none".into(), max_tasks: 1, wait_ms: 0 };
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let _ = client.lease(&spend).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    while !client
+        .lease(&LeaseRequest { worker_id: "probe".into(), queue: "none".into(), max_tasks: 1, wait_ms: 0 })
+        .await
+        .is_err_and(|e| e.is_rate_limited())
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "the budget was never spent");
+    }
+    let mut worker = Command::new(BIN)
+        .args(["worker", "--server", &server.url, "--queue", "edge", "--worker-id", "slow-1"])
+        .arg("--work-dir")
+        .arg(env.work())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = Arc::new(Mutex::new(String::new()));
+    let lines = BufReader::new(worker.stderr.take().unwrap()).lines();
+    let heard = said.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            heard.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let _worker = WorkerProc(worker);
+    while !said.lock().unwrap().contains("address 127.0.0.1 sent requests faster than 1 a second") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker was never limited:\n{}",
+            said.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    spending.cancel();
+    spender.await.unwrap();
+
+    let run = trigger(&client, "mixed").await;
+    let r = finished(&client, run, Duration::from_secs(60)).await;
+    assert_eq!(r["status"], "COMPLETED", "{r}");
+    assert_eq!(task(&r, "remote")["outputs"]["R"], "remote got local-step");
+    let metrics =
+        cairn_client::reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("cairn_rate_limited_total{surface=\"worker\"}"), "{metrics}");
+}

@@ -1,17 +1,25 @@
 //! Live events over a WebSocket: task transitions, progress and run
 //! transitions as JSON text messages, optionally only those of one run or one
-//! workflow.
+//! workflow; for a token scoped to workflows, only those of its workflows.
 //!
 //! Each connection has its own subscription (a `broadcast` receiver). The
 //! engine never waits for a subscriber: one that reads too slowly loses the
 //! oldest events and is sent `{"kind":"lagged","missed":N}` in their place,
 //! after which it should reload what it shows from the API.
+//!
+//! Subscriptions are bounded per caller and per server
+//! ([`crate::limits::Limits::subscribe`]): a caller over its share is
+//! refused with 429, a full server with 503, both before the upgrade.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use cairn_core::RunId;
+use cairn_core::auth::WorkflowScope;
 use cairn_core::event::Event;
 use cairn_store::Store;
 use serde::Deserialize;
@@ -20,9 +28,11 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::control::Control;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiQuery, parse_id};
+use crate::limits::{CallerKey, Limits, SubscriberPermit};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -35,11 +45,13 @@ pub(crate) struct EventQuery {
     workflow: Option<String>,
 }
 
-/// Which events a connection wants.
+/// Which events a connection wants, and may see.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Filter {
     run: Option<RunId>,
     workflow: Option<String>,
+    /// The workflows of a scoped token: nothing of the others.
+    scope: Option<WorkflowScope>,
 }
 
 impl Filter {
@@ -50,6 +62,7 @@ impl Filter {
         }
         self.run.is_none_or(|run| event.run_id() == Some(run))
             && self.workflow.as_deref().is_none_or(|w| event.workflow() == Some(w))
+            && self.scope.as_ref().is_none_or(|s| event.workflow().is_some_and(|w| s.matches(w)))
     }
 }
 
@@ -64,27 +77,56 @@ impl Filter {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol; then one `Event` per text message", body = cairn_core::event::Event),
         (status = 400, description = "Not a WebSocket request, or a bad filter (code `bad_request`)", body = ErrorBody),
+        (status = 429, description = "The caller holds as many subscriptions as it may (code `rate_limited`, with `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "The server serves as many subscriptions as it takes (code `unavailable`, with `Retry-After`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn events<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    Extension(limits): Extension<Arc<Limits>>,
+    caller: CallerKey,
+    token: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<EventQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let workflow = q.workflow.filter(|w| !w.is_empty());
+    let scope = token.and_then(|Extension(t)| Some((t.name, t.workflows?)));
+    if let (Some((name, scope)), Some(w)) = (&scope, &workflow)
+        && !scope.matches(w)
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("token {name} is scoped to the workflows {scope}, not {w}"),
+        )
+        .field("workflow"));
+    }
     let filter = Filter {
         run: q.run.as_deref().map(|r| parse_id::<RunId>("run", r)).transpose()?,
-        workflow: q.workflow.filter(|w| !w.is_empty()),
+        workflow,
+        scope: scope.map(|(_, s)| s),
     };
     let upgrade = upgrade.map_err(|e| {
         ApiError::bad_request("", format!("expected a WebSocket upgrade request: {}", e.body_text()))
     })?;
+    // Refused before the upgrade, so the client sees an HTTP status and why.
+    let permit = match limits.subscribe(caller) {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     // Subscribed before the handshake completes, so nothing between the
     // answer and the first read is lost.
     let events = state.control.subscribe();
-    Ok(upgrade.on_upgrade(move |socket| stream(socket, events, filter)))
+    Ok(upgrade.on_upgrade(move |socket| stream(socket, events, filter, permit)))
 }
 
-async fn stream(mut socket: WebSocket, mut events: broadcast::Receiver<Event>, filter: Filter) {
+/// Sends the events `filter` passes until either side closes; `_permit`
+/// holds the subscription's place until then.
+async fn stream(
+    mut socket: WebSocket,
+    mut events: broadcast::Receiver<Event>,
+    filter: Filter,
+    _permit: SubscriberPermit,
+) {
     tracing::debug!(?filter, "event subscriber connected");
     loop {
         tokio::select! {
@@ -146,9 +188,12 @@ mod tests {
     fn filters_by_run_and_workflow() {
         let (a, b) = (RunId::new(Timestamp::from_micros(1)), RunId::new(Timestamp::from_micros(2)));
         let all = Filter::default();
-        let only_a = Filter { run: Some(a), workflow: None };
-        let etl = Filter { run: None, workflow: Some("etl".into()) };
-        let both = Filter { run: Some(a), workflow: Some("other".into()) };
+        let only_a = Filter { run: Some(a), ..Filter::default() };
+        let etl = Filter { workflow: Some("etl".into()), ..Filter::default() };
+        let both = Filter { run: Some(a), workflow: Some("other".into()), ..Filter::default() };
+        let scoped = Filter { scope: Some(WorkflowScope::parse("etl-*").unwrap()), ..Filter::default() };
+        assert!(scoped.matches(&run_event(a, "etl-daily")) && !scoped.matches(&run_event(a, "ml")));
+        assert!(scoped.matches(&Event::Lagged { missed: 1 }));
         assert!(all.matches(&run_event(b, "x")));
         assert!(only_a.matches(&run_event(a, "x")) && !only_a.matches(&run_event(b, "x")));
         assert!(etl.matches(&run_event(b, "etl")) && !etl.matches(&run_event(b, "x")));

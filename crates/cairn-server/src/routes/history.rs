@@ -1,10 +1,11 @@
 //! History: runs and tasks with any set of filters and an opaque keyset
 //! cursor, the status mix of a window, and its trend over time. Every
 //! answer comes from an index or from the maintained counts (see
-//! `cairn_store::history`), whatever the history's size.
+//! `cairn_store::history`), whatever the history's size. A token scoped to
+//! workflows sees only theirs (`crate::scope`).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use cairn_core::{RunStatus, TaskStatus, Timestamp};
 use cairn_store::{
     Bucket, CountQuery, Cursor, Order, RunFilter, RunSearch, RunSort, Store, StoreError, TaskFilter,
@@ -14,12 +15,14 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, parse_number};
 use crate::model::{
     RunPage, RunSummary, StatusCounts, TaskPage, TaskSummary, Trend, TrendPoint, WorkflowTrend,
 };
+use crate::scope::visible_workflows;
 
 /// Page size when `limit` is not given, and the largest allowed.
 const DEFAULT_LIMIT: usize = 50;
@@ -73,11 +76,15 @@ pub(crate) struct RunListQuery {
 )]
 pub(crate) async fn list_runs<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<RunListQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
+    let Some(workflows) = visible_workflows(&state, caller.as_deref(), names(&q.workflow)).await? else {
+        return Ok(Json(RunPage { runs: Vec::new(), next_cursor: None }));
+    };
     let filter = RunFilter {
         statuses: list(&q.status, "status", |s| s.parse::<RunStatus>().map_err(|e| e.to_string()))?,
-        workflows: names(&q.workflow),
+        workflows,
         triggers: names(&q.trigger),
         labels: names(&q.label),
         submitted: range(&q.submitted_after, "submitted_after", &q.submitted_before, "submitted_before")?,
@@ -142,11 +149,15 @@ pub(crate) struct TaskListQuery {
 )]
 pub(crate) async fn list_tasks<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<TaskListQuery>,
 ) -> Result<Json<TaskPage>, ApiError> {
+    let Some(workflows) = visible_workflows(&state, caller.as_deref(), names(&q.workflow)).await? else {
+        return Ok(Json(TaskPage { tasks: Vec::new(), next_cursor: None }));
+    };
     let filter = TaskFilter {
         statuses: list(&q.status, "status", |s| s.parse::<TaskStatus>().map_err(|e| e.to_string()))?,
-        workflows: names(&q.workflow),
+        workflows,
         steps: names(&q.step),
         queues: names(&q.queue),
         workers: names(&q.worker),
@@ -197,9 +208,12 @@ pub(crate) struct CountParams {
 )]
 pub(crate) async fn status_counts<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<CountParams>,
 ) -> Result<Json<StatusCounts>, ApiError> {
-    let query = count_query(&q, false)?;
+    let Some(query) = count_query(&state, caller.as_deref(), &q, false).await? else {
+        return Ok(Json(StatusCounts { runs: Default::default(), tasks: Default::default() }));
+    };
     let runs = state.store.run_counts(query.clone()).await.map_err(search_error)?;
     let tasks = state.store.task_counts(query).await.map_err(search_error)?;
     Ok(Json(StatusCounts { runs, tasks }))
@@ -219,6 +233,7 @@ pub(crate) async fn status_counts<S: Store, C: Control>(
 )]
 pub(crate) async fn trend<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<CountParams>,
 ) -> Result<Json<Trend>, ApiError> {
     let bucket = match q.bucket.as_deref().map(str::trim) {
@@ -232,7 +247,9 @@ pub(crate) async fn trend<S: Store, C: Control>(
             ));
         }
     };
-    let query = count_query(&q, true)?;
+    let Some(query) = count_query(&state, caller.as_deref(), &q, true).await? else {
+        return Ok(Json(Trend { points: Vec::new(), workflows: Vec::new() }));
+    };
     let overall = state.store.run_trend(query.clone(), bucket).await.map_err(search_error)?;
     let per_workflow = state.store.workflow_trends(query, bucket).await.map_err(search_error)?;
     Ok(Json(Trend {
@@ -244,12 +261,20 @@ pub(crate) async fn trend<S: Store, C: Control>(
     }))
 }
 
-fn count_query(q: &CountParams, needs_from: bool) -> Result<CountQuery, ApiError> {
+/// The query of a count or trend; `None` when the caller's scope holds no
+/// workflow, so there is nothing to count.
+async fn count_query<S: Store, C: Control>(
+    state: &AppState<S, C>,
+    caller: Option<&Caller>,
+    q: &CountParams,
+    needs_from: bool,
+) -> Result<Option<CountQuery>, ApiError> {
     let submitted = range(&q.from, "from", &q.to, "to")?;
     if needs_from && submitted.from.is_none() {
         return Err(ApiError::bad_request("from", "a trend needs the start of its window"));
     }
-    Ok(CountQuery { submitted, workflows: names(&q.workflow) })
+    let workflows = visible_workflows(state, caller, names(&q.workflow)).await?;
+    Ok(workflows.map(|workflows| CountQuery { submitted, workflows }))
 }
 
 /// A store's refusal of a query is the caller's to fix; anything else is not.

@@ -174,6 +174,10 @@ pub(crate) async fn create_token<S: Store, C: Control>(
         .find(|t| t.id == id)
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, format!("token {} vanished", body.name)))?;
     tracing::info!(token = %token.name, role = %role, %actor, "token created");
+    if state.config.auth_mode() == crate::AuthMode::Open {
+        state.config.tokens_made.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("an API token exists now: from this request on, the API asks for tokens");
+    }
     let created = TokenCreated { token: TokenView::of(token, now), secret: secret.expose().to_owned() };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }

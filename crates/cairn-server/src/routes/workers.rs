@@ -64,8 +64,10 @@ pub(crate) async fn lease<S: Store, C: Control>(
 ) -> Result<Json<LeaseResponse>, ApiError> {
     check_name("worker_id", &req.worker_id)?;
     check_name("queue", &req.queue)?;
-    if let Some(Extension(caller)) = caller {
-        caller.may_lease(&req.queue)?;
+    if let Some(Extension(caller)) = caller
+        && let Err(refused) = caller.may_lease(&req.queue)
+    {
+        return Err(crate::auth::audit_denied(&state, &caller, "POST /api/v1/workers/lease", refused).await);
     }
     if !(1..=MAX_LEASE_TASKS).contains(&req.max_tasks) {
         return Err(ApiError::invalid(

@@ -2,15 +2,17 @@
 //! [`Store::tokens`], [`Store::revoke_token`], [`Store::token_by_hash`],
 //! [`Store::any_live_token`]): one live token per name, revocation by name
 //! or id, lookup by hash with everything the caller checks, liveness, and
-//! the last use recorded at most once a minute.
+//! the last use recorded at most once a minute; web sessions
+//! ([`Store::start_session`], [`Store::session_by_hash`],
+//! [`Store::end_session`]).
 
 use std::sync::Arc;
 
-use cairn_core::auth::{Role, Secret};
+use cairn_core::auth::{Role, Secret, SessionKey, csrf_token};
 use cairn_core::{Timestamp, TokenId};
 
 use super::t;
-use crate::{NewToken, Store, StoreError, TokenRecord};
+use crate::{NewSession, NewToken, SessionRecord, Store, StoreError, TokenRecord};
 
 fn token(name: &str, role: Role, at: Timestamp) -> (Secret, NewToken) {
     let secret = Secret::generate();
@@ -130,4 +132,63 @@ pub async fn tokens_are_found_by_hash_with_their_role_queues_scope_and_liveness<
     let revoked = s.token_by_hash(secret.hash(), t(300_003)).await.unwrap().unwrap();
     assert!(!revoked.is_live(t(300_003)));
     assert!(!revoked.is_expired(t(300_003)));
+}
+
+/// A web session acts as its token: found by its key's hash with the token,
+/// the token's use recorded; it ends at sign-out (only while live, and only
+/// that one), at its expiry, and with its token; ended sessions are deleted
+/// when the next one starts.
+pub async fn sessions_act_as_their_token_and_end_with_sign_out_expiry_or_revocation<S: Store>(store: Arc<S>) {
+    let s = &*store;
+    let (_, ops) = token("ops", Role::Operator, t(1_000));
+    s.create_token(ops.clone()).await.unwrap();
+    let session = |at: Timestamp, until: Timestamp| {
+        let key = SessionKey::generate();
+        let new = NewSession {
+            hash: key.hash(),
+            token: ops.id,
+            csrf: csrf_token(),
+            created_at: at,
+            expires_at: until,
+        };
+        (key, new)
+    };
+    let (a, first) = session(t(2_000), t(50_000));
+    let (b, second) = session(t(3_000), t(60_000));
+    s.start_session(first.clone()).await.expect("a session");
+    s.start_session(second.clone()).await.expect("another");
+
+    let found: SessionRecord = s.session_by_hash(a.hash(), t(4_000)).await.unwrap().expect("by hash");
+    assert_eq!((found.token.id, found.token.role), (ops.id, Role::Operator));
+    assert_eq!((&found.csrf, found.created_at, found.expires_at), (&first.csrf, t(2_000), t(50_000)));
+    assert!(found.is_live(t(4_000)) && !found.is_live(t(50_000)));
+    assert_eq!(found.token.last_used_at, Some(t(4_000)), "a session's use is its token's");
+    assert_eq!(last_used(s).await, Some(t(4_000)));
+    assert_eq!(s.session_by_hash(SessionKey::generate().hash(), t(4_000)).await.unwrap(), None);
+
+    // Signing out ends that session only, once.
+    let ended = s.end_session(a.hash(), t(5_000)).await.unwrap().expect("ended");
+    assert_eq!(ended.name, "ops");
+    assert_eq!(s.end_session(a.hash(), t(6_000)).await.unwrap(), None, "ended already");
+    assert_eq!(s.end_session(SessionKey::generate().hash(), t(6_000)).await.unwrap(), None);
+    let gone = s.session_by_hash(a.hash(), t(6_000)).await.unwrap().expect("kept until the next start");
+    assert_eq!(gone.expires_at, t(5_000));
+    assert!(!gone.is_live(t(6_000)));
+    assert!(s.session_by_hash(b.hash(), t(6_000)).await.unwrap().unwrap().is_live(t(6_000)));
+
+    // Revoking the token ends its sessions at once.
+    s.revoke_token("ops".into(), t(7_000)).await.unwrap().expect("revoked");
+    assert!(!s.session_by_hash(b.hash(), t(7_001)).await.unwrap().unwrap().is_live(t(7_001)));
+
+    // The next session's start deletes those that ended.
+    let (_, admin) = token("root", Role::Admin, t(8_000));
+    s.create_token(admin.clone()).await.unwrap();
+    let (c, mut third) = session(t(9_000), t(90_000));
+    third.token = admin.id;
+    s.start_session(third).await.unwrap();
+    assert_eq!(s.session_by_hash(a.hash(), t(9_001)).await.unwrap(), None, "ended, deleted");
+    assert!(s.session_by_hash(b.hash(), t(9_001)).await.unwrap().is_some(), "not past its expiry");
+    let root = s.session_by_hash(c.hash(), t(9_001)).await.unwrap().unwrap();
+    assert_eq!(root.token.name, "root");
+    assert!(root.is_live(t(89_999)) && !root.is_live(t(90_000)));
 }

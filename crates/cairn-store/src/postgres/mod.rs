@@ -42,6 +42,7 @@ mod schema;
 mod search;
 mod session;
 mod tokens;
+mod webhooks;
 mod write;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -425,14 +426,7 @@ impl Store for PostgresStore {
             let Some(mut token) = read_again(&pool, |pool| tokens::by_hash(pool, hash)).await? else {
                 return Ok(None);
             };
-            if crate::tokens::use_is_news(token.last_used_at, now) {
-                tokens::write(
-                    &pool,
-                    &crate::tokens::TokenWrite::Used { id: token.id, name: token.name.clone(), at: now },
-                )
-                .await?;
-                token.last_used_at = Some(now);
-            }
+            tokens::note_use(&pool, &mut token, now).await?;
             Ok(Some(token))
         }
     }
@@ -440,6 +434,41 @@ impl Store for PostgresStore {
     fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { read_again(&pool, |pool| tokens::any_live(pool, now)).await }
+    }
+
+    fn start_session(
+        &self,
+        session: crate::NewSession,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            tokens::write(&pool, &crate::tokens::TokenWrite::StartSession(session)).await?;
+            Ok(())
+        }
+    }
+
+    fn session_by_hash(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::SessionRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move {
+            let Some(mut session) = read_again(&pool, |pool| tokens::session(pool, hash)).await? else {
+                return Ok(None);
+            };
+            tokens::note_use(&pool, &mut session.token, now).await?;
+            Ok(Some(session))
+        }
+    }
+
+    fn end_session(
+        &self,
+        hash: [u8; 32],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::TokenRecord>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { Ok(tokens::write(&pool, &crate::tokens::TokenWrite::EndSession { hash, at }).await?) }
     }
 
     fn record_audit(
@@ -456,6 +485,39 @@ impl Store for PostgresStore {
     ) -> impl Future<Output = Result<Vec<crate::AuditEvent>, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { read_again(&pool, |pool| audit::list(pool, &q)).await }
+    }
+
+    fn enqueue_delivery(
+        &self,
+        d: crate::NewDelivery,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { Ok(webhooks::enqueue(&pool, &d).await?) }
+    }
+
+    fn due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<crate::Delivery>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| webhooks::due(pool, now, limit)).await }
+    }
+
+    fn record_delivery_attempt(
+        &self,
+        a: crate::DeliveryAttempt,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { Ok(webhooks::attempt(&pool, &a).await?.is_some()) }
+    }
+
+    fn webhook_deliveries(
+        &self,
+        q: crate::DeliveryQuery,
+    ) -> impl Future<Output = Result<Vec<crate::Delivery>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| webhooks::list(pool, &q)).await }
     }
 
     fn search_runs(

@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::{Error, Uuid};
 use crate::error::StoreError;
-use crate::tokens::{self, NewToken, TokenRecord, TokenWrite};
+use crate::tokens::{self, NewToken, SessionRecord, TokenRecord, TokenWrite};
 
 const COLUMNS: &str =
     "id, name, role, queues, workflows, prefix, created_at, expires_at, revoked_at, last_used_at";
@@ -43,6 +43,26 @@ WITH renewed AS (
 )
 INSERT INTO audit_events (id, at, kind, actor, target)
 SELECT $4, $2, 'token_used', name, name FROM renewed";
+
+// Ends are deleted as a new session starts, in the same statement.
+const START_SESSION: &str = "\
+WITH ended AS (DELETE FROM web_sessions WHERE expires_at <= $4)
+INSERT INTO web_sessions (hash, token_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+
+// Signing out dates the expiry to it; the token it acted as, if it was live.
+const END_SESSION: &str = "\
+WITH ended AS (
+    UPDATE web_sessions SET expires_at = $2 WHERE hash = $1 AND expires_at > $2 RETURNING token_id
+)
+SELECT t.id, t.name, t.role, t.queues, t.workflows, t.prefix, t.created_at, t.expires_at, t.revoked_at,
+       t.last_used_at
+FROM ended JOIN api_tokens t ON t.id = ended.token_id";
+
+const SESSION: &str = "\
+SELECT t.id, t.name, t.role, t.queues, t.workflows, t.prefix, t.created_at, t.expires_at, t.revoked_at,
+       t.last_used_at, s.csrf, s.created_at, s.expires_at
+FROM web_sessions s JOIN api_tokens t ON t.id = s.token_id
+WHERE s.hash = $1";
 
 pub(super) async fn create(pool: &Pool, t: &NewToken) -> Result<(), Error> {
     let mut client = pool.get().await?;
@@ -97,7 +117,47 @@ pub(super) async fn write(pool: &Pool, w: &TokenWrite) -> Result<Option<TokenRec
                 .await?;
             Ok(None)
         }
+        TokenWrite::StartSession(n) => {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(START_SESSION).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+                &&n.hash[..],
+                &Uuid(n.token.to_bytes()),
+                &n.csrf,
+                &n.created_at.as_micros(),
+                &n.expires_at.as_micros(),
+            ];
+            client.execute(&stmt, &params).await?;
+            Ok(None)
+        }
+        TokenWrite::EndSession { hash, at } => {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(END_SESSION).await?;
+            client.query_opt(&stmt, &[&&hash[..], &at.as_micros()]).await?.as_ref().map(token).transpose()
+        }
     }
+}
+
+/// Records a token's use at `now` if the last one recorded is a minute old
+/// or more (`crate::tokens::use_is_news`), and says so in `token`.
+pub(super) async fn note_use(pool: &Pool, token: &mut TokenRecord, now: Timestamp) -> Result<(), Error> {
+    if tokens::use_is_news(token.last_used_at, now) {
+        write(pool, &TokenWrite::Used { id: token.id, name: token.name.clone(), at: now }).await?;
+        token.last_used_at = Some(now);
+    }
+    Ok(())
+}
+
+pub(super) async fn session(pool: &Pool, hash: [u8; 32]) -> Result<Option<SessionRecord>, Error> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(SESSION).await?;
+    let Some(row) = client.query_opt(&stmt, &[&&hash[..]]).await? else { return Ok(None) };
+    Ok(Some(SessionRecord {
+        token: token(&row)?,
+        csrf: row.try_get(10)?,
+        created_at: Timestamp::from_micros(row.try_get(11)?),
+        expires_at: Timestamp::from_micros(row.try_get(12)?),
+    }))
 }
 
 pub(super) async fn list(pool: &Pool) -> Result<Vec<TokenRecord>, Error> {

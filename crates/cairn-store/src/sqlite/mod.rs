@@ -26,6 +26,7 @@ mod retention;
 mod schema;
 mod search;
 mod tokens;
+mod webhooks;
 mod writer;
 
 use std::fmt;
@@ -232,6 +233,21 @@ impl SqliteStore {
                 .await
                 .map_err(|e| StoreError::Database(format!("waiting for the writer thread failed: {e}")))?,
         }
+    }
+
+    /// Records a token's use at `now` if the last one recorded is a minute
+    /// old or more (`crate::tokens::use_is_news`), and says so in `token`.
+    async fn note_use(&self, token: &mut crate::TokenRecord, now: Timestamp) -> Result<(), StoreError> {
+        if crate::tokens::use_is_news(token.last_used_at, now) {
+            let queued = self.writer.submit(Work::Token(crate::tokens::TokenWrite::Used {
+                id: token.id,
+                name: token.name.clone(),
+                at: now,
+            }));
+            answer(queued).await?;
+            token.last_used_at = Some(now);
+        }
+        Ok(())
     }
 }
 
@@ -448,15 +464,7 @@ impl Store for SqliteStore {
             let Some(mut token) = read::with_reader(pool, move |c| tokens::by_hash(c, hash)).await? else {
                 return Ok(None);
             };
-            if crate::tokens::use_is_news(token.last_used_at, now) {
-                let queued = self.writer.submit(Work::Token(crate::tokens::TokenWrite::Used {
-                    id: token.id,
-                    name: token.name.clone(),
-                    at: now,
-                }));
-                answer(queued).await?;
-                token.last_used_at = Some(now);
-            }
+            self.note_use(&mut token, now).await?;
             Ok(Some(token))
         }
     }
@@ -464,6 +472,48 @@ impl Store for SqliteStore {
     fn any_live_token(&self, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| tokens::any_live(c, now)).await }
+    }
+
+    fn start_session(
+        &self,
+        session: crate::NewSession,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let queued = self.writer.submit(Work::Token(crate::tokens::TokenWrite::StartSession(session)));
+        async move {
+            match answer(queued).await? {
+                Done::Token(_) => Ok(()),
+                _ => Err(unexpected("session")),
+            }
+        }
+    }
+
+    fn session_by_hash(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::SessionRecord>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move {
+            let Some(mut session) = read::with_reader(pool, move |c| tokens::session(c, hash)).await? else {
+                return Ok(None);
+            };
+            self.note_use(&mut session.token, now).await?;
+            Ok(Some(session))
+        }
+    }
+
+    fn end_session(
+        &self,
+        hash: [u8; 32],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<crate::TokenRecord>, StoreError>> + Send {
+        let queued = self.writer.submit(Work::Token(crate::tokens::TokenWrite::EndSession { hash, at }));
+        async move {
+            match answer(queued).await? {
+                Done::Token(token) => Ok(token),
+                _ => Err(unexpected("session")),
+            }
+        }
     }
 
     fn record_audit(
@@ -485,6 +535,49 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<Vec<crate::AuditEvent>, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| audit::list(c, &q)).await }
+    }
+
+    fn enqueue_delivery(
+        &self,
+        d: crate::NewDelivery,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send {
+        let queued = self.writer.submit(Work::Webhook(webhooks::WebhookWrite::Enqueue(d)));
+        async move {
+            match answer(queued).await? {
+                Done::Webhook(id) => Ok(id),
+                _ => Err(unexpected("webhook delivery")),
+            }
+        }
+    }
+
+    fn due_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<crate::Delivery>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| webhooks::due(c, now, limit)).await }
+    }
+
+    fn record_delivery_attempt(
+        &self,
+        a: crate::DeliveryAttempt,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let queued = self.writer.submit(Work::Webhook(webhooks::WebhookWrite::Attempt(a)));
+        async move {
+            match answer(queued).await? {
+                Done::Webhook(id) => Ok(id.is_some()),
+                _ => Err(unexpected("webhook delivery")),
+            }
+        }
+    }
+
+    fn webhook_deliveries(
+        &self,
+        q: crate::DeliveryQuery,
+    ) -> impl Future<Output = Result<Vec<crate::Delivery>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| webhooks::list(c, &q)).await }
     }
 
     fn search_runs(

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::Error;
 use crate::audit::{AuditKind, NewAuditEvent};
 use crate::error::StoreError;
-use crate::tokens::{self, TokenRecord, TokenWrite};
+use crate::tokens::{self, SessionRecord, TokenRecord, TokenWrite};
 
 const COLUMNS: &str =
     "id, name, role, queues, workflows, prefix, created_at, expires_at, revoked_at, last_used_at";
@@ -36,6 +36,20 @@ RETURNING id, name, role, queues, workflows, prefix, created_at, expires_at, rev
 const USED: &str = "\
 UPDATE api_tokens SET last_used_at = ?2
 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2 - ?3)";
+
+const START_SESSION: &str = "\
+INSERT INTO web_sessions (hash, token_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+// Signing out dates the expiry to it; a session already over stays as it ended.
+const END_SESSION: &str = "\
+UPDATE web_sessions SET expires_at = ?2 WHERE hash = ?1 AND expires_at > ?2
+RETURNING token_id";
+
+const SESSION: &str = "\
+SELECT t.id, t.name, t.role, t.queues, t.workflows, t.prefix, t.created_at, t.expires_at, t.revoked_at,
+       t.last_used_at, s.csrf, s.created_at, s.expires_at
+FROM web_sessions s JOIN api_tokens t ON t.id = s.token_id
+WHERE s.hash = ?1";
 
 /// On the writer's transaction: the token revoked, if any.
 pub(super) fn write(conn: &Connection, w: &TokenWrite) -> Result<Option<TokenRecord>, Error> {
@@ -85,7 +99,46 @@ pub(super) fn write(conn: &Connection, w: &TokenWrite) -> Result<Option<TokenRec
             }
             Ok(None)
         }
+        TokenWrite::StartSession(n) => {
+            let at = n.created_at.as_micros();
+            conn.prepare_cached("DELETE FROM web_sessions WHERE expires_at <= ?1")?.execute([at])?;
+            conn.prepare_cached(START_SESSION)?.execute(params![
+                n.hash,
+                n.token.to_bytes(),
+                n.csrf,
+                at,
+                n.expires_at.as_micros()
+            ])?;
+            Ok(None)
+        }
+        TokenWrite::EndSession { hash, at } => {
+            let ended = conn
+                .prepare_cached(END_SESSION)?
+                .query_row(params![hash, at.as_micros()], |r| r.get::<_, [u8; 16]>(0))
+                .optional()?;
+            let Some(id) = ended else { return Ok(None) };
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_tokens WHERE id = ?1"))?
+                .query_row([id], |row| Ok(token(row)))
+                .optional()?
+                .transpose()
+        }
     }
+}
+
+pub(super) fn session(conn: &Connection, hash: [u8; 32]) -> Result<Option<SessionRecord>, Error> {
+    conn.prepare_cached(SESSION)?
+        .query_row([hash], |row| {
+            Ok(token(row).and_then(|token| {
+                Ok(SessionRecord {
+                    token,
+                    csrf: row.get(10)?,
+                    created_at: Timestamp::from_micros(row.get(11)?),
+                    expires_at: Timestamp::from_micros(row.get(12)?),
+                })
+            }))
+        })
+        .optional()?
+        .transpose()
 }
 
 pub(super) fn list(conn: &Connection) -> Result<Vec<TokenRecord>, Error> {

@@ -61,6 +61,8 @@ pub(super) enum Work {
     Token(crate::tokens::TokenWrite),
     /// An event for the audit log (`super::audit`).
     Audit(crate::NewAuditEvent),
+    /// An enqueue or attempt of a webhook delivery (`super::webhooks`).
+    Webhook(super::webhooks::WebhookWrite),
 }
 
 /// What the writer answers, by the kind of [`Work`].
@@ -74,6 +76,8 @@ pub(super) enum Done {
     /// The token a revocation revoked (nothing for the other token writes).
     Token(Option<crate::tokens::TokenRecord>),
     Audit,
+    /// The delivery enqueued or attempted, if any.
+    Webhook(Option<i64>),
 }
 
 pub(super) type Answer = oneshot::Receiver<Result<Done, StoreError>>;
@@ -92,7 +96,7 @@ impl Job {
             Work::Renew(renewals) => renewals.len(),
             Work::Import(runs) => runs.iter().map(|r| 1 + r.detail.tasks.len()).sum(),
             Work::DeleteRuns(ids) => ids.len(),
-            Work::Alert(_) | Work::Token(_) | Work::Audit(_) => 1,
+            Work::Alert(_) | Work::Token(_) | Work::Audit(_) | Work::Webhook(_) => 1,
         }
     }
 }
@@ -290,6 +294,7 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Done>, Vec<Notice>
                     super::audit::record(w.conn, event).map_err(failed)?;
                     Done::Audit
                 }
+                Work::Webhook(write) => Done::Webhook(super::webhooks::write(w.conn, write).map_err(failed)?),
                 Work::DeleteRuns(ids) => Done::Deleted(
                     super::retention::delete_runs(w.conn, ids, &mut w.counts, &mut w.workflows)
                         .map_err(failed)?,

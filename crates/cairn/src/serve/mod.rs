@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -24,9 +25,11 @@ use tokio_util::sync::CancellationToken;
 use crate::home::Home;
 use crate::{Exit, InvalidInput};
 
+mod alerts;
 mod anomalies;
 mod gate;
 mod retention;
+mod tls;
 
 use gate::Gate;
 
@@ -80,6 +83,33 @@ pub struct Args {
     /// Retention: keep the newest this many runs of each workflow without a rule of its own
     #[arg(long, env = "CAIRN_HIST_RETENTION_RUNS", value_name = "RUNS")]
     hist_retention_runs: Option<u32>,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first)
+    #[arg(long, env = "CAIRN_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "CAIRN_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Requests a second one caller (token, or address without tokens) may send to the API,
+    /// in bursts of twice that (0: no limit)
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    rate_limit_api: u32,
+    /// Requests a second one caller may send to the worker protocol, in bursts of twice that
+    /// (0: no limit)
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    rate_limit_worker: u32,
+    /// Live event subscriptions (`/api/v1/events`) this server takes in all
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    max_subscribers: usize,
+    /// Live event subscriptions one caller may hold
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    max_subscribers_per_token: usize,
+    /// The server config: alert rules, webhooks, the status report (docs/alerts.md). Without it,
+    /// DATA_DIR/cairn.yaml is read if it exists
+    #[arg(long, env = "CAIRN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The notification part of the config, once read (serve/alerts.rs).
+    #[arg(skip)]
+    notify: Option<Arc<cairn_core::notify::NotifyConfig>>,
 }
 
 impl Args {
@@ -109,7 +139,16 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let clock = EngineClock::system();
     // A bad rule is refused before anything listens.
     args.anomaly_rule()?;
+    // So is a certificate or key that cannot be served with.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::load(cert, key).map_err(|e| InvalidInput(e.to_string()))?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let home = Home::resolve(data_dir)?;
+    // A bad config file is refused before anything listens, too.
+    let mut args = args;
+    args.notify = alerts::load(args.config.as_deref(), &home.dir)?;
     // Listening before the store is open: a load balancer or an operator
     // sees "not ready, waiting for …" instead of a refused connection.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -118,13 +157,21 @@ pub async fn serve(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let addr = listener.local_addr().context("reading the address listened on")?;
     let gate = Gate::new("opening the store");
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(
-        axum::serve(listener, gate.router())
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    // With the peer's address, for the rate limits of a server without tokens.
+    let app = gate.router().into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = http_stop.clone().cancelled_owned();
+    let http = match tls {
+        None => tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future()),
+        Some(config) => {
+            use axum::serve::ListenerExt;
+            let listener = tls::TlsListener::new(listener, config).context("serving TLS")?;
+            // `tap_io` only for axum's `ConnectInfo` of a custom listener's address.
+            let listener = listener.tap_io(|_| ());
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future())
+        }
+    };
     if args.database.is_some() {
-        eprintln!("cairn listening on http://{addr}; not ready until the database answers");
+        eprintln!("cairn listening on {scheme}://{addr}; not ready until the database answers");
     }
     let stopping = tokio::spawn(wait_for_stop());
     let serving = async {
@@ -207,7 +254,7 @@ async fn auth_mode<S: Store>(
     if addr.ip().is_loopback() {
         eprintln!(
             "cairn: no API tokens: the API is open to every user of this machine; `cairn token create` makes \
-             one, and the server asks for tokens from its next start"
+             one, and the server asks for tokens from then on"
         );
         return Ok(AuthMode::Open);
     }
@@ -253,6 +300,11 @@ async fn serve_on<S: Store>(
     // Before anything records a metric.
     cairn_server::metrics::install();
     cairn_server::metrics::set_leader(false);
+    // Notifications by the alert rules (serve/alerts.rs).
+    let alerting = args.notify.clone().map(|config| {
+        let (events, leader) = (manager.subscribe(), membership.leader.clone());
+        alerts::spawn(store.clone(), clock.clone(), config, events, leader, stop_scheduler.clone())
+    });
     // Retention, while this server leads (serve/retention.rs).
     let retaining = retention::spawn(
         store.clone(),
@@ -266,20 +318,35 @@ async fn serve_on<S: Store>(
     let scheduler = tokio::spawn(lead(
         manager.clone(),
         schedules,
-        clock,
+        clock.clone(),
         membership.leader.clone(),
         stop_scheduler.clone(),
         args.anomaly_rule()?,
     ));
     let _observing = cairn_server::metrics::spawn_observer(manager.subscribe());
     let control = Arc::new(EngineControl::new(manager.clone(), catalog.clone()));
-    let config = ServerConfig { auth, ..ServerConfig::new(home.log_root()) };
+    let tokens_made = Arc::new(AtomicBool::new(false));
+    if auth == AuthMode::Open {
+        tokio::spawn(watch_for_tokens(store.clone(), clock.clone(), tokens_made.clone()));
+    }
+    let config = ServerConfig {
+        auth,
+        tokens_made,
+        tls: args.tls_cert.is_some(),
+        loopback: addr.ip().is_loopback(),
+        rate_limit_api: args.rate_limit_api,
+        rate_limit_worker: args.rate_limit_worker,
+        max_subscribers: args.max_subscribers,
+        max_subscribers_per_token: args.max_subscribers_per_token,
+        ..ServerConfig::new(home.log_root())
+    };
     let state = AppState::new(store, control, catalog.clone(), config);
     gate.open(cairn_server::router(state));
 
     let snapshot = catalog.snapshot();
     eprintln!(
-        "cairn serving http://{} — data {}, workflows {} ({} loaded, {} broken, {} on a schedule), {} runs resumed",
+        "cairn serving {}://{} — data {}, workflows {} ({} loaded, {} broken, {} on a schedule), {} runs resumed",
+        if args.tls_cert.is_some() { "https" } else { "http" },
         addr,
         home.dir.display(),
         workflows.display(),
@@ -295,6 +362,9 @@ async fn serve_on<S: Store>(
     stop_scheduler.cancel();
     let _ = scheduler.await;
     let _ = retaining.await;
+    if let Some(alerting) = alerting {
+        let _ = alerting.await;
+    }
     feeding.abort();
     eprintln!("stopping: waiting up to {}s for {} active runs", grace.as_secs(), manager.active_runs());
     // Local steps still running after the grace are interrupted and
@@ -344,6 +414,51 @@ async fn lead<S: Store>(
         let _ = adopting.await;
         let _ = watching.await;
         cairn_server::metrics::set_leader(false);
+    }
+}
+
+/// While the API is open, looks every couple of seconds for an API token
+/// made meanwhile (`cairn token create`, maybe by another process or
+/// server), and asks for tokens from then on: a token made to lock the
+/// server does so without a restart.
+async fn watch_for_tokens<S: Store>(store: Arc<S>, clock: EngineClock, tokens_made: Arc<AtomicBool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    while !tokens_made.load(Ordering::Relaxed) {
+        every.tick().await;
+        match store.any_live_token(clock.now()).await {
+            Ok(true) => {
+                tokens_made.store(true, Ordering::Relaxed);
+                eprintln!("cairn: an API token exists now: the API asks for tokens from now on");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not look for API tokens"),
+        }
+    }
+}
+
+/// Runs `work` through each stretch of this server's leadership, until
+/// `stop`: started with a fresh token when the server becomes the leader,
+/// and that token canceled — the work then awaited — when it stops leading
+/// or the server stops. For the leader's jobs that need no more than the
+/// store, the clock and the leadership (retention, webhook delivery).
+async fn while_leading<F, Fut>(mut leader: watch::Receiver<bool>, stop: CancellationToken, mut work: F)
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            led = leader.wait_for(|&l| l) => if led.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+        let term = stop.child_token();
+        let working = tokio::spawn(work(term.clone()));
+        tokio::select! {
+            _ = leader.wait_for(|&l| !l) => {}
+            () = stop.cancelled() => {}
+        }
+        term.cancel();
+        let _ = working.await;
     }
 }
 

@@ -31,36 +31,28 @@ pub(super) fn spawn<S: Store>(
     catalog: &Catalog,
     global: Option<Retention>,
     archive: PathBuf,
-    mut leader: watch::Receiver<bool>,
+    leader: watch::Receiver<bool>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let (policy, feeding) = feed_policy(catalog, global);
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                led = leader.wait_for(|&l| l) => if led.is_err() { break },
-                () = stop.cancelled() => break,
-            }
-            let term = stop.child_token();
+        super::while_leading(leader, stop, |term| {
             let (reports_tx, mut reports) = mpsc::unbounded_channel();
             let job = RetentionJob::new(store.clone(), clock.clone(), policy.clone(), Archive::new(&archive))
                 .with_reports(reports_tx);
-            let running = tokio::spawn(job.run(term.clone()));
-            let counting = tokio::spawn(async move {
-                while let Some(report) = reports.recv().await {
-                    if let Report::Pass(pass) = report {
-                        cairn_server::metrics::record_retention_deleted(pass.deleted);
+            async move {
+                let counting = tokio::spawn(async move {
+                    while let Some(report) = reports.recv().await {
+                        if let Report::Pass(pass) = report {
+                            cairn_server::metrics::record_retention_deleted(pass.deleted);
+                        }
                     }
-                }
-            });
-            tokio::select! {
-                _ = leader.wait_for(|&l| !l) => {}
-                () = stop.cancelled() => {}
+                });
+                job.run(term).await;
+                let _ = counting.await;
             }
-            term.cancel();
-            let _ = running.await;
-            let _ = counting.await;
-        }
+        })
+        .await;
         feeding.abort();
     })
 }
