@@ -39,6 +39,18 @@ use crate::app::ServerConfig;
 use crate::auth::{Access, Caller};
 use crate::error::{ApiError, ErrorCode};
 
+/// Requests a second one caller may send to the API under `cairn serve`'s
+/// defaults: far above what a person, a dashboard or a CI job sends, far
+/// below a runaway loop.
+pub const DEFAULT_API_RATE: u32 = 50;
+
+/// Requests a second one caller may send to the worker protocol under
+/// `cairn serve`'s defaults. A worker heartbeats all its tasks in one
+/// request and leases and completes in batches, so this leaves room for a
+/// fleet behind one token (or one address): 10,000 tasks heartbeating in
+/// batches of 100, as in benchmark W5, send about 500 a second.
+pub const DEFAULT_WORKER_RATE: u32 = 2000;
+
 /// The largest request body the router accepts, in every request's
 /// extensions, so a `413 payload_too_large` can say what it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

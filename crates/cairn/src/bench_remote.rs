@@ -20,7 +20,7 @@ use cairn_core::protocol::LeasedTask;
 use cairn_core::record::Actor;
 use cairn_core::{RunId, TaskStatus};
 use cairn_engine::{EngineClock, Manager, ManagerOptions};
-use cairn_server::{AppState, Catalog, EngineControl, ServerConfig};
+use cairn_server::{AppState, Catalog, EngineControl, ServerConfig, limits};
 use cairn_store::{Membership, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -60,8 +60,15 @@ impl<S: Store> BenchServer<S> {
         );
         let catalog = Catalog::load(&wf_dir);
         let control = Arc::new(EngineControl::new(manager.clone(), catalog.clone()));
-        let app =
-            cairn_server::router(AppState::new(store, control, catalog, ServerConfig::new(dir.join("logs"))));
+        // Limited as `cairn serve` limits by default, callers told apart by
+        // address as there: the figures are those of the server users run.
+        let config = ServerConfig {
+            rate_limit_api: limits::DEFAULT_API_RATE,
+            rate_limit_worker: limits::DEFAULT_WORKER_RATE,
+            ..ServerConfig::new(dir.join("logs"))
+        };
+        let app = cairn_server::router(AppState::new(store, control, catalog, config))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let stop = CancellationToken::new();

@@ -91,11 +91,11 @@ pub struct Args {
     tls_key: Option<PathBuf>,
     /// Requests a second one caller (token, or address without tokens) may send to the API,
     /// in bursts of twice that (0: no limit)
-    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[arg(long, default_value_t = cairn_server::limits::DEFAULT_API_RATE, value_name = "N")]
     rate_limit_api: u32,
     /// Requests a second one caller may send to the worker protocol, in bursts of twice that
     /// (0: no limit)
-    #[arg(long, default_value_t = 500, value_name = "N")]
+    #[arg(long, default_value_t = cairn_server::limits::DEFAULT_WORKER_RATE, value_name = "N")]
     rate_limit_worker: u32,
     /// Live event subscriptions (`/api/v1/events`) this server takes in all
     #[arg(long, default_value_t = 1000, value_name = "N")]
