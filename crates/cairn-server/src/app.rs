@@ -104,6 +104,8 @@ pub struct AppState<S, C> {
     pub metrics: PrometheusHandle,
     /// Workflows' expected durations, for the run and task views.
     pub expected: crate::expected::ExpectedCache,
+    /// The workers this server has heard from, for the workers page.
+    pub presence: crate::presence::Presence,
 }
 
 // By hand: a derive would ask for `S: Clone` and `C: Clone`, and both sit in `Arc`s.
@@ -117,6 +119,7 @@ impl<S, C> Clone for AppState<S, C> {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             expected: self.expected.clone(),
+            presence: self.presence.clone(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl<S: Store, C: Control> AppState<S, C> {
             config: Arc::new(config),
             metrics: crate::metrics::install(),
             expected: crate::expected::ExpectedCache::default(),
+            presence: crate::presence::Presence::default(),
         }
     }
 
@@ -143,12 +147,15 @@ impl<S: Store, C: Control> AppState<S, C> {
     }
 }
 
-/// The whole API: `/api/v1/…`, `/metrics`, and JSON errors for anything else.
+/// The whole API: `/api/v1/…`, `/metrics`, the web UI (feature `ui`), and
+/// JSON errors for anything else.
 pub fn router<S: Store, C: Control>(state: AppState<S, C>) -> Router {
     let body_limit = state.config.body_limit;
     let Api { router: routes, doc, .. } = api::<S, C>();
     let doc = Arc::new(doc);
     let limits = Arc::new(crate::limits::Limits::new(&state.config, state.clock.clone()));
+    #[cfg(feature = "ui")]
+    let routes = routes.merge(crate::ui::routes());
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -215,6 +222,7 @@ pub(crate) fn api<S: Store, C: Control>() -> Api<S, C> {
         .add(WORKER, workers::__path_complete, workers::complete::<S, C>)
         .add(WORKER, workers::__path_complete_batch, workers::complete_batch::<S, C>)
         .add(WORKER, workers::__path_append_log, workers::append_log::<S, C>)
+        .add(VIEWER, workers::__path_list_workers, workers::list_workers::<S, C>)
         .add(VIEWER, events::__path_events, events::events::<S, C>)
         .add(ADMIN, tokens::__path_create_token, tokens::create_token::<S, C>)
         .add(ADMIN, tokens::__path_list_tokens, tokens::list_tokens::<S, C>)

@@ -456,6 +456,19 @@ pub async fn worker_protocol_leases_heartbeats_and_completes_once<S: Store, C: C
     assert_eq!(shown["task"]["status"], "RUNNING", "{shown}");
     assert_eq!(shown["task"]["lease"]["worker"], "w1", "{shown}");
 
+    // The workers page lists it, with its queue, its lease and its last call;
+    // and a worker that waits for work without a lease.
+    let idle =
+        h.post("/api/v1/workers/lease", json!({"worker_id": "w2", "queue": "idle", "wait_ms": 0})).await;
+    assert_eq!(idle.status, StatusCode::OK, "{}", idle.text());
+    let workers = h.get("/api/v1/workers").await.json();
+    let listed = workers["workers"].as_array().expect("workers");
+    let w1 = listed.iter().find(|w| w["worker_id"] == "w1").unwrap_or_else(|| panic!("{workers}"));
+    assert_eq!((w1["leases"].as_u64(), &w1["queues"]), (Some(1), &json!([QUEUE])), "{workers}");
+    assert!(w1["last_seen_at"].is_string() && w1["last_heartbeat_at"].is_string(), "{workers}");
+    let w2 = listed.iter().find(|w| w["worker_id"] == "w2").unwrap_or_else(|| panic!("{workers}"));
+    assert_eq!((w2["leases"].as_u64(), &w2["queues"]), (Some(0), &json!(["idle"])), "{workers}");
+
     let hb = h
         .post(
             "/api/v1/workers/heartbeat",

@@ -28,8 +28,11 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 mod openapi;
+pub mod presence;
 mod routes;
 mod scope;
+#[cfg(feature = "ui")]
+mod ui;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

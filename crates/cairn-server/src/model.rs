@@ -80,12 +80,24 @@ pub struct TaskSummary {
     pub finished_at: Option<Timestamp>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// The latest progress reported (0.0 to 100.0), its message and time.
+    /// (Whether it predicts an overrun needs the step's timeout: see the
+    /// task, or the live `progress` events.)
+    pub progress_percent: Option<f32>,
+    pub progress_message: Option<String>,
+    pub progress_at: Option<Timestamp>,
+    /// Who holds the attempt's lease while it runs.
+    pub worker: Option<String>,
 }
 
 impl TaskSummary {
     pub fn new(row: &cairn_store::TaskRow) -> TaskSummary {
         let t = &row.task;
         TaskSummary {
+            progress_percent: t.progress.as_ref().map(|p| p.percent),
+            progress_message: t.progress.as_ref().and_then(|p| p.message.clone()),
+            progress_at: t.progress_at,
+            worker: t.lease.as_ref().map(|l| l.worker.clone()),
             id: t.id,
             run_id: t.run,
             workflow: row.workflow.clone(),
@@ -229,6 +241,11 @@ pub struct TaskView {
     /// A retry waiting in PENDING starts no earlier than this.
     pub not_before: Option<Timestamp>,
     pub durations: DurationsView,
+    /// The names of the tasks it waits for, from the run's workflow as
+    /// planned (a handler waits for the last steps); empty when the
+    /// workflow text cannot be read.
+    #[serde(default)]
+    pub depends: Vec<String>,
     /// Every status change, in order.
     pub transitions: Vec<TransitionView>,
     /// Every attempt, in order.
@@ -279,7 +296,47 @@ pub fn timeouts(w: &Workflow) -> Timeouts {
     w.steps.iter().chain(w.handlers.iter()).filter_map(|s| Some((s.name.clone(), s.timeout?))).collect()
 }
 
+/// The workflow a run was submitted with, parsed from the text kept with
+/// it: its steps' timeouts and dependencies. `None` when the text cannot be
+/// read; the views then show no dependency and flag no overrun.
+pub async fn submitted_workflow<S: cairn_store::Store>(store: &S, run: RunId) -> Option<Workflow> {
+    match store.spec_source(run).await {
+        Ok(Some(source)) => cairn_core::spec::parse(&source, None).ok(),
+        _ => None,
+    }
+}
+
+/// What each task of a run of `w` waits for, by task position (steps, then
+/// handlers), as the engine plans it: a step its dependencies (or `onInit`),
+/// a handler other than `onInit` the steps no other step waits for.
+pub fn depends(w: &Workflow) -> Vec<Vec<String>> {
+    let plan = cairn_engine::shell::plan(w, &[], String::new(), "");
+    let steps = w.steps.len().min(plan.tasks.len());
+    let waited: std::collections::BTreeSet<usize> =
+        plan.tasks[..steps].iter().flat_map(|t| t.depends.iter().copied()).collect();
+    let last: Vec<String> =
+        (0..steps).filter(|i| !waited.contains(i)).map(|i| plan.tasks[i].name.clone()).collect();
+    plan.tasks
+        .iter()
+        .map(|t| match t.role {
+            cairn_engine::Role::Handler(h) if h != cairn_engine::Handler::Init => last.clone(),
+            _ => t.depends.iter().filter_map(|&d| plan.tasks.get(d)).map(|d| d.name.clone()).collect(),
+        })
+        .collect()
+}
+
 impl RunView {
+    /// Fills each task's `depends` from the run's workflow (see [`depends`]).
+    pub fn with_depends(mut self, w: &Workflow) -> RunView {
+        let all = depends(w);
+        for t in &mut self.tasks {
+            if let Some(d) = all.get(t.index as usize) {
+                t.depends = d.clone();
+            }
+        }
+        self
+    }
+
     /// A run with every task, from its records; `timeouts` judge the overrun
     /// predictions of running tasks.
     pub fn new(d: &RunDetail, timeouts: &Timeouts, now: Timestamp) -> RunView {
@@ -368,6 +425,7 @@ impl TaskView {
             }),
             not_before: t.not_before,
             durations: DurationsView::from(Durations::from_log(log, now)),
+            depends: Vec::new(),
             transitions: log.iter().map(TransitionView::from).collect(),
             attempt_records: attempts.iter().map(AttemptView::from).collect(),
             details: t.details.clone(),
@@ -526,6 +584,9 @@ pub struct WorkflowSummary {
     pub steps: usize,
     /// Cron expressions that start runs.
     pub schedule: Vec<String>,
+    /// When the schedule next starts a run (absent without a schedule).
+    #[serde(default)]
+    pub next_run_at: Option<Timestamp>,
     pub errors: usize,
 }
 
@@ -537,7 +598,8 @@ pub struct WorkflowList {
 }
 
 impl WorkflowSummary {
-    pub fn new(e: &Entry) -> WorkflowSummary {
+    /// The entry as listed, its next scheduled run reckoned from `now`.
+    pub fn new(e: &Entry, now: Timestamp) -> WorkflowSummary {
         let w = e.workflow();
         WorkflowSummary {
             name: e.name.clone(),
@@ -546,9 +608,16 @@ impl WorkflowSummary {
             description: w.and_then(|w| w.description.clone()),
             steps: w.map_or(0, |w| w.steps.len()),
             schedule: w.map(|w| schedule(w)).unwrap_or_default(),
+            next_run_at: w.filter(|_| e.is_valid()).and_then(|w| next_run(w, now)),
             errors: e.errors().len(),
         }
     }
+}
+
+/// The earliest next fire time of the workflow's schedules, as the
+/// scheduler reckons it.
+fn next_run(w: &Workflow, now: Timestamp) -> Option<Timestamp> {
+    w.schedule.start.iter().filter_map(|s| cairn_engine::scheduler::Cron::new(s).ok()?.after(now).ok()).min()
 }
 
 fn schedule(w: &Workflow) -> Vec<String> {
@@ -578,12 +647,11 @@ pub struct WorkflowDetail {
 impl WorkflowDetail {
     pub fn new(e: &Entry) -> WorkflowDetail {
         let w = e.workflow();
-        let summary = WorkflowSummary::new(e);
         WorkflowDetail {
-            name: summary.name,
-            file: summary.file,
-            valid: summary.valid,
-            description: summary.description,
+            name: e.name.clone(),
+            file: e.path.display().to_string(),
+            valid: e.is_valid(),
+            description: w.and_then(|w| w.description.clone()),
             kind: w.map(|w| match w.kind {
                 WorkflowKind::Chain => "chain".to_owned(),
                 WorkflowKind::Graph => "graph".to_owned(),
@@ -592,7 +660,7 @@ impl WorkflowDetail {
             handlers: w
                 .map(|w| w.handlers.iter().map(|s| StepSummary::new(s, w)).collect())
                 .unwrap_or_default(),
-            schedule: summary.schedule,
+            schedule: w.map(|w| schedule(w)).unwrap_or_default(),
             params: w.map(|w| w.params.iter().map(ParamView::from).collect()).unwrap_or_default(),
             source: e.source.clone(),
             errors: e.errors().iter().map(DiagnosticView::from).collect(),
@@ -785,4 +853,74 @@ pub struct Readiness {
     pub workflows: usize,
     /// Workflow files with errors.
     pub broken_workflows: usize,
+}
+
+/// A worker: one that called this server lately, or holds a lease.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerView {
+    pub worker_id: String,
+    /// The queues it leased from lately, or holds leases of.
+    pub queues: Vec<String>,
+    /// RUNNING tasks it holds the lease of.
+    pub leases: u64,
+    /// When it last called this server (a lease or a heartbeat); absent for
+    /// a lease holder that calls another server, or a local executor.
+    pub last_seen_at: Option<Timestamp>,
+    /// The latest heartbeat among its leases.
+    pub last_heartbeat_at: Option<Timestamp>,
+    /// It runs local steps: a server's own executor.
+    pub local: bool,
+}
+
+impl WorkerView {
+    pub fn named(worker: &str) -> WorkerView {
+        WorkerView {
+            worker_id: worker.to_owned(),
+            queues: Vec::new(),
+            leases: 0,
+            last_seen_at: None,
+            last_heartbeat_at: None,
+            local: false,
+        }
+    }
+
+    /// Its latest sign of life.
+    pub fn last_activity(&self) -> Option<Timestamp> {
+        self.last_seen_at.max(self.last_heartbeat_at)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerView>,
+    /// More than 10,000 tasks run: leases were counted among the first 10,000.
+    pub leases_capped: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::depends;
+
+    #[test]
+    fn depends_follow_the_plan() {
+        let chain = cairn_core::spec::parse(
+            "steps:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n\
+             handler_on:\n  init: {command: 'true'}\n  success: {command: 'true'}\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(depends(&chain), [vec!["onInit"], vec!["a"], vec![], vec!["b"]]);
+        let graph = cairn_core::spec::parse(
+            "type: graph\nsteps:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n\
+             \x20 - {name: c, command: 'true', depends: [a, b]}\n  - {name: d, command: 'true', depends: a}\n\
+             handler_on:\n  failure: {command: 'true'}\n",
+            None,
+        )
+        .unwrap();
+        let names = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            depends(&graph),
+            [names(&[]), names(&[]), names(&["a", "b"]), names(&["a"]), names(&["c", "d"])]
+        );
+    }
 }

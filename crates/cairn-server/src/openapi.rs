@@ -68,6 +68,7 @@ pub(crate) struct Document(pub(crate) Arc<utoipa::openapi::OpenApi>);
         crate::routes::audit::AuditList,
         crate::routes::session::SignIn,
         crate::routes::session::SessionView,
+        model::WorkerList,
         cairn_core::AuditId,
     )),
     tags(

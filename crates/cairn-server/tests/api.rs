@@ -829,6 +829,7 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/v1/tasks/{task_id}/complete"),
         ("post", "/api/v1/workers/complete"),
         ("post", "/api/v1/tasks/{task_id}/logs"),
+        ("get", "/api/v1/workers"),
         ("get", "/api/v1/events"),
         ("post", "/api/v1/tokens"),
         ("get", "/api/v1/tokens"),

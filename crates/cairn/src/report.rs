@@ -5,11 +5,10 @@
 
 use std::path::Path;
 
-use cairn_core::spec;
-use cairn_core::{RunId, Timestamp};
+use cairn_core::Timestamp;
 use cairn_engine::attempt_log_paths;
 pub use cairn_server::model::{RunSummary, RunView};
-use cairn_server::model::{Timeouts, timeouts};
+use cairn_server::model::{Timeouts, submitted_workflow, timeouts};
 use cairn_store::{RunDetail, Store};
 
 /// A run as `cairn status --json` prints it.
@@ -36,8 +35,13 @@ pub async fn stored_run_report<S: Store>(
     log_root: &Path,
     now: Timestamp,
 ) -> RunView {
-    let timeouts = run_timeouts(store, detail.run.id).await;
+    let workflow = submitted_workflow(store, detail.run.id).await;
+    let timeouts = workflow.as_ref().map(timeouts).unwrap_or_default();
     let report = run_report(detail, &timeouts, log_root, now);
+    let report = match &workflow {
+        Some(w) => report.with_depends(w),
+        None => report,
+    };
     // Without it the run still shows.
     match store.expected_durations(&detail.run.workflow).await {
         Ok(expected) => report.with_expected(&expected, now),
@@ -45,14 +49,5 @@ pub async fn stored_run_report<S: Store>(
             tracing::warn!(error = %e, "cannot read the expected durations");
             report
         }
-    }
-}
-
-/// The step timeouts of the workflow text a run was submitted with, to judge
-/// overrun predictions; none when the text cannot be read.
-pub async fn run_timeouts<S: Store>(store: &S, run: RunId) -> Timeouts {
-    match store.spec_source(run).await {
-        Ok(Some(source)) => spec::parse(&source, None).map(|w| timeouts(&w)).unwrap_or_default(),
-        _ => Timeouts::new(),
     }
 }

@@ -4,14 +4,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cairn_core::{RunId, TaskStatus, spec};
+use cairn_core::RunId;
 use cairn_store::Store;
 
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{OptionalJson, Who, parse_id};
-use crate::model::{CancelAccepted, RetryRequest, RunCreated, RunView, Timeouts, timeouts};
+use crate::model::{CancelAccepted, RetryRequest, RunCreated, RunView, submitted_workflow, timeouts};
 
 /// A run with every task — each with its transitions, attempts, progress
 /// and durations — and the run's own transitions.
@@ -32,13 +32,14 @@ pub(crate) async fn get_run<S: Store, C: Control>(
 ) -> Result<Json<RunView>, ApiError> {
     let id = parse_id::<RunId>("run_id", &run_id)?;
     let detail = state.store.run_detail(id).await?.ok_or_else(|| run_not_found(id))?;
-    let timeouts = if needs_timeouts(detail.tasks.iter().map(|t| (t.status, t.progress.is_some()))) {
-        run_timeouts(&*state.store, id).await
-    } else {
-        Timeouts::new()
-    };
+    let workflow = submitted_workflow(&*state.store, id).await;
+    let timeouts = workflow.as_ref().map(timeouts).unwrap_or_default();
     let now = state.clock.now();
     let view = RunView::new(&detail, &timeouts, now);
+    let view = match &workflow {
+        Some(w) => view.with_depends(w),
+        None => view,
+    };
     Ok(Json(match state.expected.get(&*state.store, &detail.run.workflow, now).await {
         Some(expected) => view.with_expected(&expected, now),
         None => view,
@@ -47,21 +48,6 @@ pub(crate) async fn get_run<S: Store, C: Control>(
 
 pub(crate) fn run_not_found(id: RunId) -> ApiError {
     ApiError::new(ErrorCode::RunNotFound, format!("no run {id}")).field("run_id")
-}
-
-/// Overrun prediction needs the steps' timeouts, which only the workflow
-/// text has: read it only when a running task reports progress.
-pub(crate) fn needs_timeouts(mut tasks: impl Iterator<Item = (TaskStatus, bool)>) -> bool {
-    tasks.any(|(status, progress)| status == TaskStatus::Running && progress)
-}
-
-/// The timeouts of the workflow text the run was submitted with; none when
-/// it cannot be read (the prediction is then simply not flagged).
-pub(crate) async fn run_timeouts<S: Store>(store: &S, run: RunId) -> Timeouts {
-    match store.spec_source(run).await {
-        Ok(Some(source)) => spec::parse(&source, None).map(|w| timeouts(&w)).unwrap_or_default(),
-        _ => Timeouts::new(),
-    }
 }
 
 /// Asks for the run to be canceled. Recorded at once; the run ends when its

@@ -3,15 +3,16 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use cairn_core::TaskId;
+use cairn_core::{TaskId, TaskStatus};
 use cairn_store::Store;
 
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::parse_id;
-use crate::model::{ProgressSampleView, RunSummary, TaskDetailView, TaskView, Timeouts};
-use crate::routes::runs::{needs_timeouts, run_timeouts};
+use crate::model::{
+    ProgressSampleView, RunSummary, TaskDetailView, TaskView, Timeouts, submitted_workflow, timeouts,
+};
 
 /// A task with its run, every transition, every attempt, its progress and durations.
 #[utoipa::path(
@@ -34,8 +35,10 @@ pub(crate) async fn get_task<S: Store, C: Control>(
         state.store.task(id).await?.ok_or_else(|| {
             ApiError::new(ErrorCode::TaskNotFound, format!("no task {id}")).field("task_id")
         })?;
-    let timeouts = if needs_timeouts(std::iter::once((d.task.status, d.task.progress.is_some()))) {
-        run_timeouts(&*state.store, d.run.id).await
+    // Overrun prediction needs the steps' timeouts, which only the workflow
+    // text has: read it only when the task runs and reports progress.
+    let timeouts = if d.task.status == TaskStatus::Running && d.task.progress.is_some() {
+        submitted_workflow(&*state.store, d.run.id).await.map(|w| timeouts(&w)).unwrap_or_default()
     } else {
         Timeouts::new()
     };

@@ -7,6 +7,9 @@
 //! Every call after the lease names the attempt's lease token; a stale one
 //! changes nothing and is answered 409 `lease_stale` (or, inside a batch
 //! heartbeat or a batch completion, an item that says `lease_stale`).
+//!
+//! And the workers page's list: the workers that called (`crate::presence`)
+//! and the holders of leases (the store's RUNNING tasks).
 
 use std::collections::HashMap;
 
@@ -20,8 +23,8 @@ use cairn_core::protocol::{
     CompleteResponse, HeartbeatAck, HeartbeatItem, HeartbeatRequest, HeartbeatResponse, ItemError,
     LEASE_TOKEN_HEADER, LeaseRequest, LeaseResponse, LogStream, MAX_DETAILS_BYTES, TaskHeartbeatRequest,
 };
-use cairn_core::{LeaseToken, TaskId};
-use cairn_store::Store;
+use cairn_core::{LeaseToken, TaskId, TaskStatus};
+use cairn_store::{Store, TaskFilter, TaskSearch};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -31,6 +34,7 @@ use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery, body_bytes, parse_id};
 use crate::metrics::{HeartbeatResult, record_heartbeats};
+use crate::model::{WorkerList, WorkerView};
 
 /// Most tasks one lease call may ask for.
 pub(crate) const MAX_LEASE_TASKS: u32 = 1000;
@@ -82,6 +86,7 @@ pub(crate) async fn lease<S: Store, C: Control>(
         ));
     }
     let (worker, queue) = (req.worker_id.clone(), req.queue.clone());
+    state.presence.saw(&worker, Some(&queue), state.clock.now());
     let leased = state.control.lease(req).await?;
     if !leased.tasks.is_empty() {
         tracing::debug!(%worker, %queue, tasks = leased.tasks.len(), "tasks leased");
@@ -117,6 +122,7 @@ pub(crate) async fn heartbeat<S: Store, C: Control>(
     for (i, item) in req.items.iter().enumerate() {
         check_item(&format!("items[{i}]."), item)?;
     }
+    state.presence.saw(&req.worker_id, None, state.clock.now());
     let answer = state.control.heartbeat(req).await?;
     count_acks(&answer.items);
     Ok(Json(answer))
@@ -152,6 +158,7 @@ pub(crate) async fn task_heartbeat<S: Store, C: Control>(
         details: req.details,
     };
     check_item("", &item)?;
+    state.presence.saw(&req.worker_id, None, state.clock.now());
     let answer =
         state.control.heartbeat(HeartbeatRequest { worker_id: req.worker_id, items: vec![item] }).await?;
     count_acks(&answer.items);
@@ -391,5 +398,74 @@ mod tests {
         assert_eq!(unique, vec![items[0].clone(), items[1].clone(), items[3].clone()]);
         assert_eq!(first_of, [0, 1, 0, 2, 1]);
         assert_eq!(dedup_items(Vec::new()), (Vec::new(), Vec::new()));
+    }
+}
+
+/// How far back the workers page looks for workers that called.
+const SEEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// Most running tasks read to count the leases of workers.
+const MAX_LEASES_READ: usize = 10_000;
+
+/// The workers that called this server in the last ten minutes, and every
+/// holder of a lease (remote workers, and this or another server's local
+/// executor): their queues, leases held, last call and last heartbeat.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    tag = "workers",
+    responses((status = 200, description = "Workers, the most recently heard from first", body = WorkerList))
+)]
+pub(crate) async fn list_workers<S: Store, C: Control>(
+    State(state): State<AppState<S, C>>,
+) -> Result<Json<WorkerList>, ApiError> {
+    use std::collections::BTreeMap;
+
+    let now = state.clock.now();
+    let mut workers: BTreeMap<String, WorkerView> = BTreeMap::new();
+    for seen in state.presence.since(now.saturating_sub(SEEN_WITHIN)) {
+        let view = WorkerView::named(&seen.worker);
+        workers.insert(
+            seen.worker.clone(),
+            WorkerView {
+                last_seen_at: Some(seen.last_seen),
+                queues: seen.queues.into_iter().collect(),
+                ..view
+            },
+        );
+    }
+    let mut search = TaskSearch {
+        filter: TaskFilter { statuses: vec![TaskStatus::Running], ..TaskFilter::default() },
+        limit: 1000,
+        ..TaskSearch::default()
+    };
+    let mut read = 0;
+    loop {
+        let page = state.store.search_tasks(search.clone()).await?;
+        read += page.tasks.len();
+        for row in &page.tasks {
+            let Some(lease) = &row.task.lease else { continue };
+            let w = workers.entry(lease.worker.clone()).or_insert_with(|| WorkerView::named(&lease.worker));
+            w.leases += 1;
+            w.last_heartbeat_at = w.last_heartbeat_at.max(Some(lease.last_heartbeat_at));
+            match &row.task.queue {
+                Some(q) if !w.queues.contains(q) => w.queues.push(q.clone()),
+                Some(_) => {}
+                None => w.local = true,
+            }
+        }
+        match page.next {
+            Some(next) if read < MAX_LEASES_READ => search.cursor = Some(next),
+            more => {
+                let capped = more.is_some();
+                let mut list: Vec<WorkerView> = workers.into_values().collect();
+                for w in &mut list {
+                    w.queues.sort();
+                }
+                list.sort_by(|a, b| {
+                    b.last_activity().cmp(&a.last_activity()).then_with(|| a.worker_id.cmp(&b.worker_id))
+                });
+                return Ok(Json(WorkerList { workers: list, leases_capped: capped }));
+            }
+        }
     }
 }

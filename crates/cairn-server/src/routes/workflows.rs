@@ -27,8 +27,9 @@ pub(crate) async fn list_workflows<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
 ) -> Json<WorkflowList> {
     let snapshot = state.catalog.snapshot();
+    let now = state.clock.now();
     Json(WorkflowList {
-        workflows: snapshot.entries().map(|e| WorkflowSummary::new(e)).collect(),
+        workflows: snapshot.entries().map(|e| WorkflowSummary::new(e, now)).collect(),
         problem: snapshot.problem.clone(),
     })
 }
