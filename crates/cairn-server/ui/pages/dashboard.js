@@ -8,6 +8,7 @@ import {badge, donut, trend} from "../lib/charts.js";
 import {fill, h} from "../lib/dom.js";
 import {RUN_STATUSES, ago, duration, when} from "../lib/format.js";
 import {navigate} from "../app.js";
+import {debounce} from "../lib/later.js";
 
 const WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400};
 
@@ -110,7 +111,7 @@ export async function render(root, _params, query) {
     if (e.kind === "alert") later("alerts", loadAlerts, 300);
   }, () => { loadCounts(); loadRunning(); loadAlerts(); });
   const ticking = setInterval(() => refreshTimes(root), 15000);
-  return () => { stopEvents(); clearInterval(ticking); later.cancel(); };
+  return () => { stopEvents(); clearInterval(ticking); later.cancelAll(); };
 }
 
 function failureRates(workflows) {
@@ -200,15 +201,4 @@ function refreshTimes(root) {
   for (const td of root.querySelectorAll("td[data-since]")) {
     td.textContent = duration((Date.now() - new Date(td.dataset.since)) / 1000);
   }
-}
-
-// Runs a keyed function once, `ms` after the last call for its key.
-function debounce() {
-  const timers = new Map();
-  const later = (key, f, ms) => {
-    clearTimeout(timers.get(key));
-    timers.set(key, setTimeout(() => { timers.delete(key); f().catch(() => {}); }, ms));
-  };
-  later.cancel = () => { for (const t of timers.values()) clearTimeout(t); timers.clear(); };
-  return later;
 }

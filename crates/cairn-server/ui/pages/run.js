@@ -11,6 +11,7 @@ import {fill, h} from "../lib/dom.js";
 import {ago, duration, when} from "../lib/format.js";
 import {timeline} from "../lib/timeline.js";
 import {navigate} from "../app.js";
+import {debounce} from "../lib/later.js";
 
 const RUN_DONE = new Set(["COMPLETED", "PARTIALLY_SUCCEEDED", "FAILED", "CANCELED"]);
 const TASK_DONE = new Set(["COMPLETED", "FAILED", "CANCELED", "SKIPPED", "ABANDONED"]);
@@ -467,7 +468,7 @@ export async function render(root, params, query) {
     stopEvents();
     stopLog();
     clearInterval(ticking);
-    later.cancel();
+    later.cancelAll();
     window.removeEventListener("resize", onResize);
   };
 }
@@ -520,15 +521,4 @@ function attemptTable(t) {
       h("td", {}, a.outcome ? badge(a.outcome) : "—"),
       h("td", {class: "mono"}, a.exit_code ?? "—"),
       h("td", {class: "error"}, a.error || "")))));
-}
-
-// Runs a keyed function once, `ms` after the last call for its key.
-function debounce() {
-  const timers = new Map();
-  const later = (key, f, ms) => {
-    clearTimeout(timers.get(key));
-    timers.set(key, setTimeout(() => { timers.delete(key); Promise.resolve(f()).catch(() => {}); }, ms));
-  };
-  later.cancel = () => { for (const t of timers.values()) clearTimeout(t); timers.clear(); };
-  return later;
 }

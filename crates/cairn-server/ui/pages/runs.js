@@ -12,6 +12,7 @@ import {badge} from "../lib/charts.js";
 import {fill, h} from "../lib/dom.js";
 import {RUN_STATUSES, ago, duration, when} from "../lib/format.js";
 import {navigate} from "../app.js";
+import {debounce} from "../lib/later.js";
 
 const FINISHED = ["COMPLETED", "PARTIALLY_SUCCEEDED", "FAILED", "CANCELED"];
 
@@ -388,17 +389,4 @@ function refreshTimes(container, shown) {
   if (now - (refreshTimes.last || 0) < 15000) return;
   refreshTimes.last = now;
   for (const t of container.querySelectorAll("time[data-ago]")) t.textContent = ago(t.dataset.ago, now);
-}
-
-// Runs a keyed function once, `ms` after the last call for its key.
-function debounce() {
-  const timers = new Map();
-  const later = (key, f, ms) => {
-    clearTimeout(timers.get(key));
-    timers.set(key, setTimeout(() => { timers.delete(key); Promise.resolve(f()).catch(() => {}); }, ms));
-  };
-  later.pending = (key) => timers.has(key);
-  later.cancel = (key) => { clearTimeout(timers.get(key)); timers.delete(key); };
-  later.cancelAll = () => { for (const t of timers.values()) clearTimeout(t); timers.clear(); };
-  return later;
 }
