@@ -67,7 +67,7 @@ pub(super) fn spawn<S: Store>(
     let notifier = Notifier::new(store.clone(), config.clone(), enqueued.clone());
     let routing = tokio::spawn(notifier.run(events, stop.clone()));
     tokio::spawn(async move {
-        super::while_leading(leader, stop, |term| {
+        super::while_leading(leader, stop, "webhook delivery", |term| {
             let deliverer = Deliverer::new(store.clone(), clock.clone(), config.clone());
             let report = report(store.clone(), clock.clone(), config.clone(), enqueued.clone(), term.clone());
             let wake = enqueued.clone();

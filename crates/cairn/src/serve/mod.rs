@@ -381,7 +381,7 @@ async fn lead<S: Store>(
     manager: Arc<Manager<S>>,
     schedules: watch::Receiver<Workflows>,
     clock: EngineClock,
-    mut leader: watch::Receiver<bool>,
+    leader: watch::Receiver<bool>,
     stop: CancellationToken,
     anomaly_rule: AnomalyRule,
 ) {
@@ -389,32 +389,23 @@ async fn lead<S: Store>(
     // restarted) fires late if it is this recent; each tick runs once all
     // the same, as the store refuses a second run for it.
     const TAKEOVER_WINDOW: Duration = Duration::from_secs(15);
-    loop {
-        tokio::select! {
-            led = leader.wait_for(|&l| l) => if led.is_err() { return },
-            () = stop.cancelled() => return,
-        }
-        tracing::info!(
-            "leading: running the cron scheduler, adopting the runs of servers that are gone, watching the status mix"
-        );
-        cairn_server::metrics::set_leader(true);
-        let term = stop.child_token();
+    while_leading(leader, stop, "the cron scheduler, adoption and the anomaly watch", |term| {
         let scheduler =
             Scheduler::new(manager.clone(), schedules.clone(), clock.clone()).with_takeover(TAKEOVER_WINDOW);
-        let scheduling = tokio::spawn(scheduler.run(term.clone()));
-        let adopting = tokio::spawn(adopt_orphans(manager.clone(), term.clone()));
-        let watching =
-            anomalies::spawn(manager.store().clone(), clock.clone(), anomaly_rule.clone(), term.clone());
-        tokio::select! {
-            _ = leader.wait_for(|&l| !l) => tracing::warn!("no longer the leader"),
-            () = stop.cancelled() => {}
+        let (manager, clock, rule) = (manager.clone(), clock.clone(), anomaly_rule.clone());
+        async move {
+            tracing::info!(
+                "leading: running the cron scheduler, adopting the runs of servers that are gone, watching the status mix"
+            );
+            cairn_server::metrics::set_leader(true);
+            let scheduling = tokio::spawn(scheduler.run(term.clone()));
+            let adopting = tokio::spawn(adopt_orphans(manager.clone(), term.clone()));
+            let watching = anomalies::spawn(manager.store().clone(), clock, rule, term);
+            let _ = tokio::join!(scheduling, adopting, watching);
+            cairn_server::metrics::set_leader(false);
         }
-        term.cancel();
-        let _ = scheduling.await;
-        let _ = adopting.await;
-        let _ = watching.await;
-        cairn_server::metrics::set_leader(false);
-    }
+    })
+    .await;
 }
 
 /// While the API is open, looks every couple of seconds for an API token
@@ -440,9 +431,14 @@ async fn watch_for_tokens<S: Store>(store: Arc<S>, clock: EngineClock, tokens_ma
 /// `stop`: started with a fresh token when the server becomes the leader,
 /// and that token canceled — the work then awaited — when it stops leading
 /// or the server stops. For the leader's jobs that need no more than the
-/// store, the clock and the leadership (retention, webhook delivery).
-async fn while_leading<F, Fut>(mut leader: watch::Receiver<bool>, stop: CancellationToken, mut work: F)
-where
+/// store, the clock and the leadership (retention, webhook delivery), and
+/// for `lead` itself; `job` names the work in the log when leadership ends.
+async fn while_leading<F, Fut>(
+    mut leader: watch::Receiver<bool>,
+    stop: CancellationToken,
+    job: &'static str,
+    mut work: F,
+) where
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -454,7 +450,7 @@ where
         let term = stop.child_token();
         let working = tokio::spawn(work(term.clone()));
         tokio::select! {
-            _ = leader.wait_for(|&l| !l) => {}
+            _ = leader.wait_for(|&l| !l) => tracing::warn!("no longer the leader: {job} stops"),
             () = stop.cancelled() => {}
         }
         term.cancel();

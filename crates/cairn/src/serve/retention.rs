@@ -36,7 +36,7 @@ pub(super) fn spawn<S: Store>(
 ) -> JoinHandle<()> {
     let (policy, feeding) = feed_policy(catalog, global);
     tokio::spawn(async move {
-        super::while_leading(leader, stop, |term| {
+        super::while_leading(leader, stop, "retention", |term| {
             let (reports_tx, mut reports) = mpsc::unbounded_channel();
             let job = RetentionJob::new(store.clone(), clock.clone(), policy.clone(), Archive::new(&archive))
                 .with_reports(reports_tx);
