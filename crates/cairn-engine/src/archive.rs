@@ -120,6 +120,18 @@ pub struct ArchivedSample {
     pub message: Option<String>,
 }
 
+impl ArchivedSample {
+    /// The sample as the store keeps it.
+    pub fn to_sample(&self) -> ProgressSample {
+        ProgressSample {
+            attempt: self.attempt,
+            at: self.at,
+            percent: self.percent,
+            message: self.message.clone(),
+        }
+    }
+}
+
 /// One attempt of an archived task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArchivedAttempt {
@@ -306,16 +318,7 @@ impl ArchivedRun {
             .iter()
             .filter(|t| !t.progress_samples.is_empty())
             .map(|t| {
-                let samples = t
-                    .progress_samples
-                    .iter()
-                    .map(|s| ProgressSample {
-                        attempt: s.attempt,
-                        at: s.at,
-                        percent: s.percent,
-                        message: s.message.clone(),
-                    })
-                    .collect();
+                let samples = t.progress_samples.iter().map(ArchivedSample::to_sample).collect();
                 (t.id, samples)
             })
             .collect();
@@ -677,16 +680,7 @@ mod tests {
             .tasks
             .iter()
             .map(|t| {
-                let all = t
-                    .progress_samples
-                    .iter()
-                    .map(|s| ProgressSample {
-                        attempt: s.attempt,
-                        at: s.at,
-                        percent: s.percent,
-                        message: s.message.clone(),
-                    })
-                    .collect();
+                let all = t.progress_samples.iter().map(ArchivedSample::to_sample).collect();
                 (t.id, all)
             })
             .collect();
