@@ -229,6 +229,11 @@ steps:
     let reaped = log.iter().find(|x| x.actor == Actor::Reaper).expect("a reaper transition");
     assert_eq!((reaped.from, reaped.to), (Some(TaskStatus::Running), TaskStatus::Pending));
     assert!(reaped.reason.contains("heartbeat lost (worker doomed, last heartbeat"), "{}", reaped.reason);
+    // The dashboard's recent alerts read it back from the log.
+    let listed = f.manager.store().reaped_attempts(Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].run_id, listed[0].task_id, listed[0].attempt), (run, t.id, 1));
+    assert_eq!((listed[0].to, &listed[0].reason), (TaskStatus::Pending, &reaped.reason));
 
     // The old worker comes back: its heartbeat and completion change nothing.
     let ack = f.manager.heartbeat(beat(&first, Some(99.0))).await;

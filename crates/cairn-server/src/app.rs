@@ -206,6 +206,7 @@ pub(crate) fn api<S: Store, C: Control>() -> Api<S, C> {
         .add(VIEWER, analytics::__path_phase_stats, analytics::phase_stats::<S, C>)
         .add(VIEWER, analytics::__path_expected_durations, analytics::expected_durations::<S, C>)
         .add(VIEWER, alerts::__path_list_alerts, alerts::list_alerts::<S, C>)
+        .add(VIEWER, alerts::__path_list_reaped, alerts::list_reaped::<S, C>)
         .add(
             VIEWER,
             crate::routes::reports::__path_status_report,

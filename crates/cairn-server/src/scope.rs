@@ -1,5 +1,6 @@
 //! What a token scoped to workflows sees of the lists across workflows
-//! (runs, tasks, status counts, trends, live events): only its workflows.
+//! (runs, tasks, status counts, trends, reaped attempts, live events):
+//! only its workflows.
 //! The route guard lets such a token through to these routes
 //! ([`FILTERED`]), and each handler narrows its workflow filter with
 //! [`visible_workflows`] before it asks the store, so the store's indexes
@@ -16,8 +17,14 @@ use crate::error::{ApiError, ErrorCode};
 
 /// The routes across workflows that narrow their answer to a scoped
 /// token's workflows themselves.
-pub(crate) const FILTERED: [&str; 5] =
-    ["/api/v1/runs", "/api/v1/tasks", "/api/v1/stats/status", "/api/v1/stats/trend", "/api/v1/events"];
+pub(crate) const FILTERED: [&str; 6] = [
+    "/api/v1/runs",
+    "/api/v1/tasks",
+    "/api/v1/stats/status",
+    "/api/v1/stats/trend",
+    "/api/v1/reaped",
+    "/api/v1/events",
+];
 
 /// How many workflow names one store read brings.
 const PAGE: usize = 1000;

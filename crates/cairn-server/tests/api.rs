@@ -817,6 +817,7 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/v1/stats/phases"),
         ("get", "/api/v1/workflows/{name}/expected-durations"),
         ("get", "/api/v1/alerts"),
+        ("get", "/api/v1/reaped"),
         ("get", "/api/v1/reports/status"),
         ("get", "/api/v1/runs/{run_id}"),
         ("post", "/api/v1/runs/{run_id}/cancel"),
@@ -1317,6 +1318,77 @@ async fn the_webhook_delivery_log_pages_newest_first_by_state_and_webhook() {
         "bad_request",
         Some("limit"),
     );
+}
+
+/// The attempts the reaper ended, newest first, by workflow and page, as
+/// the transition log recorded them; a worker's own failure is not one.
+#[tokio::test]
+async fn reaped_attempts_page_newest_first_by_workflow() {
+    let h = harness().await;
+    let mut reaped = Vec::new();
+    for (i, workflow) in ["etl", "report", "etl"].into_iter().enumerate() {
+        let at = t(10_000 * i as i64);
+        let (run, tasks) = stored_run(&h, workflow, 2, at).await;
+        let (started, token) = start(tasks[0], 1, at);
+        let (other, other_token) = start(tasks[1], 1, at);
+        let mut lost =
+            end(tasks[0], token, 1, TaskStatus::Failed, t(10_000 * i as i64 + 5_000), Default::default());
+        if let Change::Task(c) = &mut lost {
+            c.transition.actor = Actor::Reaper;
+            c.transition.reason = format!("heartbeat lost (worker w{i}, last heartbeat {at})");
+        }
+        let failed = end(tasks[1], other_token, 1, TaskStatus::Failed, at, Default::default());
+        apply(
+            &h,
+            vec![
+                plain(tasks[0], 0, TaskStatus::Submitted, TaskStatus::Pending, at),
+                plain(tasks[1], 0, TaskStatus::Submitted, TaskStatus::Pending, at),
+                started,
+                other,
+                lost,
+                failed,
+            ],
+        )
+        .await;
+        reaped.push((run, tasks[0]));
+    }
+
+    let all = h.get("/api/v1/reaped").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text());
+    let all = all.json();
+    let got: Vec<(&str, &str)> = all["reaped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["run_id"].as_str().unwrap(), r["task_id"].as_str().unwrap()))
+        .collect();
+    let want: Vec<(String, String)> =
+        reaped.iter().rev().map(|(r, t)| (r.to_string(), t.to_string())).collect();
+    let want: Vec<(&str, &str)> = want.iter().map(|(r, t)| (r.as_str(), t.as_str())).collect();
+    assert_eq!(got, want, "{all}");
+    let newest = &all["reaped"][0];
+    assert_eq!(
+        (&newest["workflow"], &newest["step"], &newest["attempt"]),
+        (&json!("etl"), &json!("step-0"), &json!(1))
+    );
+    assert_eq!((&newest["to"], &newest["at"]), (&json!("FAILED"), &json!(t(25_000).to_string())), "{newest}");
+    assert!(newest["reason"].as_str().unwrap().starts_with("heartbeat lost (worker w2"), "{newest}");
+    assert_eq!(all["next_before"], Value::Null);
+
+    let etl = h.get("/api/v1/reaped?workflow=etl").await.json();
+    assert_eq!(etl["reaped"].as_array().unwrap().len(), 2, "{etl}");
+    let page = h.get("/api/v1/reaped?limit=2").await.json();
+    let before = page["next_before"].as_str().expect("a next page").to_owned();
+    let next = h.get(&format!("/api/v1/reaped?before={before}")).await.json();
+    assert_eq!(next["reaped"][0]["run_id"], json!(reaped[0].0.to_string()), "{next}");
+    assert_eq!(next["reaped"].as_array().unwrap().len(), 1);
+
+    h.get("/api/v1/reaped?before=yesterday").await.assert_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("before"),
+    );
+    h.get("/api/v1/reaped?limit=0").await.assert_error(StatusCode::BAD_REQUEST, "bad_request", Some("limit"));
 }
 
 // ---------------------------------------------------------------------------

@@ -45,6 +45,8 @@ pub use webhooks::{
     deliveries_are_enqueued_once_per_webhook_and_key,
     deliveries_read_back_newest_first_by_state_webhook_and_page, due_deliveries_follow_their_attempts,
 };
+mod reaped;
+pub use reaped::reaped_attempts_come_from_the_reapers_transitions_newest_first;
 mod tokens;
 pub use tokens::{
     sessions_act_as_their_token_and_end_with_sign_out_expiry_or_revocation,
@@ -150,6 +152,8 @@ macro_rules! store_conformance_suite {
             // alerts (conformance/alerts.rs)
             alerts_open_once_per_key_and_resolve_after_they_were_raised,
             concurrent_raises_of_one_key_record_one_alert,
+            // reaped attempts (conformance/reaped.rs)
+            reaped_attempts_come_from_the_reapers_transitions_newest_first,
             // API tokens (conformance/tokens.rs)
             tokens_are_created_listed_and_revoked_by_name_or_id,
             tokens_are_found_by_hash_with_their_role_queues_scope_and_liveness,

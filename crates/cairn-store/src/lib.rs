@@ -17,6 +17,7 @@ pub mod error;
 pub mod history;
 pub mod model;
 pub mod postgres;
+pub mod reaped;
 pub mod retention;
 pub mod sqlite;
 pub mod tokens;
@@ -56,6 +57,7 @@ pub use model::{
     TaskRecord,
 };
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use reaped::{ReapedAttempt, ReapedCursor, ReapedQuery};
 pub use retention::{Deleted, LogPartition, PartitionChanges, PartitionPolicy};
 pub use search::{PlannedStatement, QueryPlan};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
@@ -301,6 +303,16 @@ pub trait Store: Send + Sync + 'static {
         &self,
         q: DeliveryQuery,
     ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+
+    // ---- reaped attempts (see `reaped`) -----------------------------------
+
+    /// The attempts the reaper ended that `q` selects, newest first, read
+    /// from the transition log through an index of the reaper's
+    /// transitions alone.
+    fn reaped_attempts(
+        &self,
+        q: ReapedQuery,
+    ) -> impl Future<Output = Result<Vec<ReapedAttempt>, StoreError>> + Send;
 
     // ---- history (see `history`) ----------------------------------------
 

@@ -106,6 +106,7 @@ async fn concurrent_starts_on_a_fresh_database_migrate_it_once() {
             (12, "audit_events".to_owned()),
             (13, "web_sessions".to_owned()),
             (14, "webhook_deliveries".to_owned()),
+            (15, "reaped_index".to_owned()),
         ],
         "each migration applied once"
     );

@@ -37,6 +37,7 @@ mod members;
 mod notify;
 mod partitions;
 mod read;
+mod reaped;
 mod retention;
 mod schema;
 mod search;
@@ -518,6 +519,14 @@ impl Store for PostgresStore {
     ) -> impl Future<Output = Result<Vec<crate::Delivery>, StoreError>> + Send {
         let pool = self.pool.clone();
         async move { read_again(&pool, |pool| webhooks::list(pool, &q)).await }
+    }
+
+    fn reaped_attempts(
+        &self,
+        q: crate::ReapedQuery,
+    ) -> impl Future<Output = Result<Vec<crate::ReapedAttempt>, StoreError>> + Send {
+        let pool = self.pool.clone();
+        async move { read_again(&pool, |pool| reaped::list(pool, &q)).await }
     }
 
     fn search_runs(

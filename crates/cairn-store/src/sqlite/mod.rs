@@ -22,6 +22,7 @@ mod audit;
 mod counts;
 mod import;
 mod read;
+mod reaped;
 mod retention;
 mod schema;
 mod search;
@@ -578,6 +579,14 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<Vec<crate::Delivery>, StoreError>> + Send {
         let pool = self.readers.clone();
         async move { read::with_reader(pool, move |c| webhooks::list(c, &q)).await }
+    }
+
+    fn reaped_attempts(
+        &self,
+        q: crate::ReapedQuery,
+    ) -> impl Future<Output = Result<Vec<crate::ReapedAttempt>, StoreError>> + Send {
+        let pool = self.readers.clone();
+        async move { read::with_reader(pool, move |c| reaped::list(c, &q)).await }
     }
 
     fn search_runs(
