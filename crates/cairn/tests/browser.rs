@@ -2,7 +2,8 @@
 //! (chromedriver) against a real `cairn serve` with real runs. Covers the
 //! dashboard's status donut, the runs list filtered by two statuses (and
 //! the back button), a run's graph, timeline and transition log, live
-//! progress without a reload, cancelling from a run's page, web sign-in
+//! progress without a reload, cancelling from a run's page, a step reaped
+//! after its server died among the dashboard's alerts, web sign-in
 //! (the page sends the CSRF header; a viewer's cancel is refused), and
 //! screenshots of every page, light and dark, under
 //! `<CARGO_TARGET_TMPDIR>/screenshots/`.
@@ -94,6 +95,42 @@ async fn dashboard_donut_counts_the_runs_by_status() {
         .await;
     assert_eq!(donut["counts"], json!({"COMPLETED": 3, "FAILED": 2}), "{donut}");
     assert_eq!(donut["total"], "5");
+    browser.close().await;
+}
+
+/// A step whose server died under it is reaped when a server starts on
+/// the same data: the dashboard's recent alerts show it, read from the
+/// store, not only seen live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_alerts_show_a_step_reaped_after_its_server_died() {
+    let (server, _) = Server::start(&[("sleepy", SLEEP)], &[]);
+    let run = trigger(&server.client(None), "sleepy").await;
+    let api = server.client(None);
+    eventually("the step running", || async {
+        let r = api.get_run(run).await.map_err(|e| e.to_string())?;
+        if r["tasks"][0]["status"] == "RUNNING" { Ok(()) } else { Err(r.to_string()) }
+    })
+    .await;
+    let server = server.crash_and_restart();
+    run_status(&server.client(None), run, FINISHED).await;
+
+    let browser = Browser::open(&server).await;
+    browser.goto("/").await;
+    let shown = browser
+        .wait_js(
+            "a reaped attempt among the recent alerts",
+            "const li = document.querySelector('[data-testid=recent-alerts] [data-testid=reaped-attempt]');
+             return li && {text: li.textContent, href: li.querySelector('a').getAttribute('href')};",
+        )
+        .await;
+    assert_eq!(shown["href"], format!("/runs/{run}"), "{shown}");
+    let text = shown["text"].as_str().unwrap();
+    assert!(text.contains("sleepy › main") && text.contains("heartbeat lost"), "{text}");
+    browser
+        .js("document.querySelector('[data-testid=recent-alerts]').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    browser.screenshot("dashboard-alerts").await;
     browser.close().await;
 }
 

@@ -5,8 +5,8 @@ import {h, s} from "./dom.js";
 import {color} from "./format.js";
 
 // A status badge: a dot of the status's colour and its name.
-export function badge(status) {
-  return h("span", {class: "status", style: {"--c": color(status)}, dataset: {status}}, status);
+export function badge(status, label = status) {
+  return h("span", {class: "status", style: {"--c": color(status)}, dataset: {status}}, label);
 }
 
 // counts: {STATUS: n}. The donut with the total in its middle, and a legend.
@@ -41,9 +41,8 @@ export function trend(el, points, statuses) {
   if (!window.uPlot) return null;
   const xs = points.map((p) => new Date(p.at).getTime() / 1000);
   const series = statuses.map((st) => points.map((p) => p.counts?.[st] || 0));
-  const css = getComputedStyle(document.documentElement);
-  const stroke = (st) => css.getPropertyValue(`--s-${st.toLowerCase()}`).trim() || "#888";
-  const axis = {stroke: css.getPropertyValue("--muted").trim(), grid: {stroke: css.getPropertyValue("--line").trim()}};
+  const stroke = (st) => resolved(`--s-${st.toLowerCase()}`);
+  const axis = {stroke: resolved("--muted"), grid: {stroke: resolved("--line")}};
   const opts = {
     width: Math.max(280, el.clientWidth || 600),
     height: 220,
@@ -53,4 +52,14 @@ export function trend(el, points, statuses) {
     legend: {live: false},
   };
   return new window.uPlot(opts, [xs, ...series], el);
+}
+
+// A colour variable as a canvas needs it: light-dark() resolved for the
+// theme in force, which only the style of an element in the page can do.
+function resolved(variable) {
+  const probe = h("span", {style: {color: `var(${variable}, #888)`}});
+  document.body.append(probe);
+  const rgb = getComputedStyle(probe).color;
+  probe.remove();
+  return rgb;
 }

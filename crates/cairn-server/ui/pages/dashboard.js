@@ -26,7 +26,6 @@ export async function render(root, _params, query) {
   const rates = h("div", {dataset: {testid: "failure-rates"}});
   const running = h("div", {class: "scroll", dataset: {testid: "running-tasks"}});
   const alerts = h("div", {dataset: {testid: "recent-alerts"}});
-  const reaped = [];
 
   const go = (change) => {
     const next = {...state, ...change};
@@ -87,9 +86,14 @@ export async function render(root, _params, query) {
     fill(running, page.tasks.length ? runningTable(page.tasks) : h("p", {class: "empty"}, "Nothing is running."));
   };
 
+  // Anomalies and attempts the reaper ended, merged newest first.
   const loadAlerts = async () => {
-    const list = await api("/api/v1/alerts", {query: {limit: 10, workflow: state.workflow}}).catch(() => ({alerts: []}));
-    fill(alerts, alertList(list.alerts || [], reaped));
+    const q = {query: {limit: 10, workflow: state.workflow}};
+    const [list, lost] = await Promise.all([
+      api("/api/v1/alerts", q).catch(() => ({alerts: []})),
+      api("/api/v1/reaped", q).catch(() => ({reaped: []})),
+    ]);
+    fill(alerts, alertList(list.alerts || [], lost.reaped || []));
   };
 
   await Promise.all([loadCounts(), loadRunning(), loadAlerts()]);
@@ -101,11 +105,7 @@ export async function render(root, _params, query) {
     if (e.kind === "progress") updateProgress(running, e);
     if (e.kind === "transition") {
       if (e.to === "RUNNING" || e.from === "RUNNING") later("running", loadRunning, 300);
-      if (e.actor === "reaper") {
-        reaped.unshift({at: e.at, workflow: e.workflow, step: e.step, run_id: e.run_id, reason: e.reason});
-        reaped.length = Math.min(reaped.length, 10);
-        later("alerts", loadAlerts, 300);
-      }
+      if (e.actor === "reaper" && e.from === "RUNNING") later("alerts", loadAlerts, 300);
     }
     if (e.kind === "run") later("counts", loadCounts, 1000);
     if (e.kind === "alert") later("alerts", loadAlerts, 300);
@@ -184,17 +184,19 @@ function updateProgress(container, e) {
 function alertList(alerts, reaped) {
   const items = [
     ...alerts.map((a) => ({
-      at: a.raised_at, node: h("li", {}, badge(a.resolved_at ? "COMPLETED" : "FAILED"), " ",
-        h("strong", {}, a.workflow), " ", a.message, " ", h("span", {class: "muted", title: when(a.raised_at)}, ago(a.raised_at))),
+      at: a.raised_at, node: h("li", {}, badge(a.resolved_at ? "COMPLETED" : "FAILED", a.resolved_at ? "resolved" : "anomaly"),
+        h("strong", {}, a.workflow), h("span", {class: "why"}, a.message),
+        h("span", {class: "muted", title: when(a.raised_at)}, ago(a.raised_at))),
     })),
     ...reaped.map((r) => ({
-      at: r.at, node: h("li", {}, badge("ABANDONED"), " ",
-        h("a", {href: `/runs/${r.run_id}`, "data-nav": true}, `${r.workflow} › ${r.step}`), ` ${r.reason} `,
+      at: r.at, node: h("li", {dataset: {testid: "reaped-attempt"}}, badge(r.to === "PENDING" ? "PENDING" : "FAILED", "reaped"),
+        h("a", {href: `/runs/${r.run_id}`, "data-nav": true}, `${r.workflow} › ${r.step}`),
+        h("span", {class: "why"}, `attempt ${r.attempt}: ${r.reason}${r.to === "PENDING" ? ", retried" : ""}`),
         h("span", {class: "muted", title: when(r.at)}, ago(r.at))),
     })),
-  ].sort((a, b) => (a.at < b.at ? 1 : -1));
+  ].sort((a, b) => (a.at < b.at ? 1 : -1)).slice(0, 10);
   if (!items.length) return h("p", {class: "empty"}, "No alerts.");
-  return h("ul", {class: "legend"}, items.map((i) => i.node));
+  return h("ul", {class: "alerts"}, items.map((i) => i.node));
 }
 
 function refreshTimes(root) {

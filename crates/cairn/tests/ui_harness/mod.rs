@@ -76,6 +76,8 @@ impl Drop for Group {
 pub(crate) struct Server {
     _process: Group,
     pub(crate) url: String,
+    data: PathBuf,
+    wf: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -113,6 +115,14 @@ impl Server {
         Server::spawn(data, &wf, dir)
     }
 
+    /// Kills the server and its steps with SIGKILL, as a crash would, and
+    /// starts another on the same data and workflows (on a new port).
+    pub(crate) fn crash_and_restart(self) -> Server {
+        let Server { _process, data, wf, _dir, .. } = self;
+        drop(_process);
+        Server::spawn(&data, &wf, _dir)
+    }
+
     fn spawn(data: &Path, wf: &Path, dir: tempfile::TempDir) -> Server {
         let mut process = Group::spawn(
             Command::new(BIN)
@@ -132,7 +142,7 @@ impl Server {
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { _process: process, url, _dir: dir }
+        Server { _process: process, url, data: data.to_owned(), wf: wf.to_owned(), _dir: dir }
     }
 
     pub(crate) fn client(&self, token: Option<&str>) -> Client {
