@@ -470,6 +470,26 @@ impl Client {
         self.send_json(self.request(Method::POST, &["runs", &run.to_string(), "cancel"])?).await
     }
 
+    /// Retries a finished run (`POST /runs/{id}/retry`): starts a new run
+    /// that reruns `from_step`, or by default every step that did not
+    /// complete, and what depends on them; the other steps are carried over.
+    /// Answers `{"run_id": NEW}`. A run not finished yet, or with nothing to
+    /// retry, is refused (409 `conflict`); a step the run does not have is
+    /// invalid input (400, field `from_step`). Not idempotent: a second call
+    /// starts a second run, so do not resend it after a timeout.
+    pub async fn retry_run(
+        &self,
+        run: RunId,
+        from_step: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = match from_step {
+            Some(step) => serde_json::json!({ "from_step": step }),
+            None => serde_json::json!({}),
+        };
+        let rb = self.request(Method::POST, &["runs", &run.to_string(), "retry"])?.json(&body);
+        self.send_json(rb).await
+    }
+
     /// A task with its transition log, attempts, progress and durations.
     pub async fn get_task(&self, task: TaskId) -> Result<serde_json::Value, ClientError> {
         self.send_json(self.request(Method::GET, &["tasks", &task.to_string()])?).await

@@ -9,6 +9,7 @@ mod audit;
 mod bench;
 mod bench_history;
 mod bench_remote;
+mod control;
 mod history;
 mod history_gen;
 mod home;
@@ -60,6 +61,10 @@ enum Command {
     Logs(logs::Args),
     /// Run the shell steps of a queue on this machine, for a server
     Worker(worker::Args),
+    /// Ask a running `cairn serve` to cancel a run
+    Cancel(control::CancelArgs),
+    /// Ask a running `cairn serve` to retry a finished run, as a new run
+    Retry(control::RetryArgs),
     /// Measure Cairn's throughput and latency (prints JSON lines)
     Bench(bench::Args),
     /// List alerts (anomalies in a workflow's status mix), newest first
@@ -122,6 +127,25 @@ pub fn read_ca_cert(file: &std::path::Path) -> Result<Vec<u8>, InvalidInput> {
     Ok(pem)
 }
 
+/// The API client of the server at `server` (`--server`), sending `token`
+/// (`--token`) and trusting the CA of the `--ca-cert` file too: how
+/// `cairn worker`, `cairn cancel` and `cairn retry` reach a server. A bad
+/// URL, token or certificate is invalid input.
+pub fn server_client(
+    server: &str,
+    token: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<cairn_client::Client, InvalidInput> {
+    let mut client = cairn_client::Client::builder(server);
+    if let Some(token) = token {
+        client = client.bearer_token(token.trim());
+    }
+    if let Some(file) = ca_cert {
+        client = client.ca_cert_pem(read_ca_cert(file)?);
+    }
+    client.build().map_err(|e| InvalidInput(format!("--server, --token or --ca-cert: {e}")))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Long-running services say what they do; one-shot commands only warn.
@@ -154,6 +178,8 @@ fn main() -> ExitCode {
             Command::History(args) => history::history(args, data_dir).await,
             Command::Logs(args) => logs::logs(args, data_dir).await,
             Command::Worker(args) => worker::worker(args).await,
+            Command::Cancel(args) => control::cancel(args).await,
+            Command::Retry(args) => control::retry(args).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::Alerts(args) => alerts::alerts(args, data_dir).await,
             Command::Token(args) => token::token(args, data_dir).await,

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cairn_client::protocol::{AttemptEnd, RemoteCommand, RemoteProcess};
-use cairn_client::{Client, LogStream, Outputs, TaskContext, TaskError, Worker};
+use cairn_client::{LogStream, Outputs, TaskContext, TaskError, Worker};
 use cairn_engine::ProgressSink;
 use cairn_engine::process::{KILL_GRACE, MAX_CAPTURE_BYTES, ProcessEnd, ProcessSpec, run_process};
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Exit, InvalidInput};
+use crate::Exit;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,14 +44,7 @@ pub struct Args {
 }
 
 pub async fn worker(args: Args) -> Result<Exit> {
-    let mut client = Client::builder(&args.server);
-    if let Some(token) = &args.token {
-        client = client.bearer_token(token.trim());
-    }
-    if let Some(file) = &args.ca_cert {
-        client = client.ca_cert_pem(crate::read_ca_cert(file)?);
-    }
-    let client = client.build().map_err(|e| InvalidInput(format!("--server, --token or --ca-cert: {e}")))?;
+    let client = crate::server_client(&args.server, args.token.as_deref(), args.ca_cert.as_deref())?;
     let work = match args.work_dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("cairn-worker-{}", std::process::id())),

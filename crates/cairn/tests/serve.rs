@@ -144,6 +144,19 @@ fn beat(task: &cairn_client::protocol::LeasedTask, pct: Option<f32>) -> Heartbea
     }
 }
 
+/// Polls the API until the run's `step` is running (a state, not a fixed wait).
+async fn step_running(client: &Client, run: RunId, step: &str) {
+    let start = Instant::now();
+    loop {
+        let r = client.get_run(run).await.unwrap();
+        if task(&r, step)["status"] == "RUNNING" {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{step} never started: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn task<'a>(run: &'a Value, name: &str) -> &'a Value {
     run["tasks"]
         .as_array()
@@ -272,15 +285,7 @@ async fn a_cancel_from_the_api_stops_a_remote_step() {
     let _worker = WorkerProc::start(&server.url, "edge", "w1", &env.work());
     let client = Client::new(&server.url).unwrap();
     let run = trigger(&client, "sleepy").await;
-    let start = Instant::now();
-    loop {
-        let r = client.get_run(run).await.unwrap();
-        if task(&r, "long")["status"] == "RUNNING" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "never started: {r}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    step_running(&client, run, "long").await;
     client.cancel_run(run).await.unwrap();
     let r = finished(&client, run, Duration::from_secs(30)).await;
     assert_eq!(r["status"], "CANCELED", "{r}");
@@ -862,6 +867,15 @@ async fn retention_archives_then_deletes_and_cairn_archive_reads_the_archive() {
     assert_eq!(back["tasks"][0]["status"], "COMPLETED", "{back}");
 }
 
+/// `cairn token create ARGS` on the store of `data`; the new token's secret.
+fn token_create(data: &Path, args: &[&str]) -> String {
+    let out =
+        Command::new(BIN).arg("--data-dir").arg(data).args(["token", "create"]).args(args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace().find(|w| w.starts_with("cairn_")).expect("the secret").to_owned()
+}
+
 /// A server with API tokens: it says so at start, refuses requests without
 /// a token, lets an operator trigger, and a `cairn worker` with a worker
 /// token of its queue runs the remote step; a worker token of another
@@ -871,15 +885,9 @@ async fn retention_archives_then_deletes_and_cairn_archive_reads_the_archive() {
 async fn a_server_with_tokens_serves_only_their_holders() {
     let env = Env::new(&[("remote", "steps:\n  - name: far\n    command: echo far\n    queue: gpu\n")]);
     let data = env.dir.path().join("data");
-    let cairn = |args: &[&str]| Command::new(BIN).arg("--data-dir").arg(&data).args(args).output().unwrap();
-    let secret = |out: std::process::Output| -> String {
-        assert!(out.status.success(), "{out:?}");
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.split_whitespace().find(|w| w.starts_with("cairn_")).expect("the secret").to_owned()
-    };
-    let operator = secret(cairn(&["token", "create", "ops", "--role", "operator"]));
-    let gpu = secret(cairn(&["token", "create", "gpu-box", "--role", "worker", "--queue", "gpu"]));
-    let cpu = secret(cairn(&["token", "create", "cpu-box", "--role", "worker", "--queue", "cpu"]));
+    let operator = token_create(&data, &["ops", "--role", "operator"]);
+    let gpu = token_create(&data, &["gpu-box", "--role", "worker", "--queue", "gpu"]);
+    let cpu = token_create(&data, &["cpu-box", "--role", "worker", "--queue", "cpu"]);
 
     let server = env.server(30);
     let anonymous = Client::new(&server.url).unwrap();
@@ -1291,4 +1299,155 @@ async fn a_rate_limited_worker_waits_and_its_step_still_completes() {
     let metrics =
         cairn_client::reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("cairn_rate_limited_total{surface=\"worker\"}"), "{metrics}");
+}
+
+// ---------- cairn cancel and cairn retry, against a real server ----------
+
+const SLEEPY: &str = "steps:\n  - name: nap\n    command: sleep 60\n";
+
+const FAILS_SECOND: &str =
+    "steps:\n  - name: first\n    command: \"true\"\n  - name: second\n    command: exit 1\n";
+
+/// `cairn ARGS --server URL`, blind to the caller's `CAIRN_*` settings but
+/// for `env`.
+fn cairn_at(url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).args(["--server", url]);
+    for var in ["CAIRN_SERVER", "CAIRN_TOKEN", "CAIRN_CA_CERT"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).output().unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `cairn cancel` stops a running run named by a unique prefix of its id;
+/// a second cancel fails (exit 1) since the run has finished; an unknown
+/// id or prefix is invalid input (exit 2); no server is a failure naming
+/// the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_cancel_stops_a_run_by_prefix_and_refuses_a_finished_or_unknown_one() {
+    let env = Env::new(&[("sleepy", SLEEPY)]);
+    let server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let run = trigger(&client, "sleepy").await;
+    step_running(&client, run, "nap").await;
+    let id = run.to_string();
+
+    let out = cairn_at(&server.url, &["cancel", &id[..16]], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout(&out).contains(&format!("asked run {id} to cancel")), "{out:?}");
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "CANCELED", "{r}");
+    assert_eq!(task(&r, "nap")["status"], "CANCELED", "{r}");
+
+    let again = cairn_at(&server.url, &["cancel", &id], &[]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(stderr(&again).contains("already finished"), "{again:?}");
+
+    let nobody = RunId::new(cairn_core::Timestamp::from_micros(0)).to_string();
+    let unknown = cairn_at(&server.url, &["cancel", &nobody], &[]);
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+    assert!(stderr(&unknown).contains(&format!("run {nobody}")), "{unknown:?}");
+    let no_match = cairn_at(&server.url, &["cancel", "7ZZZZZ"], &[]);
+    assert_eq!(no_match.status.code(), Some(2), "{no_match:?}");
+    assert!(stderr(&no_match).contains("no run starts with 7ZZZZZ"), "{no_match:?}");
+    let not_an_id = cairn_at(&server.url, &["cancel", "last-one"], &[]);
+    assert_eq!(not_an_id.status.code(), Some(2), "{not_an_id:?}");
+    assert!(stderr(&not_an_id).contains("not a run id"), "{not_an_id:?}");
+
+    // Port 1 on loopback: nobody listens there.
+    let down = cairn_at("http://127.0.0.1:1", &["cancel", &id, "--json"], &[]);
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    let said = stderr(&down);
+    assert!(said.contains("http://127.0.0.1:1") && said.contains("cairn serve"), "{down:?}");
+}
+
+/// `cairn retry` of a failed run starts a new run (trigger `retry`), by
+/// default or `--from` a step; a step the run lacks and an ambiguous prefix
+/// are invalid input (exit 2); a run still running cannot be retried (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_retry_starts_a_new_run_and_refuses_a_bad_step_or_a_running_run() {
+    let env = Env::new(&[("fails", FAILS_SECOND), ("sleepy", SLEEPY)]);
+    let server = env.server(30);
+    let client = Client::new(&server.url).unwrap();
+    let failed = trigger(&client, "fails").await;
+    let r = finished(&client, failed, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "FAILED", "{r}");
+    let old = failed.to_string();
+
+    let out = cairn_at(&server.url, &["retry", &old], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap_or_default();
+    let new: RunId = first.split_whitespace().nth(1).and_then(|w| w.parse().ok()).expect(&text);
+    assert_eq!(first, format!("run {new} retries {old}"), "{text}");
+    assert!(text.contains(&format!("cairn status {new}")), "{text}");
+    let retried = finished(&client, new, Duration::from_secs(30)).await;
+    assert_eq!(retried["trigger"], "retry", "{retried}");
+    assert_eq!(retried["workflow"], "fails", "{retried}");
+    assert_eq!(task(&retried, "second")["status"], "FAILED", "{retried}");
+
+    let json = cairn_at(&server.url, &["retry", &old, "--from", "first", "--json"], &[]);
+    assert_eq!(json.status.code(), Some(0), "{json:?}");
+    let answer: Value = serde_json::from_str(&stdout(&json)).expect("one JSON answer");
+    let from_first: RunId = answer["run_id"].as_str().and_then(|s| s.parse().ok()).expect("a run_id");
+    let from_first = finished(&client, from_first, Duration::from_secs(30)).await;
+    assert_eq!(from_first["trigger"], "retry", "{from_first}");
+    assert_eq!(task(&from_first, "first")["status"], "COMPLETED", "{from_first}");
+
+    let no_step = cairn_at(&server.url, &["retry", &old, "--from", "NOSUCH"], &[]);
+    assert_eq!(no_step.status.code(), Some(2), "{no_step:?}");
+    assert!(stderr(&no_step).contains("NOSUCH"), "{no_step:?}");
+
+    // Three runs now: the prefix they share names none of them.
+    let shared: String =
+        old.chars().zip(new.to_string().chars()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect();
+    let ambiguous = cairn_at(&server.url, &["retry", &shared], &[]);
+    assert_eq!(ambiguous.status.code(), Some(2), "{ambiguous:?}");
+    let said = stderr(&ambiguous);
+    assert!(said.contains("ambiguous") && said.contains(&old) && said.contains(&new.to_string()), "{said}");
+
+    let sleeping = trigger(&client, "sleepy").await;
+    let busy = cairn_at(&server.url, &["retry", &sleeping.to_string()], &[]);
+    assert_eq!(busy.status.code(), Some(1), "{busy:?}");
+    assert!(stderr(&busy).contains("still"), "{busy:?}");
+}
+
+/// On a server that asks for tokens, `cairn cancel` without one or with a
+/// viewer's is refused (exit 1) saying it needs role operator; an
+/// operator's token in `CAIRN_TOKEN` cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_cancel_needs_an_operator_token_on_a_server_that_asks_for_tokens() {
+    let env = Env::new(&[("sleepy", SLEEPY)]);
+    let data = env.dir.path().join("data");
+    let viewer = token_create(&data, &["looker", "--role", "viewer"]);
+    let operator = token_create(&data, &["ops", "--role", "operator"]);
+    let server = env.server(30);
+    let client = Client::builder(&server.url).bearer_token(&operator).build().unwrap();
+    let run = trigger(&client, "sleepy").await;
+    step_running(&client, run, "nap").await;
+    let id = run.to_string();
+
+    let anonymous = cairn_at(&server.url, &["cancel", &id], &[]);
+    assert_eq!(anonymous.status.code(), Some(1), "{anonymous:?}");
+    let said = stderr(&anonymous);
+    assert!(said.contains("role operator") && said.contains("CAIRN_TOKEN"), "{said}");
+
+    let looker = cairn_at(&server.url, &["cancel", &id[..16], "--token", &viewer], &[]);
+    assert_eq!(looker.status.code(), Some(1), "{looker:?}");
+    let said = stderr(&looker);
+    assert!(said.contains("role operator") && !said.contains(&viewer), "{said}");
+    assert_eq!(client.get_run(run).await.unwrap()["status"], "RUNNING");
+
+    let ops = cairn_at(&server.url, &["cancel", &id[..16]], &[("CAIRN_TOKEN", &operator)]);
+    assert_eq!(ops.status.code(), Some(0), "{ops:?}");
+    let r = finished(&client, run, Duration::from_secs(30)).await;
+    assert_eq!(r["status"], "CANCELED", "{r}");
 }
