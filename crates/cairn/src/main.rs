@@ -67,7 +67,8 @@ enum Command {
     Retry(control::RetryArgs),
     /// Measure Cairn's throughput and latency (prints JSON lines)
     Bench(bench::Args),
-    /// List alerts (anomalies in a workflow's status mix), newest first
+    /// List alerts (anomalies in a workflow's status mix, or with --reaped the attempts whose
+    /// heartbeats stopped), newest first
     Alerts(alerts::Args),
     /// Create, list and revoke API tokens
     Token(token::Args),

@@ -319,6 +319,20 @@ fn a_run_killed_with_sigkill_is_recovered_by_the_next_command() {
     for t in run["tasks"].as_array().unwrap() {
         assert_ne!(t["status"], "RUNNING");
     }
+
+    // The reaped attempt is listed among the alerts' reaped attempts.
+    let reaped = env.json_lines(&["alerts", "--reaped", "--json"]);
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    assert_eq!((reaped[0]["run_id"].as_str(), reaped[0]["step"].as_str()), (Some(id), Some("doomed")));
+    assert_eq!((reaped[0]["attempt"].as_u64(), reaped[0]["to"].as_str()), (Some(1), Some("FAILED")));
+    let table = String::from_utf8_lossy(&env.run(&["alerts", "--reaped"]).stdout).to_string();
+    assert!(
+        table.contains("doomed/doomed") && table.contains("failed") && table.contains("heartbeat lost"),
+        "{table}"
+    );
+    assert!(env.json_lines(&["alerts", "--reaped", "--workflow", "other", "--json"]).is_empty());
+    assert_eq!(env.run(&["alerts", "--reaped", "--open"]).status.code(), Some(2));
+    assert_eq!(env.run(&["alerts", "--reaped", "--before", "nope"]).status.code(), Some(2));
 }
 
 #[test]
