@@ -70,6 +70,10 @@ pub struct Args {
     /// Directory for the SQLite databases and the logs [default: a temporary directory]
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the PostgreSQL database of each workload instead of dropping it, and print its URL
+    /// (e.g. to serve a W4 history: `cairn serve --database URL`)
+    #[arg(long)]
+    keep_databases: bool,
 }
 
 pub async fn bench(args: Args) -> Result<Exit> {
@@ -87,7 +91,7 @@ pub async fn bench(args: Args) -> Result<Exit> {
     // first figure, so an unreachable one fails at once, not after the SQLite figures.
     let mut targets = Vec::new();
     for spec in database_specs(&args.database) {
-        targets.push(Target::new(&spec, sync).await?);
+        targets.push(Target::new(&spec, sync, args.keep_databases).await?);
     }
     if targets.is_empty() {
         return Err(InvalidInput("--database: expected sqlite or a postgres://… URL".into()).into());
@@ -247,11 +251,11 @@ enum Target {
 impl Target {
     /// `sqlite` or a `postgres://…` URL, whose server is asked for its
     /// `synchronous_commit` (and so known to be reachable).
-    async fn new(spec: &str, sync: Synchronous) -> Result<Target> {
+    async fn new(spec: &str, sync: Synchronous, keep: bool) -> Result<Target> {
         if spec.eq_ignore_ascii_case("sqlite") {
             return Ok(Target::Sqlite(sync));
         }
-        let server = PgServer::parse(spec).ok_or_else(|| {
+        let server = PgServer::parse(spec, keep).ok_or_else(|| {
             InvalidInput(format!(
                 "--database {spec:?}: expected sqlite or a postgres://USER@HOST:PORT/DBNAME URL"
             ))
@@ -313,10 +317,12 @@ struct PgServer {
     base: String,
     /// `?…` or empty.
     query: String,
+    /// Keep the databases made on it (`--keep-databases`).
+    keep: bool,
 }
 
 impl PgServer {
-    fn parse(url: &str) -> Option<PgServer> {
+    fn parse(url: &str, keep: bool) -> Option<PgServer> {
         let (scheme, rest) = url.split_once("://")?;
         if !scheme.eq_ignore_ascii_case("postgres") && !scheme.eq_ignore_ascii_case("postgresql") {
             return None;
@@ -324,7 +330,7 @@ impl PgServer {
         let (rest, query) = rest.split_once('?').map_or((rest, ""), |(r, q)| (r, q));
         let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
         let query = if query.is_empty() { String::new() } else { format!("?{query}") };
-        Some(PgServer { url: url.to_owned(), base: format!("{scheme}://{authority}"), query })
+        Some(PgServer { url: url.to_owned(), base: format!("{scheme}://{authority}"), query, keep })
     }
 
     /// The URL without its password, for messages.
@@ -352,6 +358,7 @@ impl PgServer {
             url: format!("{}/{name}{}", self.base, self.query),
             server: self.url.clone(),
             name,
+            keep: self.keep,
         })
     }
 }
@@ -366,15 +373,20 @@ async fn session(url: &str) -> Result<tokio_postgres::Client> {
 }
 
 /// A database made for one workload, dropped (with any session still on it)
-/// when this goes — after an error or a panic too.
+/// when this goes — after an error or a panic too — unless it is kept.
 struct BenchDatabase {
     name: String,
     url: String,
     server: String,
+    keep: bool,
 }
 
 impl Drop for BenchDatabase {
     fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kept the benchmark database {}: {}", self.name, self.url);
+            return;
+        }
         let (server, sql) =
             (self.server.clone(), format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         // Drop cannot await: a thread with a runtime of its own, which works

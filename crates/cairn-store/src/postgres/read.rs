@@ -372,7 +372,7 @@ fn stored_lease(row: &Row, first: usize) -> Result<Option<StoredLease>, Error> {
     }))
 }
 
-fn task_status(code: i16) -> Result<TaskStatus, Error> {
+pub(super) fn task_status(code: i16) -> Result<TaskStatus, Error> {
     u8::try_from(code)
         .ok()
         .and_then(TaskStatus::from_code)

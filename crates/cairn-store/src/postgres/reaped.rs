@@ -2,7 +2,7 @@
 //! `task_transitions_reaped` (V15) of each partition of the log, merged
 //! newest first.
 
-use cairn_core::{RunId, TaskId, TaskStatus, Timestamp};
+use cairn_core::{RunId, TaskId, Timestamp};
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
@@ -35,11 +35,6 @@ pub(super) async fn list(pool: &Pool, q: &ReapedQuery) -> Result<Vec<ReapedAttem
 }
 
 fn reaped(row: &Row) -> Result<ReapedAttempt, Error> {
-    let code: i16 = row.try_get(3)?;
-    let to = u8::try_from(code)
-        .ok()
-        .and_then(TaskStatus::from_code)
-        .ok_or_else(|| Error::Store(StoreError::Corrupt(format!("transition to unknown status {code}"))))?;
     let at = Timestamp::from_micros(row.try_get(0)?);
     let attempt: i32 = row.try_get(2)?;
     Ok(ReapedAttempt {
@@ -47,7 +42,7 @@ fn reaped(row: &Row) -> Result<ReapedAttempt, Error> {
         at,
         attempt: u32::try_from(attempt)
             .map_err(|_| Error::Store(StoreError::Corrupt(format!("negative attempt {attempt}"))))?,
-        to,
+        to: super::read::task_status(row.try_get(3)?)?,
         reason: row.try_get(4)?,
         task_id: TaskId::from_bytes(row.try_get::<_, Uuid>(5)?.0),
         step: row.try_get(6)?,

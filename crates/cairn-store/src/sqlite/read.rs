@@ -418,7 +418,7 @@ fn stored_lease(row: &Row<'_>, first: usize) -> Result<Option<StoredLease>, Erro
     }))
 }
 
-fn task_status(code: u8) -> Result<TaskStatus, Error> {
+pub(super) fn task_status(code: u8) -> Result<TaskStatus, Error> {
     TaskStatus::from_code(code)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown task status code {code}")).into())
 }

@@ -1,7 +1,7 @@
 //! Reaped attempts on SQLite (`crate::reaped`): one walk of the partial
 //! index `task_transitions_reaped` (V15), newest first.
 
-use cairn_core::{RunId, TaskId, TaskStatus, Timestamp};
+use cairn_core::{RunId, TaskId, Timestamp};
 use rusqlite::{Connection, Row, params};
 
 use super::Error;
@@ -36,17 +36,12 @@ pub(super) fn list(conn: &Connection, q: &ReapedQuery) -> Result<Vec<ReapedAttem
 }
 
 fn reaped(row: &Row<'_>) -> Result<ReapedAttempt, Error> {
-    let code: i64 = row.get(3)?;
-    let to = u8::try_from(code)
-        .ok()
-        .and_then(TaskStatus::from_code)
-        .ok_or_else(|| Error::Store(StoreError::Corrupt(format!("transition to unknown status {code}"))))?;
     let at = Timestamp::from_micros(row.get(0)?);
     Ok(ReapedAttempt {
         cursor: ReapedCursor { at, seq: row.get(1)? },
         at,
         attempt: row.get(2)?,
-        to,
+        to: super::read::task_status(row.get(3)?)?,
         reason: row.get(4)?,
         task_id: TaskId::from_bytes(row.get(5)?),
         step: row.get(6)?,
