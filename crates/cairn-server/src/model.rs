@@ -81,22 +81,29 @@ pub struct TaskSummary {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     /// The latest progress reported (0.0 to 100.0), its message and time.
-    /// (Whether it predicts an overrun needs the step's timeout: see the
-    /// task, or the live `progress` events.)
     pub progress_percent: Option<f32>,
     pub progress_message: Option<String>,
     pub progress_at: Option<Timestamp>,
+    /// While RUNNING: when the attempt will finish at its average rate so far.
+    pub predicted_finish_at: Option<Timestamp>,
+    /// The predicted finish is past the step's `timeout_sec`.
+    pub overrun_predicted: bool,
     /// Who holds the attempt's lease while it runs.
     pub worker: Option<String>,
 }
 
 impl TaskSummary {
-    pub fn new(row: &cairn_store::TaskRow) -> TaskSummary {
+    /// `timeouts`: those of the run's workflow as submitted, to tell a
+    /// running task's predicted overrun (empty: none is flagged).
+    pub fn new(row: &cairn_store::TaskRow, timeouts: &Timeouts) -> TaskSummary {
         let t = &row.task;
+        let progress = ProgressView::of(t, timeouts);
         TaskSummary {
-            progress_percent: t.progress.as_ref().map(|p| p.percent),
-            progress_message: t.progress.as_ref().and_then(|p| p.message.clone()),
+            progress_percent: progress.as_ref().map(|p| p.percent),
+            progress_message: progress.as_ref().and_then(|p| p.message.clone()),
             progress_at: t.progress_at,
+            predicted_finish_at: progress.as_ref().and_then(|p| p.predicted_finish_at),
+            overrun_predicted: progress.is_some_and(|p| p.overrun_predicted),
             worker: t.lease.as_ref().map(|l| l.worker.clone()),
             id: t.id,
             run_id: t.run,
@@ -296,6 +303,25 @@ pub fn timeouts(w: &Workflow) -> Timeouts {
     w.steps.iter().chain(w.handlers.iter()).filter_map(|s| Some((s.name.clone(), s.timeout?))).collect()
 }
 
+/// Task search rows as the API lists them. A running task's predicted
+/// overrun needs its step's timeout, from the workflow its run was
+/// submitted with: read once per run, and only for tasks running with
+/// progress.
+pub async fn task_summaries<S: cairn_store::Store>(
+    store: &S,
+    rows: &[cairn_store::TaskRow],
+) -> Vec<TaskSummary> {
+    let mut timeouts: BTreeMap<RunId, Timeouts> = BTreeMap::new();
+    for t in rows.iter().map(|r| &r.task) {
+        if t.status == TaskStatus::Running && t.progress.is_some() && !timeouts.contains_key(&t.run) {
+            let w = submitted_workflow(store, t.run).await;
+            timeouts.insert(t.run, w.as_ref().map(self::timeouts).unwrap_or_default());
+        }
+    }
+    let none = Timeouts::new();
+    rows.iter().map(|r| TaskSummary::new(r, timeouts.get(&r.task.run).unwrap_or(&none))).collect()
+}
+
 /// The workflow a run was submitted with, parsed from the text kept with
 /// it: its steps' timeouts and dependencies. `None` when the text cannot be
 /// read; the views then show no dependency and flag no overrun.
@@ -386,24 +412,7 @@ impl TaskView {
         timeouts: &Timeouts,
         now: Timestamp,
     ) -> TaskView {
-        let progress = t.progress.as_ref().map(|p| {
-            // A prediction only means something for the attempt still running.
-            let predicted = match (t.status, t.started_at, t.progress_at) {
-                (TaskStatus::Running, Some(start), Some(at)) => predict_finish(start, at, p.percent),
-                _ => None,
-            };
-            let overrun = match (predicted, t.started_at, timeouts.get(&t.name)) {
-                (Some(finish), Some(start), Some(limit)) => finish > start.saturating_add(*limit),
-                _ => false,
-            };
-            ProgressView {
-                percent: p.percent,
-                message: p.message.clone(),
-                at: t.progress_at,
-                predicted_finish_at: predicted,
-                overrun_predicted: overrun,
-            }
-        });
+        let progress = ProgressView::of(t, timeouts);
         TaskView {
             id: t.id,
             run_id: t.run,
@@ -449,6 +458,30 @@ pub struct ProgressView {
     pub predicted_finish_at: Option<Timestamp>,
     /// The predicted finish is past the step's `timeout_sec`.
     pub overrun_predicted: bool,
+}
+
+impl ProgressView {
+    /// The task's latest progress, with the finish it predicts while the
+    /// attempt runs and whether that is past the step's timeout.
+    pub fn of(t: &TaskRecord, timeouts: &Timeouts) -> Option<ProgressView> {
+        let p = t.progress.as_ref()?;
+        // A prediction only means something for the attempt still running.
+        let predicted = match (t.status, t.started_at, t.progress_at) {
+            (TaskStatus::Running, Some(start), Some(at)) => predict_finish(start, at, p.percent),
+            _ => None,
+        };
+        let overrun = match (predicted, t.started_at, timeouts.get(&t.name)) {
+            (Some(finish), Some(start), Some(limit)) => finish > start.saturating_add(*limit),
+            _ => false,
+        };
+        Some(ProgressView {
+            percent: p.percent,
+            message: p.message.clone(),
+            at: t.progress_at,
+            predicted_finish_at: predicted,
+            overrun_predicted: overrun,
+        })
+    }
 }
 
 /// A RUNNING task's lease.

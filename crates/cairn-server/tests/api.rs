@@ -623,6 +623,20 @@ async fn a_run_and_a_task_show_everything_recorded() {
     assert_eq!(r["tasks"][2]["status"], "BLOCKED");
     assert_eq!(r["tasks"][2]["durations"]["blocked_duration"], 20.0);
 
+    // The task list says the same of it: the dashboard flags the overrun on load.
+    let running = h.get("/api/v1/tasks?status=RUNNING").await.json();
+    let listed = &running["tasks"][0];
+    assert_eq!(
+        (&listed["predicted_finish_at"], &listed["overrun_predicted"], &listed["progress_percent"]),
+        (&json!("2026-01-01T00:01:50.000000Z"), &json!(true), &json!(10.0)),
+        "{running}"
+    );
+    let done = h.get("/api/v1/tasks?status=COMPLETED").await.json();
+    assert_eq!(
+        (&done["tasks"][0]["predicted_finish_at"], &done["tasks"][0]["overrun_predicted"]),
+        (&Value::Null, &json!(false))
+    );
+
     let one = h.get(&format!("/api/v1/tasks/{}", tasks[1])).await.json();
     assert_eq!(one["task"], *t1, "a task alone reads as in its run");
     assert_eq!(

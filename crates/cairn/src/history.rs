@@ -123,7 +123,7 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
             .search_tasks(TaskSearch { filter, sort, order, cursor, limit: args.limit })
             .await
             .map_err(refused)?;
-        let rows: Vec<TaskSummary> = page.tasks.iter().map(TaskSummary::new).collect();
+        let rows: Vec<TaskSummary> = cairn_server::model::task_summaries(&*store, &page.tasks).await;
         print_tasks(&rows, args.json)?;
         more(page.next, args.json);
         return Ok(Exit::Success);

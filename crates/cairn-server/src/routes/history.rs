@@ -19,9 +19,8 @@ use crate::auth::Caller;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, parse_number};
-use crate::model::{
-    RunPage, RunSummary, StatusCounts, TaskPage, TaskSummary, Trend, TrendPoint, WorkflowTrend,
-};
+use crate::model::task_summaries;
+use crate::model::{RunPage, RunSummary, StatusCounts, TaskPage, Trend, TrendPoint, WorkflowTrend};
 use crate::scope::visible_workflows;
 
 /// Page size when `limit` is not given, and the largest allowed.
@@ -173,10 +172,8 @@ pub(crate) async fn list_tasks<S: Store, C: Control>(
         limit: limit(&q.limit)?,
     };
     let page = state.store.search_tasks(search).await.map_err(search_error)?;
-    Ok(Json(TaskPage {
-        tasks: page.tasks.iter().map(TaskSummary::new).collect(),
-        next_cursor: page.next.map(|c| c.0),
-    }))
+    let tasks = task_summaries(&*state.store, &page.tasks).await;
+    Ok(Json(TaskPage { tasks, next_cursor: page.next.map(|c| c.0) }))
 }
 
 /// The window and filters of counts and trends.
