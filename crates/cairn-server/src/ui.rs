@@ -27,8 +27,17 @@ struct Files;
 
 /// The addresses of the UI's pages: each answers the shell, whose script
 /// draws the page the address names.
-const PAGES: [&str; 7] =
-    ["/", "/sign-in", "/runs", "/runs/{run_id}", "/workflows", "/workflows/{name}", "/workers"];
+const PAGES: [&str; 9] = [
+    "/",
+    "/sign-in",
+    "/runs",
+    "/runs/{run_id}",
+    "/workflows",
+    "/workflows/{name}",
+    "/workers",
+    "/alerts",
+    "/analytics",
+];
 
 // Scripts set styles through the CSSOM (`element.style`), which CSP does
 // not govern, so no inline style or script is ever needed.

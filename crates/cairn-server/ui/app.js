@@ -15,6 +15,8 @@ const ROUTES = [
   [/^\/workflows$/, "workflows"],
   [/^\/workflows\/(?<name>[^/]+)$/, "workflow"],
   [/^\/workers$/, "workers"],
+  [/^\/alerts$/, "alerts"],
+  [/^\/analytics$/, "analytics"],
 ];
 
 const view = document.getElementById("view");

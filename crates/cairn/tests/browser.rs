@@ -3,9 +3,10 @@
 //! dashboard's status donut, the runs list filtered by two statuses (and
 //! the back button), a run's graph, timeline and transition log, live
 //! progress without a reload, cancelling from a run's page, a step reaped
-//! after its server died among the dashboard's alerts, web sign-in
-//! (the page sends the CSRF header; a viewer's cancel is refused), and
-//! screenshots of every page, light and dark, under
+//! after its server died among the dashboard's alerts and on the alerts
+//! page (with its kind filter and the back button), where time goes on the
+//! analytics page, web sign-in (the page sends the CSRF header; a viewer's
+//! cancel is refused), and screenshots of every page, light and dark, under
 //! `<CARGO_TARGET_TMPDIR>/screenshots/`.
 //!
 //! Chromium and chromedriver must be installed (`apt-get install chromium
@@ -63,6 +64,13 @@ steps:
     command: echo joined
     depends: [left, right]
 "#;
+const CHAIN: &str = r#"
+steps:
+  - name: nap
+    command: sleep 0.2
+  - name: fail
+    command: exit 1
+"#;
 const PROGRESS: &str = r#"
 steps:
   - name: crunch
@@ -103,16 +111,7 @@ async fn dashboard_donut_counts_the_runs_by_status() {
 /// store, not only seen live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_alerts_show_a_step_reaped_after_its_server_died() {
-    let (server, _) = Server::start(&[("sleepy", SLEEP)], &[]);
-    let run = trigger(&server.client(None), "sleepy").await;
-    let api = server.client(None);
-    eventually("the step running", || async {
-        let r = api.get_run(run).await.map_err(|e| e.to_string())?;
-        if r["tasks"][0]["status"] == "RUNNING" { Ok(()) } else { Err(r.to_string()) }
-    })
-    .await;
-    let server = server.crash_and_restart();
-    run_status(&server.client(None), run, FINISHED).await;
+    let (server, run) = reaped_after_a_crash().await;
 
     let browser = Browser::open(&server).await;
     browser.goto("/").await;
@@ -131,6 +130,114 @@ async fn dashboard_alerts_show_a_step_reaped_after_its_server_died() {
         .await
         .unwrap();
     browser.screenshot("dashboard-alerts").await;
+    browser.close().await;
+}
+
+/// A server restarted after a crash under a running step of `sleepy`: the
+/// new server reaped the step ("heartbeat lost") and failed the run.
+async fn reaped_after_a_crash() -> (Server, RunId) {
+    let (server, _) = Server::start(&[("sleepy", SLEEP)], &[]);
+    let api = server.client(None);
+    let run = trigger(&api, "sleepy").await;
+    eventually("the step running", || async {
+        let r = api.get_run(run).await.map_err(|e| e.to_string())?;
+        if r["tasks"][0]["status"] == "RUNNING" { Ok(()) } else { Err(r.to_string()) }
+    })
+    .await;
+    let server = server.crash_and_restart();
+    run_status(&server.client(None), run, FINISHED).await;
+    (server, run)
+}
+
+/// The alerts page's items: (kind, first link, text).
+const ALERTS_SHOWN: &str = "const list = document.querySelector('[data-testid=alerts-list]');
+    return list && [...list.querySelectorAll('[data-testid=alert]')]
+      .map((li) => [li.dataset.kind, li.querySelector('a').getAttribute('href'), li.textContent]);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_page_lists_reaped_attempts_and_filters_by_kind() {
+    let (server, run) = reaped_after_a_crash().await;
+
+    let browser = Browser::open(&server).await;
+    browser.goto("/alerts").await;
+    let shown = browser.wait_js("the reaped attempt on the alerts page", ALERTS_SHOWN).await;
+    let items: Vec<(String, String, String)> = serde_json::from_value(shown.clone()).unwrap();
+    assert_eq!(items.len(), 1, "{shown}");
+    let (kind, href, text) = &items[0];
+    assert_eq!((kind.as_str(), href.clone()), ("reaped", format!("/runs/{run}")), "{shown}");
+    assert!(text.contains("sleepy › main") && text.contains("heartbeat lost"), "{text}");
+    browser.shoot("alerts-reaped", "[data-testid=alerts-list] [data-testid=alert]").await;
+
+    browser.click("[data-testid=kind-filter] [data-key=anomaly]").await;
+    let empty = browser
+        .wait_js(
+            "the empty state for anomalies",
+            "const p = document.querySelector('[data-testid=alerts-empty]'); return p && p.textContent;",
+        )
+        .await;
+    assert_eq!(empty, "No alerts in this selection.");
+    assert_eq!(browser.location().await, "/alerts?kind=anomaly");
+    let pressed = browser.attr("[data-testid=kind-filter] [data-key=anomaly]", "aria-pressed").await;
+    assert_eq!(pressed.as_deref(), Some("true"));
+
+    browser.client.back().await.unwrap();
+    let again = browser.wait_js("the reaped attempt after the back button", ALERTS_SHOWN).await;
+    let again: Vec<(String, String, String)> = serde_json::from_value(again).unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((&again[0].0, &again[0].1), (kind, href), "{again:?}");
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser.screenshot("alerts-reaped-phone").await;
+    assert_eq!(browser.location().await, "/alerts");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_page_shows_where_time_goes() {
+    let (server, _) = Server::start(&[("chain", CHAIN), ("ok", OK)], &[]);
+    let api = server.client(None);
+    let mut runs = Vec::new();
+    for workflow in ["chain", "chain", "ok", "ok"] {
+        runs.push(trigger(&api, workflow).await);
+    }
+    for run in &runs {
+        run_status(&api, *run, FINISHED).await;
+    }
+
+    let browser = Browser::open(&server).await;
+    browser.goto("/analytics").await;
+    let page = browser
+        .wait_js(
+            "the phase table, the slowest tasks and the most failing step",
+            "const rows = [...document.querySelectorAll('[data-testid=phase-table] tbody tr')];
+             const slow = [...document.querySelectorAll('[data-testid=slowest-tasks] a')];
+             const failing = [...document.querySelectorAll('[data-testid=most-failing] tbody tr')];
+             if (rows.length < 3 || !slow.length || !failing.length) return null;
+             return {
+               steps: rows.map((r) => [r.dataset.workflow, r.dataset.step, !!r.querySelector('[data-testid=phase-bar]')]),
+               slowest: slow.map((a) => a.getAttribute('href')),
+               failing: failing.map((r) => [r.dataset.workflow, r.dataset.step, r.textContent]),
+             };",
+        )
+        .await;
+    let steps: Vec<(String, String, bool)> = serde_json::from_value(page["steps"].clone()).unwrap();
+    let want = [("chain", "fail"), ("chain", "nap"), ("ok", "main")];
+    assert_eq!(
+        steps.iter().map(|(w, s, _)| (w.as_str(), s.as_str())).collect::<BTreeSet<_>>(),
+        want.into_iter().collect(),
+        "{page}"
+    );
+    assert!(steps.iter().all(|(.., bar)| *bar), "a phase bar on every row: {page}");
+    let runs: BTreeSet<String> = runs.iter().map(|r| format!("/runs/{r}")).collect();
+    for href in page["slowest"].as_array().unwrap() {
+        assert!(runs.contains(href.as_str().unwrap()), "{page}");
+    }
+    let failing: Vec<(String, String, String)> = serde_json::from_value(page["failing"].clone()).unwrap();
+    assert_eq!(failing.len(), 1, "{page}");
+    assert_eq!((failing[0].0.as_str(), failing[0].1.as_str()), ("chain", "fail"), "{page}");
+    assert!(
+        failing[0].2.contains("100%"),
+        "every failed task of chain is fail's, and every fail failed: {page}"
+    );
     browser.close().await;
 }
 
@@ -341,15 +448,17 @@ async fn screenshots_of_every_page_light_and_dark() {
         ("run", format!("/runs/{graph}"), "[data-testid=dag-graph] [data-task]"),
         ("workflows", "/workflows".to_owned(), "[data-testid=workflows-table] tr"),
         ("workers", "/workers".to_owned(), "[data-testid=workers-table] > *"),
+        ("alerts", "/alerts".to_owned(), "[data-testid=alerts-list], [data-testid=alerts-empty]"),
+        ("analytics", "/analytics".to_owned(), "[data-testid=phase-table]"),
     ];
     for (page, path, ready) in &pages {
         browser.goto(path).await;
         browser.shoot(page, ready).await;
     }
-    // A phone's width: the dashboard and the runs list.
+    // A phone's width: the dashboard, the runs list and the analytics.
     browser.js("localStorage.setItem('cairn.theme', 'light')", vec![]).await.unwrap();
     browser.client.set_window_size(390, 844).await.unwrap();
-    for (page, path, ready) in &pages[..2] {
+    for (page, path, ready) in [&pages[0], &pages[1], &pages[6]] {
         browser.goto(path).await;
         browser.wait_rendered(ready, None).await;
         browser.screenshot(&format!("{page}-phone")).await;

@@ -54,7 +54,8 @@ export async function render(root, _params, query) {
       h("section", {class: "panel"}, h("h2", {}, "Failure rate by workflow"), rates),
       h("section", {class: "panel wide"}, h("h2", {}, "Runs over time"), trendChart),
       h("section", {class: "panel wide"}, h("h2", {}, "Running now"), running),
-      h("section", {class: "panel wide"}, h("h2", {}, "Recent alerts"), alerts)));
+      h("section", {class: "panel wide"}, h("h2", {}, "Recent alerts"), alerts,
+        h("p", {class: "more-link"}, h("a", {href: `/alerts${state.workflow ? `?workflow=${encodeURIComponent(state.workflow)}` : ""}`, "data-nav": true, dataset: {testid: "all-alerts"}}, "All alerts →")))));
 
   const range = () => {
     if (state.window === "custom") {
@@ -141,8 +142,8 @@ function runningTable(tasks) {
       h("th", {}, "Running for"), h("th", {class: "hide-narrow"}, "Predicted finish"), h("th", {class: "hide-narrow"}, "Worker"))),
     h("tbody", {}, tasks.map((t) => {
       const percent = t.progress_percent ?? 0;
-      const predicted = predictFinish(t.started_at, t.progress_at, t.progress_percent);
-      return h("tr", {dataset: {task: t.id}},
+      const predicted = t.predicted_finish_at;
+      return h("tr", {class: t.overrun_predicted ? "overrun" : "", dataset: {task: t.id}},
         h("td", {}, h("a", {href: `/runs/${t.run_id}`, "data-nav": true}, `${t.workflow} › ${t.name}`)),
         h("td", {}, h("div", {class: "progress-cell"},
           h("div", {class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
@@ -151,17 +152,14 @@ function runningTable(tasks) {
           h("span", {class: "muted pct"}, t.progress_percent == null ? "" : `${Math.round(percent)}%`))),
         h("td", {class: "hide-narrow msg"}, t.progress_message || ""),
         h("td", {dataset: {since: t.started_at}}, t.started_at ? duration((Date.now() - new Date(t.started_at)) / 1000) : ""),
-        h("td", {class: "hide-narrow eta", title: predicted ? when(predicted) : ""}, predicted ? ago(predicted) : "—"),
+        h("td", {class: "hide-narrow eta", title: predicted ? when(predicted) : ""}, predicted ? ago(predicted) : "—",
+          t.overrun_predicted ? [" ", overrunBadge()] : null),
         h("td", {class: "hide-narrow mono"}, t.worker || ""));
     })));
 }
 
-// Where a task at `percent` after running since `started` will finish, at
-// its average rate so far (as the server predicts it).
-function predictFinish(started, at, percent) {
-  if (!started || !at || !percent || percent <= 0) return null;
-  const t0 = new Date(started).getTime(), t1 = new Date(at).getTime();
-  return new Date(t0 + ((t1 - t0) * 100) / Math.min(percent, 100)).toISOString();
+function overrunBadge() {
+  return h("span", {class: "badge", title: "Predicted to pass its timeout"}, "overrun");
 }
 
 function updateProgress(container, e) {
@@ -176,9 +174,7 @@ function updateProgress(container, e) {
   eta.textContent = e.predicted_finish_at ? ago(e.predicted_finish_at) : "—";
   eta.title = e.predicted_finish_at ? when(e.predicted_finish_at) : "";
   row.classList.toggle("overrun", !!e.overrun_predicted);
-  if (e.overrun_predicted && !row.querySelector(".badge")) {
-    eta.append(" ", h("span", {class: "badge", title: "Predicted to pass its timeout"}, "overrun"));
-  }
+  if (e.overrun_predicted) eta.append(" ", overrunBadge());
 }
 
 function alertList(alerts, reaped) {
