@@ -993,8 +993,41 @@ pub async fn tokens_are_refused_once_expired_or_revoked_and_limited_to_their_que
     events.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("workflow"));
     let events = h.call("get", "/api/v1/events", Some(&scoped)).await;
     assert_eq!(events.status, StatusCode::BAD_REQUEST, "let through, but not a WebSocket: {}", events.text());
-    // Other routes across workflows stay closed to it.
-    assert_eq!(h.call("get", "/api/v1/alerts", Some(&scoped)).await.status, StatusCode::FORBIDDEN);
+    // Alerts, phase statistics and the status report narrow themselves too.
+    use cairn_core::alert::AlertKind;
+    use cairn_store::{AlertKey, AlertWrite, NewAlert};
+    for workflow in ["hello", "fails"] {
+        let at = cairn_core::Timestamp::from_micros(1_800_000_000_000_000);
+        let key = AlertKey { kind: AlertKind::Anomaly, workflow: workflow.into(), status: None };
+        let alert = NewAlert {
+            id: cairn_core::AlertId::new(at),
+            key,
+            raised_at: at,
+            message: "swung".into(),
+            details: json!({}),
+        };
+        h.store.write_alert(AlertWrite::Raise(alert)).await.expect("an alert");
+    }
+    let alerts = h.call("get", "/api/v1/alerts", Some(&scoped)).await;
+    assert_eq!(alerts.status, StatusCode::OK, "{}", alerts.text());
+    assert_eq!(workflows_of(&alerts.json(), "alerts"), ["hello"]);
+    let all = h.call("get", "/api/v1/alerts", Some(&admin)).await.json();
+    assert_eq!(all["alerts"].as_array().unwrap().len(), 2, "{all}");
+    h.call("get", "/api/v1/alerts?workflow=fails", Some(&scoped)).await.assert_error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        Some("workflow"),
+    );
+    for route in ["/api/v1/stats/phases", "/api/v1/reports/status", "/api/v1/reaped"] {
+        let answer = h.call("get", route, Some(&scoped)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{route}: {}", answer.text());
+        let outside = h.call("get", &format!("{route}?workflow=fails"), Some(&scoped)).await;
+        outside.assert_error(StatusCode::FORBIDDEN, "forbidden", Some("workflow"));
+        let empty = h.call("get", route, Some(&none)).await;
+        assert_eq!(empty.status, StatusCode::OK, "{route}: {}", empty.text());
+    }
+    // Routes across workflows that cannot narrow themselves stay closed to it.
+    assert_eq!(h.call("get", "/api/v1/workers", Some(&scoped)).await.status, StatusCode::FORBIDDEN);
 }
 
 /// An admin token makes, lists and revokes a token over the API; the new

@@ -1,6 +1,6 @@
 //! What a token scoped to workflows sees of the lists across workflows
-//! (runs, tasks, status counts, trends, reaped attempts, live events):
-//! only its workflows.
+//! (runs, tasks, status counts, trends, phase statistics, the status
+//! report, alerts, reaped attempts, live events): only its workflows.
 //! The route guard lets such a token through to these routes
 //! ([`FILTERED`]), and each handler narrows its workflow filter with
 //! [`visible_workflows`] before it asks the store, so the store's indexes
@@ -17,11 +17,14 @@ use crate::error::{ApiError, ErrorCode};
 
 /// The routes across workflows that narrow their answer to a scoped
 /// token's workflows themselves.
-pub(crate) const FILTERED: [&str; 6] = [
+pub(crate) const FILTERED: [&str; 9] = [
     "/api/v1/runs",
     "/api/v1/tasks",
     "/api/v1/stats/status",
     "/api/v1/stats/trend",
+    "/api/v1/stats/phases",
+    "/api/v1/reports/status",
+    "/api/v1/alerts",
     "/api/v1/reaped",
     "/api/v1/events",
 ];

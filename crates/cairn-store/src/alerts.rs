@@ -50,7 +50,8 @@ pub struct AlertQuery {
     /// Only alerts not yet resolved.
     pub open_only: bool,
     pub kind: Option<AlertKind>,
-    pub workflow: Option<String>,
+    /// Only alerts about these workflows (empty: every workflow).
+    pub workflows: Vec<String>,
     /// Only alerts older than this one (the last of the previous page).
     pub before: Option<AlertId>,
     pub limit: usize,
@@ -58,7 +59,7 @@ pub struct AlertQuery {
 
 impl Default for AlertQuery {
     fn default() -> Self {
-        AlertQuery { open_only: false, kind: None, workflow: None, before: None, limit: 100 }
+        AlertQuery { open_only: false, kind: None, workflows: Vec::new(), before: None, limit: 100 }
     }
 }
 

@@ -54,7 +54,7 @@ pub async fn alerts(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let q = AlertQuery {
         open_only: args.open,
         kind: None,
-        workflow: args.workflow.clone(),
+        workflows: args.workflow.iter().cloned().collect(),
         before,
         limit: args.limit,
     };

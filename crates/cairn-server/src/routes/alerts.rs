@@ -31,7 +31,7 @@ pub(crate) struct AlertParams {
     open: Option<String>,
     /// Only alerts of this kind (`anomaly`).
     kind: Option<String>,
-    /// Only alerts about this workflow.
+    /// Only alerts about any of these workflows (comma-separated).
     workflow: Option<String>,
     /// Only alerts older than this one: the last id of the previous page.
     #[param(value_type = Option<AlertId>)]
@@ -41,7 +41,8 @@ pub(crate) struct AlertParams {
     limit: Option<String>,
 }
 
-/// Alerts, newest first.
+/// Alerts, newest first. A token scoped to workflows sees those of its
+/// workflows.
 #[utoipa::path(
     get,
     path = "/api/v1/alerts",
@@ -50,16 +51,21 @@ pub(crate) struct AlertParams {
     responses(
         (status = 200, description = "Alerts, newest first", body = AlertList),
         (status = 400, description = "A bad filter (code `bad_request`, field names it)", body = ErrorBody),
+        (status = 403, description = "A workflow outside the token's scope (field `workflow`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_alerts<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<AlertParams>,
 ) -> Result<Json<AlertList>, ApiError> {
+    let Some(workflows) = visible_workflows(&state, caller.as_deref(), names(&q.workflow)).await? else {
+        return Ok(Json(AlertList { alerts: Vec::new(), next_before: None }));
+    };
     let query = AlertQuery {
         open_only: q.open.as_deref().map(|o| parse_bool("open", o)).transpose()?.unwrap_or(false),
         kind: q.kind.as_deref().map(|k| parse_id::<AlertKind>("kind", k)).transpose()?,
-        workflow: q.workflow.clone().filter(|w| !w.is_empty()),
+        workflows,
         before: q.before.as_deref().map(|id| parse_id::<AlertId>("before", id)).transpose()?,
         limit: q
             .limit

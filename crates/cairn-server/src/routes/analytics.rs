@@ -4,18 +4,20 @@
 //! ranges (see `cairn_store::analytics`), whatever the history's size.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use cairn_store::analytics::{DEFAULT_SAMPLE_CAP, DEFAULT_SLOWEST, MAX_SAMPLE_CAP, MAX_SLOWEST};
-use cairn_store::{PhaseQuery, Store, TimeRange};
+use cairn_store::{PhaseQuery, PhaseStats, Store, TimeRange};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::analytics::{ExpectedDurationsView, PhaseStatsView};
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, parse_number};
 use crate::routes::history::{names, range, search_error};
+use crate::scope::visible_workflows;
 
 /// The window when the query names no start: the day before its end.
 const DEFAULT_WINDOW_US: i64 = 86_400_000_000;
@@ -51,10 +53,12 @@ pub(crate) struct PhaseParams {
     responses(
         (status = 200, description = "Phase statistics of the window", body = PhaseStatsView),
         (status = 400, description = "A bad window, filter or size (code `bad_request`, field names it)", body = ErrorBody),
+        (status = 403, description = "A workflow outside the token's scope (field `workflow`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn phase_stats<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<PhaseParams>,
 ) -> Result<Json<PhaseStatsView>, ApiError> {
     let given = range(&q.from, "from", &q.to, "to")?;
@@ -69,8 +73,14 @@ pub(crate) async fn phase_stats<S: Store, C: Control>(
         None => DEFAULT_SAMPLE_CAP,
         Some(text) => parse_number("sample_cap", text, 1..=MAX_SAMPLE_CAP)?,
     };
-    let query = PhaseQuery { finished, workflows: names(&q.workflow), slowest, sample_cap };
-    let stats = state.store.phase_stats(query).await.map_err(search_error)?;
+    let stats = match visible_workflows(&state, caller.as_deref(), names(&q.workflow)).await? {
+        Some(workflows) => {
+            let query = PhaseQuery { finished, workflows, slowest, sample_cap };
+            state.store.phase_stats(query).await.map_err(search_error)?
+        }
+        // A scope that holds no workflow.
+        None => PhaseStats::default(),
+    };
     Ok(Json(PhaseStatsView::new(&stats, finished.from, finished.to, sample_cap)))
 }
 

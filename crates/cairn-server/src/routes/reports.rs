@@ -5,7 +5,7 @@
 //! delivery sends.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use cairn_core::Timestamp;
 use cairn_core::report::{ReportPeriod, StatusReport};
 use cairn_engine::EngineError;
@@ -14,10 +14,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiQuery;
 use crate::routes::history::{names, search_error};
+use crate::scope::visible_workflows;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -45,10 +47,12 @@ pub(crate) struct ReportParams {
     responses(
         (status = 200, description = "The status report of the period", body = StatusReport),
         (status = 400, description = "A bad period, end or workflow (code `bad_request`, field names it)", body = ErrorBody),
+        (status = 403, description = "A workflow outside the token's scope (field `workflow`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn status_report<S: Store, C: Control>(
     State(state): State<AppState<S, C>>,
+    caller: Option<Extension<Caller>>,
     ApiQuery(q): ApiQuery<ReportParams>,
 ) -> Result<Json<StatusReport>, ApiError> {
     let period = match q.period.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
@@ -66,7 +70,10 @@ pub(crate) async fn status_report<S: Store, C: Control>(
             )
         })?,
     };
-    let workflows = names(&q.workflow);
+    let Some(workflows) = visible_workflows(&state, caller.as_deref(), names(&q.workflow)).await? else {
+        // A scope that holds no workflow.
+        return Ok(Json(StatusReport::new(period, end, Vec::new())));
+    };
     let report = cairn_engine::report::build_for(&*state.store, period, end, &workflows).await.map_err(
         |e| match e {
             EngineError::Store(e) => search_error(e),

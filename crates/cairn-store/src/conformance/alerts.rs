@@ -69,10 +69,12 @@ pub async fn alerts_open_once_per_key_and_resolve_after_they_were_raised<S: Stor
     assert_eq!(ids(s, all.clone()).await, vec![again, no_status, other, canceled, first], "newest first");
     let open = AlertQuery { open_only: true, ..all.clone() };
     assert_eq!(ids(s, open.clone()).await, vec![again, no_status, other, canceled]);
-    let etl = AlertQuery { workflow: Some("etl".into()), ..all.clone() };
+    let etl = AlertQuery { workflows: vec!["etl".into()], ..all.clone() };
     assert_eq!(ids(s, etl.clone()).await, vec![again, no_status, canceled, first]);
     assert_eq!(ids(s, AlertQuery { kind: Some(AlertKind::Anomaly), ..all.clone() }).await.len(), 5);
-    assert!(ids(s, AlertQuery { workflow: Some("nothing".into()), ..all.clone() }).await.is_empty());
+    assert!(ids(s, AlertQuery { workflows: vec!["nothing".into()], ..all.clone() }).await.is_empty());
+    let both = AlertQuery { workflows: vec!["etl".into(), "report".into()], ..all.clone() };
+    assert_eq!(ids(s, both).await, vec![again, no_status, other, canceled, first], "any of several");
 
     // Pages: `before` the last of the previous page.
     let page = AlertQuery { limit: 2, ..etl.clone() };

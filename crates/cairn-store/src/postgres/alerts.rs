@@ -61,14 +61,23 @@ pub(super) async fn list(pool: &Pool, q: &AlertQuery) -> Result<Vec<Alert>, Erro
     let sql = format!(
         "SELECT {COLUMNS} FROM alerts \
          WHERE (NOT $1 OR resolved_at IS NULL) AND ($2::text IS NULL OR kind = $2) \
-           AND ($3::text IS NULL OR workflow = $3) AND ($4::uuid IS NULL OR id < $4) \
+           AND ($3::text[] IS NULL OR workflow = ANY ($3)) AND ($4::uuid IS NULL OR id < $4) \
          ORDER BY id DESC LIMIT $5"
     );
     let stmt = client.prepare_cached(&sql).await?;
     let before = q.before.map(|id| Uuid(id.to_bytes()));
     let limit = i64::try_from(q.limit.min(alerts::MAX_ALERTS)).unwrap_or(0);
     let rows = client
-        .query(&stmt, &[&q.open_only, &q.kind.map(|k| k.as_str()), &q.workflow, &before, &limit])
+        .query(
+            &stmt,
+            &[
+                &q.open_only,
+                &q.kind.map(|k| k.as_str()),
+                &crate::counts::workflow_filter(&q.workflows),
+                &before,
+                &limit,
+            ],
+        )
         .await?;
     rows.iter().map(alert).collect()
 }

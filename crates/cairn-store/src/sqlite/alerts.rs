@@ -56,12 +56,16 @@ pub(super) fn list(conn: &Connection, q: &AlertQuery) -> Result<Vec<Alert>, Erro
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM alerts \
          WHERE (?1 = 0 OR resolved_at IS NULL) AND (?2 IS NULL OR kind = ?2) \
-           AND (?3 IS NULL OR workflow = ?3) AND (?4 IS NULL OR id < ?4) \
+           AND (?3 IS NULL OR workflow IN (SELECT value FROM json_each(?3))) AND (?4 IS NULL OR id < ?4) \
          ORDER BY id DESC LIMIT ?5"
     ))?;
     let limit = i64::try_from(q.limit.min(alerts::MAX_ALERTS)).unwrap_or(0);
+    let workflows = crate::counts::workflow_filter(&q.workflows)
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::InvalidQuery(format!("the workflows cannot be encoded: {e}")))?;
     let rows = stmt.query_map(
-        params![q.open_only, q.kind.map(|k| k.as_str()), q.workflow, q.before.map(|id| id.to_bytes()), limit],
+        params![q.open_only, q.kind.map(|k| k.as_str()), workflows, q.before.map(|id| id.to_bytes()), limit],
         |row| Ok(alert(row)),
     )?;
     rows.map(|r| r?).collect()
