@@ -19,6 +19,9 @@ use cairn_store::sqlite::SqliteOptions;
 use cairn_store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::eventually;
+
 /// What a scripted attempt does.
 #[derive(Clone, Debug)]
 enum Play {
@@ -489,13 +492,7 @@ async fn settle() {
 }
 
 async fn wait_until(cond: impl Fn() -> bool) {
-    for _ in 0..100_000 {
-        if cond() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("condition never held");
+    eventually("the condition", || async { cond().then_some(()) }).await
 }
 
 #[tokio::test]
@@ -514,16 +511,10 @@ async fn a_task_heartbeats_often_enough_for_its_own_timeout() {
     // The run's default interval is 10 s; this task's 3 s timeout needs a beat every second.
     f.manual.advance(Duration::from_secs(1));
     let want = t0.saturating_add(Duration::from_secs(4));
-    let mut extended = false;
-    for _ in 0..10_000 {
-        let d = f.store.run_detail(id).await.unwrap().unwrap();
-        if expiry(&d) == want {
-            extended = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(extended, "the lease was not extended after one heartbeat interval");
+    eventually("the lease extended after one heartbeat interval", || async {
+        (expiry(&f.store.run_detail(id).await.unwrap().unwrap()) == want).then_some(())
+    })
+    .await;
     assert_eq!(recover(f.store.as_ref(), &f.clock).await.unwrap().attempts_reaped, 0);
     cancel.cancel();
     assert_eq!(handle.await.unwrap().unwrap(), RunStatus::Canceled);

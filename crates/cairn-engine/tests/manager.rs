@@ -17,6 +17,9 @@ use cairn_store::model::RunDetail;
 use cairn_store::sqlite::SqliteOptions;
 use cairn_store::{SqliteStore, Store};
 
+mod support;
+use support::eventually;
+
 struct Fixture {
     _dir: tempfile::TempDir,
     manual: ManualClock,
@@ -58,16 +61,13 @@ impl Fixture {
         self.manager.store().run_detail(run).await.unwrap().unwrap()
     }
 
-    /// Waits (without time passing) until the run's driver has finished it.
+    /// Waits (without the manual clock moving) until the run's driver has finished it.
     async fn finished(&self, run: RunId) -> RunDetail {
-        for _ in 0..100_000 {
+        eventually(&format!("run {run} to finish"), || async {
             let d = self.detail(run).await;
-            if d.run.status.is_terminal() {
-                return d;
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!("run {run} never finished");
+            d.run.status.is_terminal().then_some(d)
+        })
+        .await
     }
 }
 
@@ -213,15 +213,11 @@ steps:
     assert_eq!(f.manager.heartbeat(beat(&first, Some(10.0))).await.items[0].status, AckStatus::Ok);
     // The worker dies: no heartbeat for longer than the timeout.
     f.manual.advance(Duration::from_secs(31));
-    let mut second = Vec::new();
-    for _ in 0..100_000 {
-        second = f.lease("healthy", 1).await;
-        if !second.is_empty() {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    let second = second.remove(0);
+    let second = eventually("the reaped task offered again", || async {
+        let mut leased = f.lease("healthy", 1).await;
+        (!leased.is_empty()).then(|| leased.remove(0))
+    })
+    .await;
     assert_eq!(second.attempt, 2);
     let d = f.detail(run).await;
     let t = &d.tasks[0];
@@ -256,15 +252,10 @@ async fn cancel_reaches_the_worker_through_its_heartbeat() {
     let run = f.submit(REMOTE_THEN_LOCAL).await;
     let task = f.lease("w1", 1).await.remove(0);
     f.manager.cancel(run, Actor::User("alice".into())).await.unwrap();
-    let mut asked = false;
-    for _ in 0..100_000 {
-        if f.manager.heartbeat(beat(&task, None)).await.items[0].cancel_requested {
-            asked = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(asked, "the heartbeat never said cancel");
+    eventually("a heartbeat answered with cancel", || async {
+        f.manager.heartbeat(beat(&task, None)).await.items[0].cancel_requested.then_some(())
+    })
+    .await;
     assert_eq!(
         f.manager.complete(task.task_id, done(&task, AttemptEnd::Canceled)).await,
         Ok(TaskStatus::Canceled)
@@ -351,16 +342,11 @@ async fn a_new_server_resumes_the_runs_of_one_that_died() {
     let mut req = done(&task, AttemptEnd::Succeeded);
     req.outputs.insert("OUT".into(), "x".into());
     assert_eq!(new.complete(task.task_id, req).await, Ok(TaskStatus::Completed));
-    let mut finished = None;
-    for _ in 0..100_000 {
+    let d = eventually("the resumed run to finish", || async {
         let d = store.run_detail(run).await.unwrap().unwrap();
-        if d.run.status.is_terminal() {
-            finished = Some(d);
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    let d = finished.expect("the resumed run finished");
+        d.run.status.is_terminal().then_some(d)
+    })
+    .await;
     assert_eq!(d.run.status, RunStatus::Completed);
     assert!(d.tasks.iter().all(|t| t.status == TaskStatus::Completed));
     // Nothing to resume twice.

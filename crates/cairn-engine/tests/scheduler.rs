@@ -16,6 +16,9 @@ use cairn_store::{RunQuery, SqliteStore, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::eventually;
+
 struct Fixture {
     dir: tempfile::TempDir,
     manual: ManualClock,
@@ -105,16 +108,16 @@ impl Fixture {
         runs
     }
 
-    /// Cancels `run` and waits (without time passing) until its driver is gone.
+    /// Cancels `run` and waits (without the manual clock moving) until its driver is gone.
     async fn end(&self, run: RunId) {
         self.manager.cancel(run, Actor::User("test".into())).await.unwrap();
-        for _ in 0..100_000 {
-            if !self.manager.is_active(run) {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!("run {run} never ended");
+        self.ended(run).await;
+    }
+
+    /// Waits (without the manual clock moving) until `run`'s driver is gone.
+    async fn ended(&self, run: RunId) {
+        eventually(&format!("run {run} to end"), || async { (!self.manager.is_active(run)).then_some(()) })
+            .await
     }
 
     async fn stop(self) -> (tempfile::TempDir, ManualClock, EngineClock, Arc<Manager<SqliteStore>>) {
@@ -332,12 +335,7 @@ async fn skip_if_successful_skips_a_tick_after_a_successful_manual_run() {
     let mut f = Fixture::new(vec![flow.clone()]).await;
     f.manual.set(minute(0).saturating_add(Duration::from_secs(10)));
     let manual = f.manager.submit(flow.workflow.clone(), flow.source.clone(), &[], "api").await.unwrap();
-    for _ in 0..100_000 {
-        if !f.manager.is_active(manual) {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    f.ended(manual).await;
     let record = f.manager.store().run(manual).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Completed);
 
@@ -358,12 +356,7 @@ async fn a_tick_missed_while_down_is_caught_up_once_within_the_window() {
     );
     let mut f = Fixture::new(vec![flow.clone()]).await;
     let run = run_of(&f.idle_at(minute(60)).await[0]);
-    for _ in 0..100_000 {
-        if !f.manager.is_active(run) {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    f.ended(run).await;
     let (dir, manual, clock, manager) = f.stop().await;
 
     // Down over 02:00 and 03:00; back at 03:30: 03:00 is fired, once.
