@@ -169,6 +169,12 @@ where
     })
 }
 
+/// The `limit` of a page of a log read newest first (alerts, audit
+/// events, deliveries, reaped attempts): 1 to `max`, 100 when not given.
+pub(crate) fn page_limit(text: Option<&str>, max: usize) -> Result<usize, ApiError> {
+    text.map_or(Ok(100), |l| parse_number("limit", l, 1..=max))
+}
+
 /// `true`/`false` (and `1`/`0`) from a query parameter.
 pub(crate) fn parse_bool(field: &str, text: &str) -> Result<bool, ApiError> {
     match text.trim().to_ascii_lowercase().as_str() {

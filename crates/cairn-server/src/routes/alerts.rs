@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiQuery, parse_bool, parse_id, parse_number};
+use crate::extract::{ApiQuery, page_limit, parse_bool, parse_id};
 use crate::model::AlertList;
 use crate::routes::history::names;
 use crate::scope::visible_workflows;
@@ -67,12 +67,7 @@ pub(crate) async fn list_alerts<S: Store, C: Control>(
         kind: q.kind.as_deref().map(|k| parse_id::<AlertKind>("kind", k)).transpose()?,
         workflows,
         before: q.before.as_deref().map(|id| parse_id::<AlertId>("before", id)).transpose()?,
-        limit: q
-            .limit
-            .as_deref()
-            .map(|l| parse_number("limit", l, 1..=MAX_ALERTS))
-            .transpose()?
-            .unwrap_or(100),
+        limit: page_limit(q.limit.as_deref(), MAX_ALERTS)?,
     };
     let limit = query.limit;
     let alerts = state.store.alerts(query).await?;
@@ -144,12 +139,7 @@ pub(crate) async fn list_reaped<S: Store, C: Control>(
     let query = ReapedQuery {
         workflows,
         before: q.before.as_deref().map(|c| parse_id::<ReapedCursor>("before", c)).transpose()?,
-        limit: q
-            .limit
-            .as_deref()
-            .map(|l| parse_number("limit", l, 1..=MAX_REAPED))
-            .transpose()?
-            .unwrap_or(100),
+        limit: page_limit(q.limit.as_deref(), MAX_REAPED)?,
     };
     let limit = query.limit;
     let reaped = state.store.reaped_attempts(query).await?;

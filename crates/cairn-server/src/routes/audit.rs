@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiQuery, parse_id, parse_number};
+use crate::extract::{ApiQuery, page_limit, parse_id};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -87,12 +87,7 @@ pub(crate) async fn list_audit<S: Store, C: Control>(
         kind: q.kind.as_deref().map(|k| parse_id::<AuditKind>("kind", k)).transpose()?,
         actor: q.actor.clone().filter(|a| !a.is_empty()),
         before: q.before.as_deref().map(|id| parse_id::<AuditId>("before", id)).transpose()?,
-        limit: q
-            .limit
-            .as_deref()
-            .map(|l| parse_number("limit", l, 1..=MAX_AUDIT_EVENTS))
-            .transpose()?
-            .unwrap_or(100),
+        limit: page_limit(q.limit.as_deref(), MAX_AUDIT_EVENTS)?,
     };
     let limit = query.limit;
     let events = state.store.audit_events(query).await?;

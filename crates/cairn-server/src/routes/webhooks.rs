@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::AppState;
 use crate::control::Control;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiQuery, parse_id, parse_number};
+use crate::extract::{ApiQuery, page_limit, parse_id, parse_number};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -111,12 +111,7 @@ pub(crate) async fn list_deliveries<S: Store, C: Control>(
         state: q.state.as_deref().map(|s| parse_id::<DeliveryState>("state", s)).transpose()?,
         webhook: q.webhook.clone().filter(|w| !w.is_empty()),
         before: q.before.as_deref().map(|id| parse_number("before", id, 1..=i64::MAX)).transpose()?,
-        limit: q
-            .limit
-            .as_deref()
-            .map(|l| parse_number("limit", l, 1..=MAX_DELIVERIES))
-            .transpose()?
-            .unwrap_or(100),
+        limit: page_limit(q.limit.as_deref(), MAX_DELIVERIES)?,
     };
     let limit = query.limit;
     let deliveries = state.store.webhook_deliveries(query).await?;
