@@ -5,7 +5,9 @@
 //! `cairn:rendered:<page>` mark (set once its data is drawn). One JSON line
 //! per address: p50 and max over the loads, the first (cold) load left out.
 //!
-//! `cargo bench -p cairn --bench ui -- DATA_DIR [LOADS]`
+//! `cargo bench -p cairn --bench ui -- DATA_DIR [LOADS]`; with
+//! `CAIRN_DATABASE_URL` set, the server keeps everything in that
+//! PostgreSQL database instead (the data directory then holds only logs).
 
 #[allow(dead_code)]
 #[path = "../tests/ui_harness/mod.rs"]
@@ -17,13 +19,16 @@ use std::time::Duration;
 use serde_json::json;
 use ui_harness::{Browser, Server};
 
-const PAGES: [(&str, &str); 6] = [
+const PAGES: [(&str, &str); 9] = [
     ("dashboard", "/"),
     ("dashboard", "/?window=7d"),
     ("runs", "/runs"),
     ("runs", "/runs?status=FAILED,CANCELED"),
     ("runs", "/runs?status=COMPLETED&after=2000-01-01T00:00:00Z"),
     ("workflows", "/workflows"),
+    ("alerts", "/alerts"),
+    ("analytics", "/analytics"),
+    ("analytics", "/analytics?window=7d"),
 ];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

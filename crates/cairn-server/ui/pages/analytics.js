@@ -15,6 +15,11 @@ const PHASES = [["blocked", "Blocked", "blocked"], ["pending", "Pending", "pendi
 
 let refocus = null;
 
+// The most finished tasks read per step. Percentiles of the newest
+// thousand are as telling as of all, and a week of a million-run history
+// then shows in about half a second instead of four.
+const SAMPLE = 1000;
+
 export async function render(root, _params, query) {
   const state = {
     window: query.get("window") in WINDOWS ? query.get("window") : "24h",
@@ -30,7 +35,9 @@ export async function render(root, _params, query) {
   };
 
   const from = new Date(Date.now() - WINDOWS[state.window] * 1000).toISOString();
-  const stats = await api("/api/v1/stats/phases", {query: {from, workflow: state.workflow, slowest: 10}});
+  const stats = await api("/api/v1/stats/phases",
+    {query: {from, workflow: state.workflow, slowest: 10, sample_cap: SAMPLE}});
+  const sampled = stats.steps.some((s) => s.sampled_from);
 
   fill(root,
     h("h1", {}, "Analytics"),
@@ -42,7 +49,8 @@ export async function render(root, _params, query) {
     h("div", {class: "analytics"},
       h("section", {class: "panel"},
         h("div", {class: "row panel-head"}, h("h2", {}, "Time by step"), legend()),
-        h("p", {class: "muted note"}, "Tasks that finished in the window; p50 and p95 of each phase, the bar the median task's split."),
+        h("p", {class: "muted note"}, "Tasks that finished in the window; p50 and p95 of each phase, the bar the median task's split.",
+          sampled ? ` A step with more than ${SAMPLE.toLocaleString()} such tasks is read from its newest ${SAMPLE.toLocaleString()}, for all three panels.` : ""),
         stats.steps.length ? h("div", {class: "scroll"}, phaseTable(stats.steps, stats.sample_cap))
           : h("p", {class: "empty", dataset: {testid: "phase-empty"}}, "No task finished in this window.")),
       h("section", {class: "panel"}, h("h2", {}, "Slowest tasks"), slowest(stats.slowest)),
