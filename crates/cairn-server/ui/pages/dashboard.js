@@ -6,6 +6,7 @@
 import {api, liveEvents} from "../lib/api.js";
 import {badge, donut, trend} from "../lib/charts.js";
 import {fill, h} from "../lib/dom.js";
+import {segmented, workflowSelect} from "../lib/filters.js";
 import {RUN_STATUSES, ago, duration, when} from "../lib/format.js";
 import {navigate} from "../app.js";
 import {debounce} from "../lib/later.js";
@@ -19,7 +20,6 @@ export async function render(root, _params, query) {
     to: query.get("to") || "",
     workflow: query.get("workflow") || "",
   };
-  const workflows = await api("/api/v1/workflows").catch(() => ({workflows: []}));
 
   const statusChart = h("div", {dataset: {testid: "status-chart"}});
   const trendChart = h("div", {class: "trend", dataset: {testid: "trend-chart"}});
@@ -36,19 +36,17 @@ export async function render(root, _params, query) {
     navigate(`/${q.toString() ? `?${q}` : ""}`);
   };
 
-  const windowButtons = h("div", {class: "segmented", role: "group", "aria-label": "Window"},
-    [["1h", "Last hour"], ["24h", "Last day"], ["7d", "Last week"], ["custom", "Custom"]].map(([key, label]) =>
-      h("button", {type: "button", "aria-pressed": String(state.window === key), onclick: () => go({window: key})}, label)));
+  const windowButtons = segmented("Window",
+    [["1h", "Last hour"], ["24h", "Last day"], ["7d", "Last week"], ["custom", "Custom"]], state.window,
+    (key) => go({window: key}), "window-filter");
   const custom = state.window === "custom" ? h("span", {class: "row"},
     h("label", {}, "From ", h("input", {type: "datetime-local", value: state.from, onchange: (e) => go({from: e.target.value})})),
     h("label", {}, "to ", h("input", {type: "datetime-local", value: state.to, onchange: (e) => go({to: e.target.value})}))) : null;
-  const workflowSelect = h("select", {"aria-label": "Workflow", onchange: (e) => go({workflow: e.target.value})},
-    h("option", {value: ""}, "All workflows"),
-    (workflows.workflows || []).map((w) => h("option", {value: w.name, selected: w.name === state.workflow}, w.name)));
 
   fill(root,
     h("h1", {}, "Dashboard"),
-    h("div", {class: "bar"}, windowButtons, custom, h("span", {class: "spacer"}), workflowSelect),
+    h("div", {class: "bar"}, windowButtons, custom, h("span", {class: "spacer"}),
+      workflowSelect(state.workflow, (workflow) => go({workflow}))),
     h("div", {class: "grid"},
       h("section", {class: "panel"}, h("h2", {}, "Runs by status"), statusChart),
       h("section", {class: "panel"}, h("h2", {}, "Failure rate by workflow"), rates),
