@@ -15,6 +15,7 @@ use cairn_store::{
     TaskFilter, TaskSearch, TimeRange,
 };
 
+use crate::home::on_store;
 use crate::out::outln;
 use crate::report::RunSummary;
 use crate::{Exit, InvalidInput};
@@ -83,6 +84,18 @@ pub struct Args {
     /// Print JSON lines instead of a table
     #[arg(long)]
     json: bool,
+    /// Read this PostgreSQL database instead of the data directory's SQLite file
+    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
+    database: Option<String>,
+}
+
+/// The window and order a listing asks for, read from the flags.
+struct Listing {
+    now: Timestamp,
+    submitted: TimeRange,
+    finished: TimeRange,
+    sort: RunSort,
+    order: Order,
 }
 
 pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
@@ -100,10 +113,15 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     if !(1..=1000).contains(&args.limit) {
         return Err(InvalidInput(format!("--limit: expected 1 to 1000, got {}", args.limit)).into());
     }
-    let home = crate::home::Home::resolve(data_dir)?;
-    let store = home.open(&clock).await?;
+    let listing = Listing { now, submitted, finished, sort, order };
+    on_store!(&args.database, data_dir, |store| list(store, &args, &listing).await)
+}
+
+/// The runs, tasks or statistics the flags ask for, from `store`.
+async fn list<S: Store>(store: &S, args: &Args, listing: &Listing) -> Result<Exit> {
+    let Listing { now, submitted, finished, sort, order } = *listing;
     if args.stats {
-        return stats(&*store, &args, submitted, now).await;
+        return stats(store, args, submitted, now).await;
     }
     let cursor = args.cursor.clone().map(Cursor);
     if args.tasks {
@@ -123,7 +141,7 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
             .search_tasks(TaskSearch { filter, sort, order, cursor, limit: args.limit })
             .await
             .map_err(refused)?;
-        let rows: Vec<TaskSummary> = cairn_server::model::task_summaries(&*store, &page.tasks).await;
+        let rows: Vec<TaskSummary> = cairn_server::model::task_summaries(store, &page.tasks).await;
         print_tasks(&rows, args.json)?;
         more(page.next, args.json);
         return Ok(Exit::Success);

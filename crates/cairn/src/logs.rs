@@ -24,7 +24,7 @@ pub async fn logs(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let clock = EngineClock::system();
     let home = crate::home::Home::resolve(data_dir)?;
     let store = home.open(&clock).await?;
-    let id = crate::status::resolve_run(&store, &args.run_id).await?;
+    let id = crate::status::resolve_run(&*store, &args.run_id).await?;
     let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
     let tasks: Vec<_> =
         detail.tasks.iter().filter(|t| args.step.as_ref().is_none_or(|s| *s == t.name)).collect();

@@ -1,12 +1,14 @@
 //! `cairn status RUN_ID`: a run with every task's transition log, reasons,
 //! actors and derived durations.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use cairn_core::Timestamp;
 use cairn_engine::{EngineClock, human};
-use cairn_store::{SqliteStore, Store};
+use cairn_store::Store;
 
+use crate::home::on_store;
 use crate::out::outln;
 use crate::report::{RunView, stored_run_report};
 use crate::{Exit, InvalidInput};
@@ -19,15 +21,17 @@ pub struct Args {
     /// Print the whole record as JSON
     #[arg(long)]
     json: bool,
+    /// Read this PostgreSQL database instead of the data directory's SQLite file (the logs
+    /// are still looked for under the data directory)
+    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
+    database: Option<String>,
 }
 
 pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
-    let clock = EngineClock::system();
-    let home = crate::home::Home::resolve(data_dir)?;
-    let store = home.open(&clock).await?;
-    let id = resolve_run(&store, &args.run_id).await?;
-    let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
-    let report = stored_run_report(store.as_ref(), &detail, &home.log_root(), clock.now()).await;
+    let log_root = crate::home::Home::resolve(data_dir.clone())?.log_root();
+    let now = EngineClock::system().now();
+    let report =
+        on_store!(&args.database, data_dir, |store| report_of(store, &args.run_id, &log_root, now).await)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Exit::Success);
@@ -36,9 +40,16 @@ pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// The run `run` names ([`resolve_run`]) as `cairn status` shows it.
+async fn report_of<S: Store>(store: &S, run: &str, log_root: &Path, now: Timestamp) -> Result<RunView> {
+    let id = resolve_run(store, run).await?;
+    let detail = store.run_detail(id).await?.ok_or_else(|| InvalidInput(format!("no run {id}")))?;
+    Ok(stored_run_report(store, &detail, log_root, now).await)
+}
+
 /// A full run id, the one run whose id starts with `prefix`, or for `last`
 /// the newest run.
-pub async fn resolve_run(store: &SqliteStore, prefix: &str) -> Result<cairn_core::RunId> {
+pub async fn resolve_run<S: Store>(store: &S, prefix: &str) -> Result<cairn_core::RunId> {
     if let Ok(id) = prefix.parse() {
         return Ok(id);
     }

@@ -200,7 +200,7 @@ async fn local_and_remote_steps_complete_with_a_real_worker() {
     assert!(actors.contains(&"worker:w1"), "{actors:?}");
     assert_eq!(remote["progress"]["percent"], 50.0);
     // The worker sent the step's output to the server, where the API serves it.
-    let log = cairn_client::reqwest::get(format!("{}/api/v1/runs/{run}/logs/remote", server.url))
+    let log = http_get(format!("{}/api/v1/runs/{run}/logs/remote", server.url))
         .await
         .unwrap()
         .text()
@@ -593,8 +593,16 @@ steps:
 const TICK: &str = "schedule: \"*/2 * * * * *\"\nsteps:\n  - name: tock\n    command: \"true\"\n";
 
 /// Whether the server at `url` says it leads (its `cairn_leader` gauge).
+/// A plain GET, as curl would send it. reqwest is built without a crypto
+/// provider of its own: the process's is installed first, as
+/// `cairn_client::Client` does, whichever test of this file runs first.
+async fn http_get(url: String) -> Result<cairn_client::reqwest::Response, cairn_client::reqwest::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    cairn_client::reqwest::get(url).await
+}
+
 async fn leads(url: &str) -> bool {
-    let Ok(res) = cairn_client::reqwest::get(format!("{url}/metrics")).await else { return false };
+    let Ok(res) = http_get(format!("{url}/metrics")).await else { return false };
     let text = res.text().await.unwrap_or_default();
     text.lines().any(|l| l.trim() == "cairn_leader 1")
 }
@@ -673,6 +681,22 @@ async fn two_servers_on_one_database_share_the_work_and_survive_the_leaders_deat
     let r = finished(&cb, sleepy, Duration::from_secs(30)).await;
     assert_eq!(r["status"], "CANCELED", "{r}");
     assert_eq!(task(&r, "long")["status"], "CANCELED");
+    // The command line reads the shared database as the servers wrote it.
+    let cli = |args: &[&str]| {
+        let out =
+            Command::new(BIN).args(args).args(pg).arg("--data-dir").arg(env.dir.path().join("cli")).output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let canceled = cli(&["history", "--status", "CANCELED", "--json"]);
+    let listed: Value = serde_json::from_str(canceled.trim()).unwrap();
+    assert_eq!(listed["run_id"], sleepy.to_string(), "{canceled}");
+    let shown: Value = serde_json::from_str(&cli(&["status", &sleepy.to_string()[..20], "--json"])).unwrap();
+    assert_eq!(
+        (shown["status"].as_str(), task(&shown, "long")["status"].as_str()),
+        (Some("CANCELED"), Some("CANCELED"))
+    );
 
     // Runs the leader drives are in flight when it is killed.
     let orphans = [trigger(&ca, "fan").await, trigger(&ca, "fan").await];
@@ -730,7 +754,7 @@ async fn a_server_whose_database_is_unreachable_says_not_ready_and_keeps_trying(
     // Not ready, saying why, for as long as the database is away.
     let start = Instant::now();
     loop {
-        let res = cairn_client::reqwest::get(format!("{url}/api/v1/ready")).await.unwrap();
+        let res = http_get(format!("{url}/api/v1/ready")).await.unwrap();
         assert_eq!(res.status(), 503);
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["code"], "unavailable", "{body}");
@@ -1059,12 +1083,8 @@ async fn a_failed_run_is_posted_signed_to_the_webhook_of_the_config() {
     );
 
     // The delivery log, over the API and from the command line.
-    let log: Value = cairn_client::reqwest::get(format!("{}/api/v1/webhooks/deliveries", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Value =
+        http_get(format!("{}/api/v1/webhooks/deliveries", server.url)).await.unwrap().json().await.unwrap();
     let rows = log["deliveries"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{log}");
     assert_eq!((rows[0]["state"].as_str(), rows[0]["webhook"].as_str()), (Some("delivered"), Some("ops")));
@@ -1296,8 +1316,7 @@ async fn a_rate_limited_worker_waits_and_its_step_still_completes() {
     let r = finished(&client, run, Duration::from_secs(60)).await;
     assert_eq!(r["status"], "COMPLETED", "{r}");
     assert_eq!(task(&r, "remote")["outputs"]["R"], "remote got local-step");
-    let metrics =
-        cairn_client::reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    let metrics = http_get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("cairn_rate_limited_total{surface=\"worker\"}"), "{metrics}");
 }
 
