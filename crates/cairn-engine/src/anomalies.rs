@@ -14,9 +14,10 @@ use std::sync::Arc;
 use cairn_core::alert::AlertKind;
 use cairn_core::anomaly::{AnomalyRule, Mix, Verdict};
 use cairn_core::{AlertId, RunStatus, Timestamp};
-use cairn_store::{AlertKey, AlertQuery, AlertWrite, Bucket, CountQuery, NewAlert, Store, TimeRange};
+use cairn_store::{AlertKey, AlertQuery, AlertWrite, NewAlert, Store};
 
 use crate::error::EngineError;
+use crate::report::run_counts_by_workflow;
 use crate::time::EngineClock;
 
 /// What one check changed, and what is open after it.
@@ -127,19 +128,10 @@ impl<S: Store> AnomalyWatch<S> {
 
     /// The finished runs of each workflow submitted in `[from, to)`.
     async fn mixes(&self, (from, to): (Timestamp, Timestamp)) -> Result<BTreeMap<String, Mix>, EngineError> {
-        let q = CountQuery { submitted: TimeRange { from: Some(from), to: Some(to) }, workflows: Vec::new() };
-        let trends = self.store.workflow_trends(q, Bucket::Day).await?;
-        Ok(trends
+        let counts = run_counts_by_workflow(&*self.store, from, to, &[]).await?;
+        Ok(counts
             .into_iter()
-            .map(|(workflow, points)| {
-                let mut counts = BTreeMap::new();
-                for point in points {
-                    for (status, n) in point.counts {
-                        *counts.entry(status).or_insert(0) += n;
-                    }
-                }
-                (workflow, Mix::new(&counts))
-            })
+            .map(|(workflow, counts)| (workflow, Mix::new(&counts)))
             .filter(|(_, mix)| mix.finished() > 0)
             .collect())
     }

@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_core::Timestamp;
 use cairn_core::report::{ReportPeriod, RunTally, SLOWEST_STEPS, StatusReport, StepReport, WorkflowReport};
+use cairn_core::{RunStatus, Timestamp};
 use cairn_store::{Bucket, CountQuery, PhaseQuery, PhaseStats, Store, TimeRange};
 
 use crate::error::EngineError;
@@ -84,6 +84,18 @@ async fn tallies<S: Store>(
     to: Timestamp,
     workflows: &[String],
 ) -> Result<BTreeMap<String, RunTally>, EngineError> {
+    let counts = run_counts_by_workflow(store, from, to, workflows).await?;
+    Ok(counts.into_iter().map(|(workflow, counts)| (workflow, RunTally::new(counts))).collect())
+}
+
+/// How many runs of each of `workflows` (empty: every one) submitted in
+/// `[from, to)` are in each status now.
+pub(crate) async fn run_counts_by_workflow<S: Store>(
+    store: &S,
+    from: Timestamp,
+    to: Timestamp,
+    workflows: &[String],
+) -> Result<BTreeMap<String, BTreeMap<RunStatus, u64>>, EngineError> {
     let q =
         CountQuery { submitted: TimeRange { from: Some(from), to: Some(to) }, workflows: workflows.to_vec() };
     // One trend per workflow in day buckets is the store's only read of
@@ -98,7 +110,7 @@ async fn tallies<S: Store>(
                     *counts.entry(status).or_insert(0) += n;
                 }
             }
-            (workflow, RunTally::new(counts))
+            (workflow, counts)
         })
         .collect())
 }

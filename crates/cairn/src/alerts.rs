@@ -15,9 +15,8 @@ use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Read this PostgreSQL database instead of the data directory's SQLite file
-    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
-    database: Option<String>,
+    #[command(flatten)]
+    database: crate::home::Database,
     /// Only alerts not yet resolved
     #[arg(long, conflicts_with = "reaped")]
     open: bool,
@@ -58,7 +57,7 @@ pub async fn alerts(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         before,
         limit: args.limit,
     };
-    let alerts = on_store!(&args.database, data_dir, |store| store.alerts(q).await)?;
+    let alerts = on_store!(&args.database.url, data_dir, |store| store.alerts(q).await)?;
     if args.json {
         for a in &alerts {
             outln!("{}", serde_json::to_string(a)?);
@@ -91,7 +90,7 @@ async fn reaped(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     };
     let q = ReapedQuery { workflows: args.workflow.iter().cloned().collect(), before, limit: args.limit };
     let reaped: Vec<ReapedAttempt> =
-        on_store!(&args.database, data_dir, |store| store.reaped_attempts(q).await)?;
+        on_store!(&args.database.url, data_dir, |store| store.reaped_attempts(q).await)?;
     if args.json {
         for r in &reaped {
             let line = serde_json::json!({

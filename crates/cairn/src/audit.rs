@@ -13,9 +13,8 @@ use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Read this PostgreSQL database instead of the data directory's SQLite file
-    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
-    database: Option<String>,
+    #[command(flatten)]
+    database: crate::home::Database,
     /// Only events of this kind: token_created, token_revoked, token_used, access_denied, signed_in,
     /// signed_out
     #[arg(long, value_name = "KIND")]
@@ -40,7 +39,7 @@ pub async fn audit(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         None => None,
     };
     let q = AuditQuery { kind, actor: args.actor.clone(), before: None, limit: args.limit };
-    let events = on_store!(&args.database, data_dir, |store| store.audit_events(q).await)?;
+    let events = on_store!(&args.database.url, data_dir, |store| store.audit_events(q).await)?;
     if args.json {
         for e in &events {
             outln!("{}", serde_json::to_string(e)?);

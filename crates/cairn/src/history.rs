@@ -84,9 +84,8 @@ pub struct Args {
     /// Print JSON lines instead of a table
     #[arg(long)]
     json: bool,
-    /// Read this PostgreSQL database instead of the data directory's SQLite file
-    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
-    database: Option<String>,
+    #[command(flatten)]
+    database: crate::home::Database,
 }
 
 /// The window and order a listing asks for, read from the flags.
@@ -114,7 +113,7 @@ pub async fn history(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         return Err(InvalidInput(format!("--limit: expected 1 to 1000, got {}", args.limit)).into());
     }
     let listing = Listing { now, submitted, finished, sort, order };
-    on_store!(&args.database, data_dir, |store| list(store, &args, &listing).await)
+    on_store!(&args.database.url, data_dir, |store| list(store, &args, &listing).await)
 }
 
 /// The runs, tasks or statistics the flags ask for, from `store`.

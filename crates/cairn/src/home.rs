@@ -56,6 +56,15 @@ pub fn open_store(path: &Path, opts: SqliteOptions) -> Result<SqliteStore> {
     SqliteStore::open(path, opts).with_context(|| format!("opening the store {}", path.display()))
 }
 
+/// `--database`: the PostgreSQL database a command reads or changes instead
+/// of the data directory's SQLite file ([`on_store!`]).
+#[derive(clap::Args)]
+pub struct Database {
+    /// Use this PostgreSQL database instead of the data directory's SQLite file
+    #[arg(long = "database", global = true, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
+    pub url: Option<String>,
+}
+
 /// Evaluates `$body` with `$store` bound to a reference to the store a
 /// command works on — the PostgreSQL database of `--database` when given,
 /// else the data directory's SQLite store — and closes the store after,

@@ -21,17 +21,16 @@ pub struct Args {
     /// Print the whole record as JSON
     #[arg(long)]
     json: bool,
-    /// Read this PostgreSQL database instead of the data directory's SQLite file (the logs
-    /// are still looked for under the data directory)
-    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
-    database: Option<String>,
+    #[command(flatten)]
+    database: crate::home::Database,
 }
 
 pub async fn status(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let log_root = crate::home::Home::resolve(data_dir.clone())?.log_root();
     let now = EngineClock::system().now();
     let report =
-        on_store!(&args.database, data_dir, |store| report_of(store, &args.run_id, &log_root, now).await)?;
+        on_store!(&args.database.url, data_dir, |store| report_of(store, &args.run_id, &log_root, now)
+            .await)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Exit::Success);

@@ -34,9 +34,8 @@ pub struct Args {
     /// Print the report as one JSON object, as the API gives it
     #[arg(long)]
     json: bool,
-    /// Read this PostgreSQL database instead of the data directory's SQLite file
-    #[arg(long, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
-    database: Option<String>,
+    #[command(flatten)]
+    database: crate::home::Database,
 }
 
 pub async fn report(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
@@ -47,7 +46,7 @@ pub async fn report(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     let workflows: Vec<String> =
         args.workflows.iter().map(|w| w.trim()).filter(|w| !w.is_empty()).map(str::to_owned).collect();
     let report =
-        on_store!(&args.database, data_dir, |store| build(store, args.period, end, &workflows).await)?;
+        on_store!(&args.database.url, data_dir, |store| build(store, args.period, end, &workflows).await)?;
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {

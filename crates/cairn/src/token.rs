@@ -16,9 +16,8 @@ use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Work on this PostgreSQL database instead of the data directory's SQLite file
-    #[arg(long, global = true, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
-    database: Option<String>,
+    #[command(flatten)]
+    database: crate::home::Database,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -63,7 +62,7 @@ pub async fn token(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
     if let Cmd::Create(c) = &args.command {
         check(c)?;
     }
-    on_store!(&args.database, data_dir, |store| act(store, args.command).await)
+    on_store!(&args.database.url, data_dir, |store| act(store, args.command).await)
 }
 
 /// What the store would refuse less clearly, refused before opening it

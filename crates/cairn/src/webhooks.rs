@@ -13,9 +13,8 @@ use crate::{Exit, InvalidInput};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Read this PostgreSQL database instead of the data directory's SQLite file
-    #[arg(long, global = true, env = "CAIRN_DATABASE_URL", value_name = "postgres://…")]
-    database: Option<String>,
+    #[command(flatten)]
+    database: crate::home::Database,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -52,7 +51,7 @@ pub async fn webhooks(args: Args, data_dir: Option<PathBuf>) -> Result<Exit> {
         None => None,
     };
     let q = DeliveryQuery { state, webhook: d.webhook.clone(), before: None, limit: d.limit };
-    let deliveries = on_store!(&args.database, data_dir, |store| store.webhook_deliveries(q).await)?;
+    let deliveries = on_store!(&args.database.url, data_dir, |store| store.webhook_deliveries(q).await)?;
     print(&deliveries, d.json)?;
     Ok(Exit::Success)
 }
